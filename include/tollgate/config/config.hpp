@@ -1,0 +1,154 @@
+#pragma once
+/// @file config.hpp
+/// The effective configuration of one tollgate process. Every key of
+/// DESIGN.md section 6 has a field here with its default. A loaded config is
+/// immutable and shared as `std::shared_ptr<const config>`; a reload builds a
+/// new one and swaps it.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tollgate/keying/cidr.hpp"
+
+namespace tollgate {
+
+using std::chrono::milliseconds;
+
+/// `host:port` to listen on. `host` may be an IPv4 or IPv6 literal (without brackets).
+struct listen_address {
+    std::string host = "0.0.0.0";
+    std::uint16_t port = 8080;
+};
+
+/// One upstream server URL, `http://host[:port]`.
+struct upstream_server {
+    std::string scheme = "http";
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 9000;
+    /// The URL as written, for logs.
+    std::string url = "http://127.0.0.1:9000";
+};
+
+struct upstream_config {
+    std::vector<upstream_server> servers{upstream_server{}};
+    milliseconds connect_timeout{3000};
+    milliseconds response_timeout{30000};
+    milliseconds idle_timeout{60000};
+    std::size_t max_connections = 1024;
+};
+
+struct client_config {
+    milliseconds header_timeout{10000};
+    milliseconds idle_timeout{15000};
+    milliseconds body_timeout{30000};
+    std::size_t max_header_bytes = 16384;
+    std::size_t max_headers = 100;
+    std::uint64_t max_body_bytes = 10ull * 1024 * 1024;
+    std::size_t max_connections = 10000;
+};
+
+struct keying_config {
+    std::string org_header = "X-Org-Id";
+    std::vector<cidr> trusted_org_sources{*cidr::parse("127.0.0.0/8"), *cidr::parse("::1/128")};
+    std::vector<cidr> trusted_proxies{};
+    std::string token_secret{};
+    std::vector<std::string> ip_paths{"/health", "/buildinfo", "/registry/*"};
+};
+
+enum class algorithm_kind { gcra, token_bucket, fixed_window, sliding_window };
+enum class headers_mode { draft, ietf, both, none };
+
+/// A per-key limit override (`rate_limit.overrides[]`).
+struct rate_override {
+    std::string key;
+    std::uint64_t limit = 0;
+    std::optional<milliseconds> window{};
+    std::optional<std::uint64_t> burst{};
+};
+
+struct rate_limit_config {
+    algorithm_kind algorithm = algorithm_kind::gcra;
+    std::uint64_t limit = 600;
+    milliseconds window{60000};
+    std::uint64_t burst = 0;  ///< 0 = limit
+    headers_mode headers = headers_mode::draft;
+    bool dry_run = false;
+    std::size_t max_keys = 1000000;
+    std::vector<rate_override> overrides{};
+};
+
+/// `routes[].rate_limit`: any field left unset inherits `rate_limit`.
+struct route_rate_limit {
+    std::optional<algorithm_kind> algorithm{};
+    std::optional<std::uint64_t> limit{};
+    std::optional<milliseconds> window{};
+    std::optional<std::uint64_t> burst{};
+};
+
+struct route_config {
+    std::string name;
+    std::string path_prefix = "/";
+    std::string host{};  ///< empty = any host
+    std::vector<upstream_server> upstream{};  ///< empty = upstream.servers
+    std::optional<route_rate_limit> rate_limit{};
+    bool exempt = false;
+    std::optional<std::size_t> concurrency{};  ///< per-route slot capacity
+};
+
+struct concurrency_config {
+    std::size_t capacity = 256;  ///< 0 = off
+    milliseconds queue_timeout{0};
+};
+
+enum class store_kind { memory, redis };
+enum class failure_mode { open, closed };
+
+struct redis_config {
+    std::string url = "redis://127.0.0.1:6379";
+    milliseconds timeout{20};
+    failure_mode on_failure = failure_mode::open;
+    std::uint32_t instances = 1;
+    std::string key_prefix = "tollgate:";
+};
+
+struct store_config {
+    store_kind type = store_kind::memory;
+    redis_config redis{};
+};
+
+enum class log_level { debug, info, warn, error };
+
+struct log_config {
+    log_level level = log_level::info;
+    bool access_log = true;
+};
+
+struct admin_config {
+    listen_address listen{"127.0.0.1", 9090};
+};
+
+struct shutdown_config {
+    milliseconds drain_timeout{30000};
+};
+
+struct config {
+    listen_address listen{};
+    unsigned threads = 0;  ///< 0 = one per core
+    admin_config admin{};
+    upstream_config upstream{};
+    client_config client{};
+    keying_config keying{};
+    rate_limit_config rate_limit{};
+    concurrency_config concurrency{};
+    std::vector<route_config> routes{};
+    store_config store{};
+    log_config log{};
+    shutdown_config shutdown{};
+    /// File the config came from ("" when built from defaults and env only).
+    std::string source{};
+};
+
+}  // namespace tollgate
