@@ -1,0 +1,159 @@
+#include "tollgate/config/cli.hpp"
+
+#include <algorithm>
+#include <array>
+#include <string_view>
+
+namespace tollgate {
+namespace {
+
+struct override_flag {
+    std::string_view name;
+    setting which;
+    std::string_view value_name;
+    std::string_view help;
+};
+
+constexpr std::array<override_flag, 9> override_flags{{
+    {"--listen", setting::listen, "ADDR:PORT", "client listener (TOLLGATE_LISTEN)"},
+    {"--admin-listen", setting::admin_listen, "ADDR:PORT",
+     "metrics/health listener (TOLLGATE_ADMIN_LISTEN)"},
+    {"--upstream", setting::upstream, "URL[,URL...]",
+     "upstream servers, http:// only (TOLLGATE_UPSTREAM)"},
+    {"--threads", setting::threads, "N", "I/O threads, 0 = one per core (TOLLGATE_THREADS)"},
+    {"--rate-limit", setting::rate_limit, "N", "requests per window per key (RATE_LIMIT)"},
+    {"--rate-limit-window", setting::rate_limit_window, "DURATION",
+     "rate window, e.g. 60s, 1m, 500ms (RATE_LIMIT_WINDOW)"},
+    {"--concurrency", setting::concurrency, "N",
+     "upstream in-flight capacity, 0 = off (TOLLGATE_CONCURRENCY)"},
+    {"--log-level", setting::log_level, "LEVEL", "debug, info, warn or error (TOLLGATE_LOG_LEVEL)"},
+    {"--redis-url", setting::redis_url, "URL",
+     "redis://host:port, implies store.type redis (TOLLGATE_REDIS_URL)"},
+}};
+
+const override_flag* find_override(std::string_view name) {
+    for (const auto& f : override_flags) {
+        if (f.name == name) {
+            return &f;
+        }
+    }
+    return nullptr;
+}
+
+}  // namespace
+
+cli_options parse_cli(int argc, const char* const* argv) {
+    cli_options out;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        std::string_view name = arg;
+        std::optional<std::string_view> inline_value;
+        if (arg.starts_with("--")) {
+            if (std::size_t eq = arg.find('='); eq != std::string_view::npos) {
+                name = arg.substr(0, eq);
+                inline_value = arg.substr(eq + 1);
+            }
+        } else if (arg.starts_with("-") && arg != "-h") {
+            throw config_error("unknown option \"" + std::string(arg) + "\" (see --help)");
+        } else if (arg != "-h") {
+            throw config_error("unexpected argument \"" + std::string(arg) +
+                               "\" (options start with --; see --help)");
+        }
+
+        bool* toggle = nullptr;
+        if (name == "--check-config") {
+            toggle = &out.check_config;
+        } else if (name == "--print-config") {
+            toggle = &out.print_config;
+        } else if (name == "--help" || name == "-h") {
+            toggle = &out.help;
+        } else if (name == "--version") {
+            toggle = &out.version;
+        }
+        if (toggle != nullptr) {
+            if (inline_value) {
+                throw config_error(std::string(name) + ": takes no value");
+            }
+            *toggle = true;
+            continue;
+        }
+
+        bool is_config = name == "--config";
+        if (!is_config && find_override(name) == nullptr) {
+            throw config_error("unknown option \"" + std::string(name) + "\" (see --help)");
+        }
+        std::string value;
+        if (inline_value) {
+            value = std::string(*inline_value);
+        } else {
+            // A following option is almost certainly a forgotten value, not a
+            // value that happens to start with "--" (none of ours can).
+            if (i + 1 >= argc || std::string_view(argv[i + 1]).starts_with("--")) {
+                throw config_error(std::string(name) + ": missing value");
+            }
+            value = argv[++i];
+        }
+        if (is_config) {
+            if (out.config_path) {
+                throw config_error("--config: given twice");
+            }
+            if (value.empty()) {
+                throw config_error("--config: has an empty value");
+            }
+            out.config_path = value;
+        } else {
+            out.overrides.emplace_back(std::string(name), std::move(value));
+        }
+    }
+    return out;
+}
+
+std::string cli_usage() {
+    std::string text =
+        "usage: tollgate [--config FILE] [options]\n"
+        "\n"
+        "HTTP reverse proxy that rate-limits per caller.\n"
+        "\n"
+        "  --config FILE           YAML configuration (default: TOLLGATE_CONFIG, else built-in\n"
+        "                          defaults)\n"
+        "  --check-config          validate the configuration, print every error, exit 0 or 1\n"
+        "  --print-config          print the effective configuration (secrets redacted)\n"
+        "  --version               print the version\n"
+        "  -h, --help              print this help\n"
+        "\n"
+        "Overrides (win over the environment, which wins over the file):\n";
+    for (const auto& f : override_flags) {
+        std::string left = "  " + std::string(f.name) + " " + std::string(f.value_name);
+        left.resize(std::max<std::size_t>(left.size() + 1, 30), ' ');
+        text += left + std::string(f.help) + "\n";
+    }
+    text +=
+        "\n"
+        "Environment: RATE_LIMIT, RATE_LIMIT_WINDOW, TOLLGATE_LISTEN, TOLLGATE_ADMIN_LISTEN,\n"
+        "TOLLGATE_UPSTREAM, TOLLGATE_THREADS, TOLLGATE_CONCURRENCY, TOLLGATE_REDIS_URL,\n"
+        "TOLLGATE_TOKEN_SECRET, TOLLGATE_LOG_LEVEL, TOLLGATE_CONFIG. A variable that is set but\n"
+        "empty is an error.\n";
+    return text;
+}
+
+config load_effective_config(const cli_options& options, const env_lookup& env) {
+    std::optional<std::string> path = options.config_path;
+    if (!path) {
+        path = env("TOLLGATE_CONFIG");
+        if (path && path->empty()) {
+            throw config_error(
+                "TOLLGATE_CONFIG: is set but empty (unset it to run on built-in defaults)");
+        }
+    }
+    std::vector<setting_override> overrides;
+    for (const auto& [flag, value] : options.overrides) {
+        const override_flag* f = find_override(flag);
+        if (f == nullptr) {
+            throw config_error("unknown option \"" + flag + "\"");
+        }
+        overrides.push_back(setting_override{flag, f->which, value});
+    }
+    return load_config(path, env, overrides);
+}
+
+}  // namespace tollgate

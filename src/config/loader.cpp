@@ -1,0 +1,1243 @@
+#include "tollgate/config/loader.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <set>
+#include <span>
+
+#include "tollgate/config/values.hpp"
+
+namespace tollgate {
+namespace {
+
+// ---- value kinds -------------------------------------------------------------
+//
+// A value kind couples a parser with the words used when the YAML node is not
+// a scalar at all ("must be a positive integer, got a mapping"). The same
+// kinds serve YAML keys, environment variables and flags, so one setting is
+// validated identically wherever it comes from.
+
+template <class T>
+struct value_kind {
+    std::string_view what;
+    std::function<parse_result<T>(std::string_view)> parse;
+};
+
+using u64 = std::uint64_t;
+
+value_kind<u64> positive_integer(u64 max = UINT64_MAX) {
+    return {"a positive integer",
+            [max](std::string_view t) { return parse_positive_integer(t, max); }};
+}
+
+value_kind<u64> non_negative_integer(u64 max = UINT64_MAX) {
+    return {"a non-negative integer",
+            [max](std::string_view t) { return parse_non_negative_integer(t, max); }};
+}
+
+const value_kind<milliseconds> duration{"a duration like 500ms, 60s, 1m or 1h", parse_duration};
+const value_kind<milliseconds> positive_duration{"a duration like 500ms, 60s, 1m or 1h",
+                                                 parse_positive_duration};
+const value_kind<bool> boolean{"true or false", parse_bool};
+const value_kind<algorithm_kind> algorithm{
+    "one of gcra, token_bucket, fixed_window, sliding_window", parse_algorithm};
+const value_kind<headers_mode> headers{"one of draft, ietf, both, none", parse_headers_mode};
+const value_kind<store_kind> store_type{"one of memory, redis", parse_store_kind};
+const value_kind<failure_mode> failure{"one of open, closed", parse_failure_mode};
+const value_kind<log_level> level{"one of debug, info, warn, error", parse_log_level};
+const value_kind<listen_address> listen{"address:port, e.g. 0.0.0.0:8080 or \"[::1]:8080\"",
+                                        parse_listen_address};
+const value_kind<upstream_server> upstream_url{"an http:// URL like http://127.0.0.1:9000",
+                                               parse_upstream_url};
+const value_kind<cidr> cidr_range{"a CIDR range like 10.0.0.0/8", parse_cidr};
+const value_kind<std::string> any_text{
+    "a string", [](std::string_view t) { return parse_result<std::string>::ok(std::string(t)); }};
+
+value_kind<u64> positive_size(u64 max = UINT64_MAX) {
+    return {"a size like 16384, 512KiB or 10MiB", [max](std::string_view t) {
+                auto parsed = parse_positive_size(t);
+                if (parsed && *parsed > max) {
+                    return parse_result<u64>::fail("must be at most " + std::to_string(max) +
+                                                   " bytes, got " + quote_value(t));
+                }
+                return parsed;
+            }};
+}
+
+const value_kind<std::string> redis_url{
+    "a redis:// URL like redis://127.0.0.1:6379", [](std::string_view t) {
+        auto parsed = parse_redis_url(t);
+        return parsed ? parse_result<std::string>::ok(std::string(t))
+                      : parse_result<std::string>::fail(parsed.error());
+    }};
+
+bool is_tchar(char c) {
+    // RFC 9110 token characters: what a header name may contain.
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+const value_kind<std::string> header_name{
+    "an HTTP header name", [](std::string_view t) {
+        bool ok = !t.empty() && t.size() <= 128;
+        for (char c : t) {
+            ok = ok && is_tchar(c);
+        }
+        return ok ? parse_result<std::string>::ok(std::string(t))
+                  : parse_result<std::string>::fail(
+                        "must be an HTTP header name like "
+                        "X-Org-Id, got " +
+                        quote_value(t));
+    }};
+
+const value_kind<std::string> route_name{
+    "a route name", [](std::string_view t) {
+        bool ok = !t.empty() && t.size() <= 64;
+        for (char c : t) {
+            ok = ok && (is_tchar(c) &&
+                        std::string_view("!#$%&'*+^`|~").find(c) == std::string_view::npos);
+        }
+        // Route names become metric labels and log fields: keep them plain.
+        return ok ? parse_result<std::string>::ok(std::string(t))
+                  : parse_result<std::string>::fail("must match [A-Za-z0-9._-]{1,64}, got " +
+                                                    quote_value(t));
+    }};
+
+bool has_space_or_control(std::string_view t) {
+    return std::any_of(t.begin(), t.end(), [](char c) {
+        auto u = static_cast<unsigned char>(c);
+        return u <= 0x20 || u == 0x7f;
+    });
+}
+
+const value_kind<std::string> path_prefix{
+    "a path starting with /", [](std::string_view t) {
+        if (t.empty() || t[0] != '/' || has_space_or_control(t) ||
+            t.find_first_of("?#") != std::string_view::npos) {
+            return parse_result<std::string>::fail(
+                "must be a URL path starting with / (no spaces, query or fragment), got " +
+                quote_value(t));
+        }
+        return parse_result<std::string>::ok(std::string(t));
+    }};
+
+const value_kind<std::string> ip_path{
+    "a path starting with /", [](std::string_view t) {
+        std::size_t star = t.find('*');
+        if (t.empty() || t[0] != '/' || has_space_or_control(t) ||
+            (star != std::string_view::npos && star + 1 != t.size())) {
+            return parse_result<std::string>::fail(
+                "must be a path starting with / (a * is allowed only at the end), got " +
+                quote_value(t));
+        }
+        return parse_result<std::string>::ok(std::string(t));
+    }};
+
+const value_kind<std::string> route_host{
+    "a host name", [](std::string_view t) {
+        // Matched against the Host header, so host[:port]; "" means any host.
+        if (t.empty()) {
+            return parse_result<std::string>::ok(std::string());
+        }
+        auto as_url = parse_upstream_url("http://" + std::string(t));
+        if (!as_url || t.find('/') != std::string_view::npos) {
+            return parse_result<std::string>::fail(
+                "must be a host name or address, optionally with :port, got " + quote_value(t));
+        }
+        return parse_result<std::string>::ok(std::string(t));
+    }};
+
+const value_kind<std::string> key_prefix{
+    "a string", [](std::string_view t) {
+        if (has_space_or_control(t)) {
+            return parse_result<std::string>::fail(
+                "must not contain spaces or control characters, got " + quote_value(t));
+        }
+        return parse_result<std::string>::ok(std::string(t));
+    }};
+
+const value_kind<std::string> rate_key{"a rate key like org:acme", parse_rate_key};
+
+/// Upper bound for `threads`: more would only mean a typo (and 1024 acceptors).
+constexpr u64 max_threads = 1024;
+/// Beast's header_limit is 32-bit.
+constexpr u64 max_header_bytes = UINT32_MAX;
+
+// ---- collected errors --------------------------------------------------------
+
+/// Errors with the line they belong to, so they can be reported in file order
+/// although keys are read in a fixed order. Non-file errors sort last.
+struct error_list {
+    static constexpr int after_file = INT_MAX;
+    std::vector<std::pair<int, std::string>> items;
+
+    void add(int line, std::string message) { items.emplace_back(line, std::move(message)); }
+    bool empty() const { return items.empty(); }
+
+    [[noreturn]] void raise() {
+        std::stable_sort(items.begin(), items.end(),
+                         [](const auto& a, const auto& b) { return a.first < b.first; });
+        constexpr std::size_t max_shown = 50;
+        std::string text;
+        for (std::size_t i = 0; i < items.size() && i < max_shown; ++i) {
+            text += (i == 0 ? "" : "\n") + items[i].second;
+        }
+        if (items.size() > max_shown) {
+            text += "\n... and " + std::to_string(items.size() - max_shown) + " more errors";
+        }
+        throw config_error(text);
+    }
+};
+
+/// Where each key's effective value came from: "file:line", "VARIABLE" or
+/// "--flag"; absent = built-in default. Used by checks on the merged config.
+using origin_map = std::map<std::string, std::string, std::less<>>;
+
+// ---- YAML reading --------------------------------------------------------------
+
+using key_list = std::span<const std::string_view>;
+
+constexpr std::array<std::string_view, 12> root_keys{
+    "listen",     "threads",     "admin",  "upstream", "client", "keying",
+    "rate_limit", "concurrency", "routes", "store",    "log",    "shutdown"};
+constexpr std::array<std::string_view, 1> admin_keys{"listen"};
+constexpr std::array<std::string_view, 5> upstream_keys{
+    "servers", "connect_timeout", "response_timeout", "idle_timeout", "max_connections"};
+constexpr std::array<std::string_view, 7> client_keys{
+    "header_timeout", "idle_timeout",   "body_timeout",   "max_header_bytes",
+    "max_headers",    "max_body_bytes", "max_connections"};
+constexpr std::array<std::string_view, 5> keying_keys{
+    "org_header", "trusted_org_sources", "trusted_proxies", "token_secret", "ip_paths"};
+constexpr std::array<std::string_view, 8> rate_limit_keys{
+    "algorithm", "limit", "window", "burst", "headers", "dry_run", "max_keys", "overrides"};
+constexpr std::array<std::string_view, 4> override_keys{"key", "limit", "window", "burst"};
+constexpr std::array<std::string_view, 2> concurrency_keys{"capacity", "queue_timeout"};
+constexpr std::array<std::string_view, 7> route_keys{
+    "name", "path_prefix", "host", "upstream", "rate_limit", "exempt", "concurrency"};
+constexpr std::array<std::string_view, 4> route_rate_limit_keys{"algorithm", "limit", "window",
+                                                                "burst"};
+constexpr std::array<std::string_view, 2> store_keys{"type", "redis"};
+constexpr std::array<std::string_view, 5> redis_keys{"url", "timeout", "failure_mode", "instances",
+                                                     "key_prefix"};
+constexpr std::array<std::string_view, 2> log_keys{"level", "access_log"};
+constexpr std::array<std::string_view, 1> shutdown_keys{"drain_timeout"};
+
+/// Every section, for the "it belongs under ..." hint on unknown keys.
+struct section_keys {
+    std::string_view path;
+    key_list keys;
+};
+const std::array<section_keys, 14> all_sections{{
+    {"", root_keys},
+    {"admin", admin_keys},
+    {"upstream", upstream_keys},
+    {"client", client_keys},
+    {"keying", keying_keys},
+    {"rate_limit", rate_limit_keys},
+    {"rate_limit.overrides[]", override_keys},
+    {"concurrency", concurrency_keys},
+    {"routes[]", route_keys},
+    {"routes[].rate_limit", route_rate_limit_keys},
+    {"store", store_keys},
+    {"store.redis", redis_keys},
+    {"log", log_keys},
+    {"shutdown", shutdown_keys},
+}};
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) {
+        row[j] = j;
+    }
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        std::size_t diagonal = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            std::size_t above = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+            diagonal = above;
+        }
+    }
+    return row[b.size()];
+}
+
+/// "unknown key" plus the likeliest fix: a near spelling in the same
+/// section, or the section where a key of that name lives.
+std::string unknown_key_message(std::string_view key, std::string_view section_path,
+                                key_list known) {
+    std::string best;
+    std::size_t best_distance = key.size() <= 4 ? 1 : 2;
+    for (std::string_view candidate : known) {
+        std::size_t d = edit_distance(key, candidate);
+        if (d <= best_distance && (best.empty() || d < best_distance)) {
+            best = std::string(candidate);
+            best_distance = d;
+        }
+    }
+    if (!best.empty()) {
+        return "unknown key (did you mean \"" + best + "\"?)";
+    }
+    std::vector<std::string> elsewhere;
+    for (const auto& section : all_sections) {
+        if (section.path == section_path) {
+            continue;
+        }
+        for (std::string_view candidate : section.keys) {
+            if (candidate == key) {
+                elsewhere.push_back(section.path.empty()
+                                        ? std::string(key)
+                                        : std::string(section.path) + "." + std::string(key));
+            }
+        }
+    }
+    std::string message = "unknown key";
+    if (!elsewhere.empty()) {
+        message += " here (it belongs at ";
+        for (std::size_t i = 0; i < elsewhere.size(); ++i) {
+            message += (i == 0 ? "" : " or ") + elsewhere[i];
+        }
+        return message + ")";
+    }
+    message += "; expected one of: ";
+    for (std::size_t i = 0; i < known.size(); ++i) {
+        message += (i == 0 ? "" : ", ") + std::string(known[i]);
+    }
+    return message;
+}
+
+int line_of(const YAML::Node& node, int fallback) {
+    YAML::Mark mark = node.Mark();
+    return mark.line >= 0 ? mark.line + 1 : fallback;
+}
+
+std::string describe(const YAML::Node& node) {
+    switch (node.Type()) {
+        case YAML::NodeType::Map:
+            return "a mapping";
+        case YAML::NodeType::Sequence:
+            return "a list";
+        case YAML::NodeType::Scalar:
+            return quote_value(node.Scalar());
+        default:
+            return "nothing";
+    }
+}
+
+/// One key of a mapping.
+struct entry {
+    std::string key;
+    YAML::Node value;
+    int key_line;
+    /// Line of the value; a value-less key (`limit:`) reports the key's line,
+    /// since yaml-cpp marks an empty value at the next token.
+    int value_line() const { return value.IsNull() ? key_line : line_of(value, key_line); }
+};
+
+/// A mapping whose keys were checked (known, unique, scalar).
+struct mapping {
+    std::string path;  ///< "" for the top level, "routes[0]" for a list item
+    int line = 1;
+    std::vector<entry> entries;
+
+    const entry* find(std::string_view key) const {
+        for (const auto& e : entries) {
+            if (e.key == key) {
+                return &e;
+            }
+        }
+        return nullptr;
+    }
+    std::string child(std::string_view key) const {
+        return path.empty() ? std::string(key) : path + "." + std::string(key);
+    }
+};
+
+/// A list item that is itself a mapping (routes[], overrides[]).
+struct item_node {
+    YAML::Node node;
+    std::string path;
+    int line;
+};
+
+class yaml_reader {
+public:
+    yaml_reader(std::string file, error_list& errors, origin_map& origins)
+        : file_(std::move(file)), errors_(errors), origins_(origins) {}
+
+    void error(int line, std::string_view path, std::string_view message) {
+        std::string text = file_ + ":" + std::to_string(line) + ": ";
+        if (!path.empty()) {
+            text += std::string(path) + ": ";
+        }
+        text += message;
+        errors_.add(line, std::move(text));
+    }
+
+    std::size_t error_count() const { return errors_.items.size(); }
+
+    /// Checks `node` is a mapping with only `known`, unique, scalar keys.
+    /// `section_path` names the section in all_sections (list items use
+    /// `routes[]`). A null node (empty file, `keying:` with no value) is an
+    /// empty mapping: all defaults.
+    std::optional<mapping> open_map(const YAML::Node& node, int line, std::string path,
+                                    std::string_view section_path, key_list known) {
+        mapping out;
+        out.path = std::move(path);
+        out.line = line;
+        if (node.IsNull()) {
+            return out;
+        }
+        if (!node.IsMap()) {
+            std::string subject = out.path.empty() ? "the top level" : "";
+            error(line, out.path,
+                  (subject.empty() ? "" : subject + " ") + "must be a mapping of keys, got " +
+                      describe(node));
+            return std::nullopt;
+        }
+        std::map<std::string, int, std::less<>> seen;
+        for (auto it = node.begin(); it != node.end(); ++it) {
+            // Copies: the iterator hands out a temporary proxy.
+            const YAML::Node key_node = it->first;
+            const YAML::Node value_node = it->second;
+            int key_line = line_of(key_node, line);
+            if (!key_node.IsScalar()) {
+                error(key_line, out.path, "keys must be plain names, got " + describe(key_node));
+                continue;
+            }
+            std::string key = key_node.Scalar();
+            std::string key_path = out.child(key);
+            if (key == "<<") {
+                error(key_line, out.path,
+                      "YAML merge keys (<<) are not supported; write the keys out");
+                continue;
+            }
+            if (std::find(known.begin(), known.end(), key) == known.end()) {
+                error(key_line, key_path, unknown_key_message(key, section_path, known));
+                continue;
+            }
+            if (auto [first, inserted] = seen.emplace(key, key_line); !inserted) {
+                error(key_line, key_path,
+                      "duplicate key (first set on line " + std::to_string(first->second) + ")");
+                continue;
+            }
+            out.entries.push_back(entry{key, value_node, key_line});
+        }
+        return out;
+    }
+
+    /// A nested section; nullopt when absent, broken, or (when `null_ok`) empty.
+    std::optional<mapping> section(const mapping& parent, std::string_view key,
+                                   std::string_view section_path, key_list known) {
+        const entry* e = parent.find(key);
+        if (e == nullptr) {
+            return std::nullopt;
+        }
+        return open_map(e->value, e->value_line(), parent.child(key), section_path, known);
+    }
+
+    /// The scalar text of a value, or an error naming what was expected.
+    std::optional<std::string> scalar(const YAML::Node& node, int line, std::string_view path,
+                                      std::string_view what) {
+        if (node.IsScalar()) {
+            return node.Scalar();
+        }
+        if (node.IsNull()) {
+            error(line, path,
+                  "has no value; expected " + std::string(what) +
+                      " (remove the key to use the default)");
+        } else {
+            error(line, path, "must be " + std::string(what) + ", got " + describe(node));
+        }
+        return std::nullopt;
+    }
+
+    /// Reads `key` from `m` into `out` when present and valid. Returns true
+    /// when `out` was set.
+    template <class T, class U>
+    bool get(const mapping& m, std::string_view key, U& out, const value_kind<T>& kind) {
+        const entry* e = m.find(key);
+        if (e == nullptr) {
+            return false;
+        }
+        std::string path = m.child(key);
+        auto value = parse_node(e->value, e->value_line(), path, kind);
+        if (!value) {
+            return false;
+        }
+        out = static_cast<U>(std::move(*value));
+        origins_[path] = file_ + ":" + std::to_string(e->value_line());
+        return true;
+    }
+
+    template <class T>
+    std::optional<T> parse_node(const YAML::Node& node, int line, const std::string& path,
+                                const value_kind<T>& kind) {
+        auto text = scalar(node, line, path, kind.what);
+        if (!text) {
+            return std::nullopt;
+        }
+        auto parsed = kind.parse(*text);
+        if (!parsed) {
+            error(line, path, parsed.error());
+            return std::nullopt;
+        }
+        return *parsed;
+    }
+
+    /// A list of scalars. A value-less key is an empty list only when
+    /// `null_is_empty` (lists whose default is empty); otherwise it is an
+    /// error, since "no value" could mean "none" or "the default".
+    template <class T>
+    bool get_list(const mapping& m, std::string_view key, std::vector<T>& out,
+                  const value_kind<T>& kind, std::string_view example, bool null_is_empty) {
+        const entry* e = m.find(key);
+        if (e == nullptr) {
+            return false;
+        }
+        std::string path = m.child(key);
+        int line = e->value_line();
+        if (e->value.IsNull() && null_is_empty) {
+            out.clear();
+            return true;
+        }
+        if (!e->value.IsSequence()) {
+            std::string got =
+                e->value.IsNull() ? "nothing (write [] for an empty list)" : describe(e->value);
+            error(line, path, "must be a list like " + std::string(example) + ", got " + got);
+            return false;
+        }
+        std::vector<T> items;
+        bool ok = true;
+        std::size_t index = 0;
+        for (const auto& item : e->value) {
+            std::string item_path = path + "[" + std::to_string(index++) + "]";
+            auto value = parse_node(item, line_of(item, line), item_path, kind);
+            if (value) {
+                items.push_back(std::move(*value));
+            } else {
+                ok = false;
+            }
+        }
+        if (ok) {
+            out = std::move(items);
+            origins_[path] = file_ + ":" + std::to_string(line);
+        }
+        return ok;
+    }
+
+    /// A list of mappings (routes, overrides); a value-less key is empty.
+    std::vector<item_node> items(const mapping& m, std::string_view key) {
+        const entry* e = m.find(key);
+        std::vector<item_node> out;
+        if (e == nullptr || e->value.IsNull()) {
+            return out;
+        }
+        std::string path = m.child(key);
+        if (!e->value.IsSequence()) {
+            error(e->value_line(), path, "must be a list, got " + describe(e->value));
+            return out;
+        }
+        std::size_t index = 0;
+        for (const auto& item : e->value) {
+            out.push_back(item_node{item, path + "[" + std::to_string(index++) + "]",
+                                    line_of(item, e->value_line())});
+        }
+        return out;
+    }
+
+private:
+    std::string file_;
+    error_list& errors_;
+    origin_map& origins_;
+};
+
+bool is_window_algorithm(algorithm_kind a) {
+    return a == algorithm_kind::fixed_window || a == algorithm_kind::sliding_window;
+}
+
+constexpr std::string_view burst_message =
+    "burst applies only to the gcra and token_bucket algorithms (set it to 0 or remove it)";
+
+/// Reads a whole document into `cfg`. Cross-field checks that need only the
+/// file (route names, burst vs algorithm) happen here, where lines are known.
+class config_reader {
+public:
+    config_reader(yaml_reader& in, config& cfg) : in_(in), cfg_(cfg) {}
+
+    void read(const YAML::Node& root) {
+        auto top = in_.open_map(root, 1, "", "", root_keys);
+        if (!top) {
+            return;
+        }
+        in_.get(*top, "listen", cfg_.listen, listen);
+        in_.get(*top, "threads", cfg_.threads, non_negative_integer(max_threads));
+        if (auto admin = in_.section(*top, "admin", "admin", admin_keys)) {
+            in_.get(*admin, "listen", cfg_.admin.listen, listen);
+        }
+        read_upstream(*top);
+        read_client(*top);
+        read_keying(*top);
+        read_rate_limit(*top);
+        if (auto c = in_.section(*top, "concurrency", "concurrency", concurrency_keys)) {
+            in_.get(*c, "capacity", cfg_.concurrency.capacity,
+                    non_negative_integer(std::numeric_limits<std::size_t>::max()));
+            in_.get(*c, "queue_timeout", cfg_.concurrency.queue_timeout, duration);
+        }
+        read_routes(*top);
+        read_store(*top);
+        if (auto log = in_.section(*top, "log", "log", log_keys)) {
+            in_.get(*log, "level", cfg_.log.level, level);
+            in_.get(*log, "access_log", cfg_.log.access_log, boolean);
+        }
+        if (auto s = in_.section(*top, "shutdown", "shutdown", shutdown_keys)) {
+            in_.get(*s, "drain_timeout", cfg_.shutdown.drain_timeout, duration);
+        }
+    }
+
+private:
+    void read_upstream(const mapping& top) {
+        auto u = in_.section(top, "upstream", "upstream", upstream_keys);
+        if (!u) {
+            return;
+        }
+        if (in_.get_list(*u, "servers", cfg_.upstream.servers, upstream_url,
+                         "[http://127.0.0.1:9000]", false) &&
+            cfg_.upstream.servers.empty()) {
+            in_.error(u->find("servers")->value_line(), u->child("servers"),
+                      "must list at least one http:// URL");
+        }
+        in_.get(*u, "connect_timeout", cfg_.upstream.connect_timeout, positive_duration);
+        in_.get(*u, "response_timeout", cfg_.upstream.response_timeout, positive_duration);
+        in_.get(*u, "idle_timeout", cfg_.upstream.idle_timeout, positive_duration);
+        in_.get(*u, "max_connections", cfg_.upstream.max_connections, positive_integer());
+    }
+
+    void read_client(const mapping& top) {
+        auto c = in_.section(top, "client", "client", client_keys);
+        if (!c) {
+            return;
+        }
+        client_config& out = cfg_.client;
+        in_.get(*c, "header_timeout", out.header_timeout, positive_duration);
+        in_.get(*c, "idle_timeout", out.idle_timeout, positive_duration);
+        in_.get(*c, "body_timeout", out.body_timeout, positive_duration);
+        in_.get(*c, "max_header_bytes", out.max_header_bytes, positive_size(max_header_bytes));
+        in_.get(*c, "max_headers", out.max_headers, positive_integer());
+        in_.get(*c, "max_body_bytes", out.max_body_bytes, positive_size());
+        in_.get(*c, "max_connections", out.max_connections, positive_integer());
+    }
+
+    void read_keying(const mapping& top) {
+        auto k = in_.section(top, "keying", "keying", keying_keys);
+        if (!k) {
+            return;
+        }
+        keying_config& out = cfg_.keying;
+        in_.get(*k, "org_header", out.org_header, header_name);
+        in_.get_list(*k, "trusted_org_sources", out.trusted_org_sources, cidr_range,
+                     "[127.0.0.0/8]", false);
+        in_.get_list(*k, "trusted_proxies", out.trusted_proxies, cidr_range, "[10.0.0.0/8]", true);
+        in_.get(*k, "token_secret", out.token_secret, any_text);
+        in_.get_list(*k, "ip_paths", out.ip_paths, ip_path, "[/health]", false);
+    }
+
+    void read_rate_limit(const mapping& top) {
+        auto r = in_.section(top, "rate_limit", "rate_limit", rate_limit_keys);
+        if (!r) {
+            return;
+        }
+        rate_limit_config& out = cfg_.rate_limit;
+        in_.get(*r, "algorithm", out.algorithm, algorithm);
+        in_.get(*r, "limit", out.limit, positive_integer());
+        in_.get(*r, "window", out.window, positive_duration);
+        if (in_.get(*r, "burst", out.burst, non_negative_integer()) && out.burst != 0 &&
+            is_window_algorithm(out.algorithm)) {
+            in_.error(r->find("burst")->value_line(), r->child("burst"), burst_message);
+        }
+        in_.get(*r, "headers", out.headers, headers);
+        in_.get(*r, "dry_run", out.dry_run, boolean);
+        in_.get(*r, "max_keys", out.max_keys, positive_integer());
+
+        std::map<std::string, std::pair<std::string, int>> seen;  // key -> (path, line)
+        for (const auto& item : in_.items(*r, "overrides")) {
+            auto m = in_.open_map(item.node, item.line, item.path, "rate_limit.overrides[]",
+                                  override_keys);
+            if (!m) {
+                continue;
+            }
+            rate_override o;
+            bool has_key = in_.get(*m, "key", o.key, rate_key);
+            bool has_limit = in_.get(*m, "limit", o.limit, positive_integer());
+            if (m->find("key") == nullptr) {
+                in_.error(item.line, m->child("key"), "is required (e.g. key: \"org:acme\")");
+            }
+            if (m->find("limit") == nullptr) {
+                in_.error(item.line, m->child("limit"), "is required");
+            }
+            in_.get(*m, "window", o.window, positive_duration);
+            if (in_.get(*m, "burst", o.burst, non_negative_integer()) && *o.burst != 0 &&
+                is_window_algorithm(out.algorithm)) {
+                in_.error(m->find("burst")->value_line(), m->child("burst"), burst_message);
+            }
+            if (has_key) {
+                int line = m->find("key")->value_line();
+                auto [first, inserted] = seen.emplace(o.key, std::pair{item.path, line});
+                if (!inserted) {
+                    in_.error(line, m->child("key"),
+                              "duplicate override for " + quote_value(o.key) + " (first in " +
+                                  first->second.first + " on line " +
+                                  std::to_string(first->second.second) + ")");
+                }
+            }
+            if (has_key && has_limit) {
+                out.overrides.push_back(std::move(o));
+            }
+        }
+    }
+
+    void read_routes(const mapping& top) {
+        std::map<std::string, std::pair<std::string, int>> names;            // name -> (path, line)
+        std::map<std::pair<std::string, std::string>, std::string> matches;  // (host, prefix)
+        for (const auto& item : in_.items(top, "routes")) {
+            auto m = in_.open_map(item.node, item.line, item.path, "routes[]", route_keys);
+            if (!m) {
+                continue;
+            }
+            route_config route;
+            if (m->find("name") == nullptr) {
+                in_.error(item.line, m->child("name"), "is required (routes need a unique name)");
+            } else if (in_.get(*m, "name", route.name, route_name)) {
+                int line = m->find("name")->value_line();
+                auto [first, inserted] = names.emplace(route.name, std::pair{item.path, line});
+                if (!inserted) {
+                    in_.error(line, m->child("name"),
+                              "duplicate route name " + quote_value(route.name) +
+                                  " (first used by " + first->second.first + " on line " +
+                                  std::to_string(first->second.second) + ")");
+                }
+            }
+            bool prefix_ok = in_.get(*m, "path_prefix", route.path_prefix, path_prefix) ||
+                             m->find("path_prefix") == nullptr;
+            bool host_ok =
+                in_.get(*m, "host", route.host, route_host) || m->find("host") == nullptr;
+            if (prefix_ok && host_ok) {
+                auto [first, inserted] =
+                    matches.emplace(std::pair{route.host, route.path_prefix}, item.path);
+                if (!inserted) {
+                    in_.error(item.line, item.path,
+                              "same host and path_prefix as " + first->second +
+                                  ", so it would never match");
+                }
+            }
+            in_.get_list(*m, "upstream", route.upstream, upstream_url, "[http://10.0.0.1:9000]",
+                         true);
+            in_.get(*m, "exempt", route.exempt, boolean);
+            in_.get(*m, "concurrency", route.concurrency,
+                    positive_integer(std::numeric_limits<std::size_t>::max()));
+            if (auto rl =
+                    in_.section(*m, "rate_limit", "routes[].rate_limit", route_rate_limit_keys)) {
+                route_rate_limit limits;
+                in_.get(*rl, "algorithm", limits.algorithm, algorithm);
+                in_.get(*rl, "limit", limits.limit, positive_integer());
+                in_.get(*rl, "window", limits.window, positive_duration);
+                algorithm_kind effective = limits.algorithm.value_or(cfg_.rate_limit.algorithm);
+                if (in_.get(*rl, "burst", limits.burst, non_negative_integer()) &&
+                    *limits.burst != 0 && is_window_algorithm(effective)) {
+                    in_.error(rl->find("burst")->value_line(), rl->child("burst"), burst_message);
+                }
+                route.rate_limit = limits;
+                if (route.exempt) {
+                    in_.error(m->find("rate_limit")->key_line, m->child("rate_limit"),
+                              "has no effect on an exempt route (remove one of them)");
+                }
+            }
+            cfg_.routes.push_back(std::move(route));
+        }
+    }
+
+    void read_store(const mapping& top) {
+        auto s = in_.section(top, "store", "store", store_keys);
+        if (!s) {
+            return;
+        }
+        in_.get(*s, "type", cfg_.store.type, store_type);
+        if (auto r = in_.section(*s, "redis", "store.redis", redis_keys)) {
+            redis_config& out = cfg_.store.redis;
+            in_.get(*r, "url", out.url, redis_url);
+            in_.get(*r, "timeout", out.timeout, positive_duration);
+            in_.get(*r, "failure_mode", out.on_failure, failure);
+            in_.get(*r, "instances", out.instances, positive_integer(UINT32_MAX));
+            in_.get(*r, "key_prefix", out.key_prefix, key_prefix);
+        }
+    }
+
+    yaml_reader& in_;
+    config& cfg_;
+};
+
+void read_yaml(config& cfg, std::string_view text, const std::string& file, error_list& errors,
+               origin_map& origins) {
+    std::vector<YAML::Node> documents;
+    try {
+        documents = YAML::LoadAll(std::string(text));
+    } catch (const YAML::ParserException& e) {
+        int line = e.mark.line >= 0 ? e.mark.line + 1 : 1;
+        errors.add(line, file + ":" + std::to_string(line) + ": invalid YAML: " + e.msg);
+        return;
+    } catch (const YAML::Exception& e) {
+        errors.add(1, file + ":1: invalid YAML: " + e.msg);
+        return;
+    }
+    yaml_reader in(file, errors, origins);
+    if (documents.empty()) {
+        return;  // empty or comments only: all defaults
+    }
+    if (documents.size() > 1) {
+        in.error(line_of(documents[1], 1), "",
+                 "only one YAML document is allowed (found a second after ---)");
+        return;
+    }
+    config_reader(in, cfg).read(documents[0]);
+}
+
+// ---- environment and flags -----------------------------------------------------
+
+struct setting_info {
+    setting which;
+    std::string_view env;
+    std::string_view path;
+};
+
+constexpr std::array<setting_info, 10> settings{{
+    {setting::rate_limit, "RATE_LIMIT", "rate_limit.limit"},
+    {setting::rate_limit_window, "RATE_LIMIT_WINDOW", "rate_limit.window"},
+    {setting::listen, "TOLLGATE_LISTEN", "listen"},
+    {setting::admin_listen, "TOLLGATE_ADMIN_LISTEN", "admin.listen"},
+    {setting::upstream, "TOLLGATE_UPSTREAM", "upstream.servers"},
+    {setting::threads, "TOLLGATE_THREADS", "threads"},
+    {setting::concurrency, "TOLLGATE_CONCURRENCY", "concurrency.capacity"},
+    {setting::redis_url, "TOLLGATE_REDIS_URL", "store.redis.url"},
+    {setting::token_secret, "TOLLGATE_TOKEN_SECRET", "keying.token_secret"},
+    {setting::log_level, "TOLLGATE_LOG_LEVEL", "log.level"},
+}};
+
+const setting_info& info(setting which) {
+    for (const auto& s : settings) {
+        if (s.which == which) {
+            return s;
+        }
+    }
+    return settings[0];  // unreachable: the table covers the enum
+}
+
+template <class T, class U>
+std::optional<std::string> assign(U& out, std::string_view value, const value_kind<T>& kind) {
+    auto parsed = kind.parse(value);
+    if (!parsed) {
+        return parsed.error();
+    }
+    out = static_cast<U>(*parsed);
+    return std::nullopt;
+}
+
+void apply_env(config& cfg, const env_lookup& env, error_list& errors, origin_map& origins) {
+    for (const auto& s : settings) {
+        std::optional<std::string> value = env(s.env);
+        if (!value) {
+            continue;
+        }
+        std::string name(s.env);
+        if (value->empty()) {
+            errors.add(error_list::after_file,
+                       name +
+                           ": is set but empty (unset it to keep the file's value or the "
+                           "default)");
+            continue;
+        }
+        if (auto problem = apply_setting(cfg, s.which, *value)) {
+            errors.add(error_list::after_file, name + ": " + *problem);
+            continue;
+        }
+        origins[std::string(s.path)] = name;
+        if (s.which == setting::redis_url) {
+            origins["store.type"] = name;
+        }
+    }
+}
+
+/// 0 = default, 1 = file, 2 = environment, 3 = flag: which layer set a key last.
+int layer(const origin_map& origins, std::string_view path) {
+    auto it = origins.find(path);
+    if (it == origins.end()) {
+        return 0;
+    }
+    if (it->second.starts_with("--")) {
+        return 3;
+    }
+    return it->second.find(':') != std::string::npos ? 1 : 2;
+}
+
+bool listeners_collide(const listen_address& a, const listen_address& b) {
+    if (a.port == 0 || a.port != b.port) {
+        return false;
+    }
+    auto x = ip_address::parse(a.host);
+    auto y = ip_address::parse(b.host);
+    if (!x || !y) {
+        return a.host == b.host;
+    }
+    auto any = [](const ip_address& ip) {
+        // [::] is dual-stack on Linux by default, so it takes the port for IPv4 too.
+        return ip == *ip_address::parse("::") || ip == *ip_address::parse("0.0.0.0");
+    };
+    bool same_family = x->is_v4() == y->is_v4();
+    return *x == *y || (any(*x) && (same_family || !x->is_v4())) ||
+           (any(*y) && (same_family || !y->is_v4()));
+}
+
+void check_merged(const config& cfg, error_list& errors, const origin_map& origins) {
+    if (listeners_collide(cfg.listen, cfg.admin.listen)) {
+        // Blame whichever was set by the later layer: that is the one just changed.
+        bool blame_listen = layer(origins, "listen") > layer(origins, "admin.listen");
+        std::string path = blame_listen ? "listen" : "admin.listen";
+        std::string other = blame_listen ? "admin.listen" : "listen";
+        const listen_address& other_address = blame_listen ? cfg.admin.listen : cfg.listen;
+        auto it = origins.find(path);
+        std::string where = it == origins.end() ? "" : it->second + ": ";
+        int line = error_list::after_file;
+        if (layer(origins, path) == 1) {
+            line = std::atoi(it->second.substr(it->second.rfind(':') + 1).c_str());
+        }
+        errors.add(line, where + path + ": port " + std::to_string(cfg.listen.port) +
+                             " is also used by " + other + " (" +
+                             format_listen_address(other_address) + ")");
+    }
+}
+
+std::string read_file(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        throw config_error(path + ": cannot read: " + std::strerror(errno));
+    }
+    std::string text;
+    char buffer[65536];
+    while (true) {
+        ssize_t n = ::read(fd, buffer, sizeof buffer);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            int saved = errno;
+            ::close(fd);
+            throw config_error(path + ": cannot read: " + std::strerror(saved));
+        }
+        if (n == 0) {
+            break;
+        }
+        text.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return text;
+}
+
+config load_layers(const std::optional<std::string>& file, const std::string* text,
+                   const env_lookup& env, const std::vector<setting_override>& overrides) {
+    config cfg;
+    error_list errors;
+    origin_map origins;
+    if (file) {
+        read_yaml(cfg, text != nullptr ? *text : read_file(*file), *file, errors, origins);
+        cfg.source = *file;
+    }
+    apply_env(cfg, env, errors, origins);
+    for (const auto& o : overrides) {
+        if (o.value.empty()) {
+            errors.add(error_list::after_file, o.source + ": has an empty value");
+            continue;
+        }
+        if (auto problem = apply_setting(cfg, o.which, o.value)) {
+            errors.add(error_list::after_file, o.source + ": " + *problem);
+            continue;
+        }
+        origins[std::string(info(o.which).path)] = o.source;
+    }
+    if (errors.empty()) {
+        // Merged checks on a config that is already broken would only add noise.
+        check_merged(cfg, errors, origins);
+    }
+    if (!errors.empty()) {
+        errors.raise();
+    }
+    return cfg;
+}
+
+// ---- rendering -------------------------------------------------------------------
+
+void emit_list(YAML::Emitter& out, const std::vector<std::string>& items) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& item : items) {
+        out << item;
+    }
+    out << YAML::EndSeq;
+}
+
+std::string render_upstream(const upstream_server& s) {
+    // Keep the URL as written when it still says the same thing, so a
+    // round trip does not turn http://backend into http://backend:80.
+    auto parsed = parse_upstream_url(s.url);
+    if (parsed && parsed->host == s.host && parsed->port == s.port) {
+        return s.url;
+    }
+    return format_upstream_url(s);
+}
+
+std::vector<std::string> render_upstreams(const std::vector<upstream_server>& servers) {
+    std::vector<std::string> out;
+    for (const auto& s : servers) {
+        out.push_back(render_upstream(s));
+    }
+    return out;
+}
+
+std::vector<std::string> render_cidrs(const std::vector<cidr>& ranges) {
+    std::vector<std::string> out;
+    for (const auto& r : ranges) {
+        out.push_back(r.to_string());
+    }
+    return out;
+}
+
+}  // namespace
+
+// ---- public ----------------------------------------------------------------------
+
+env_lookup process_env() {
+    return [](std::string_view name) -> std::optional<std::string> {
+        const char* value = std::getenv(std::string(name).c_str());
+        if (value == nullptr) {
+            return std::nullopt;
+        }
+        return std::string(value);
+    };
+}
+
+env_lookup no_env() {
+    return [](std::string_view) -> std::optional<std::string> { return std::nullopt; };
+}
+
+std::optional<std::string> apply_setting(config& cfg, setting which, std::string_view value) {
+    switch (which) {
+        case setting::rate_limit:
+            return assign(cfg.rate_limit.limit, value, positive_integer());
+        case setting::rate_limit_window:
+            return assign(cfg.rate_limit.window, value, positive_duration);
+        case setting::listen:
+            return assign(cfg.listen, value, listen);
+        case setting::admin_listen:
+            return assign(cfg.admin.listen, value, listen);
+        case setting::upstream: {
+            auto parsed = parse_upstream_list(value);
+            if (!parsed) {
+                return parsed.error();
+            }
+            cfg.upstream.servers = *parsed;
+            return std::nullopt;
+        }
+        case setting::threads:
+            return assign(cfg.threads, value, non_negative_integer(max_threads));
+        case setting::concurrency:
+            return assign(cfg.concurrency.capacity, value,
+                          non_negative_integer(std::numeric_limits<std::size_t>::max()));
+        case setting::redis_url: {
+            auto problem = assign(cfg.store.redis.url, value, redis_url);
+            if (!problem) {
+                cfg.store.type = store_kind::redis;
+            }
+            return problem;
+        }
+        case setting::token_secret:
+            cfg.keying.token_secret = std::string(value);
+            return std::nullopt;
+        case setting::log_level:
+            return assign(cfg.log.level, value, level);
+    }
+    return "unknown setting";
+}
+
+config load_config(const std::optional<std::string>& path, const env_lookup& env,
+                   const std::vector<setting_override>& overrides) {
+    return load_layers(path, nullptr, env, overrides);
+}
+
+config parse_config(std::string_view yaml_text, std::string_view file_name, const env_lookup& env) {
+    std::string text(yaml_text);
+    return load_layers(std::string(file_name), &text, env, {});
+}
+
+config load_config_file(const std::string& path, const env_lookup& env) {
+    return load_layers(path, nullptr, env, {});
+}
+
+config load_defaults(const env_lookup& env) {
+    return load_layers(std::nullopt, nullptr, env, {});
+}
+
+std::string render_config(const config& cfg) {
+    YAML::Emitter out;
+    out << YAML::BeginMap;
+    out << YAML::Key << "listen" << YAML::Value << format_listen_address(cfg.listen);
+    out << YAML::Key << "threads" << YAML::Value << cfg.threads;
+
+    out << YAML::Key << "admin" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "listen" << YAML::Value << format_listen_address(cfg.admin.listen);
+    out << YAML::EndMap;
+
+    const upstream_config& up = cfg.upstream;
+    out << YAML::Key << "upstream" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "servers" << YAML::Value;
+    emit_list(out, render_upstreams(up.servers));
+    out << YAML::Key << "connect_timeout" << YAML::Value << format_duration(up.connect_timeout);
+    out << YAML::Key << "response_timeout" << YAML::Value << format_duration(up.response_timeout);
+    out << YAML::Key << "idle_timeout" << YAML::Value << format_duration(up.idle_timeout);
+    out << YAML::Key << "max_connections" << YAML::Value << up.max_connections;
+    out << YAML::EndMap;
+
+    const client_config& cl = cfg.client;
+    out << YAML::Key << "client" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "header_timeout" << YAML::Value << format_duration(cl.header_timeout);
+    out << YAML::Key << "idle_timeout" << YAML::Value << format_duration(cl.idle_timeout);
+    out << YAML::Key << "body_timeout" << YAML::Value << format_duration(cl.body_timeout);
+    out << YAML::Key << "max_header_bytes" << YAML::Value << format_size(cl.max_header_bytes);
+    out << YAML::Key << "max_headers" << YAML::Value << cl.max_headers;
+    out << YAML::Key << "max_body_bytes" << YAML::Value << format_size(cl.max_body_bytes);
+    out << YAML::Key << "max_connections" << YAML::Value << cl.max_connections;
+    out << YAML::EndMap;
+
+    const keying_config& k = cfg.keying;
+    out << YAML::Key << "keying" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "org_header" << YAML::Value << k.org_header;
+    out << YAML::Key << "trusted_org_sources" << YAML::Value;
+    emit_list(out, render_cidrs(k.trusted_org_sources));
+    out << YAML::Key << "trusted_proxies" << YAML::Value;
+    emit_list(out, render_cidrs(k.trusted_proxies));
+    out << YAML::Key << "token_secret" << YAML::Value << YAML::DoubleQuoted
+        << (k.token_secret.empty() ? std::string() : std::string("<redacted>"));
+    out << YAML::Key << "ip_paths" << YAML::Value;
+    emit_list(out, k.ip_paths);
+    out << YAML::EndMap;
+
+    const rate_limit_config& rl = cfg.rate_limit;
+    out << YAML::Key << "rate_limit" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "algorithm" << YAML::Value << std::string(to_string(rl.algorithm));
+    out << YAML::Key << "limit" << YAML::Value << rl.limit;
+    out << YAML::Key << "window" << YAML::Value << format_duration(rl.window);
+    out << YAML::Key << "burst" << YAML::Value << rl.burst;
+    out << YAML::Key << "headers" << YAML::Value << std::string(to_string(rl.headers));
+    out << YAML::Key << "dry_run" << YAML::Value << rl.dry_run;
+    out << YAML::Key << "max_keys" << YAML::Value << rl.max_keys;
+    out << YAML::Key << "overrides" << YAML::Value;
+    if (rl.overrides.empty()) {
+        out << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+    } else {
+        out << YAML::BeginSeq;
+        for (const auto& o : rl.overrides) {
+            out << YAML::BeginMap;
+            out << YAML::Key << "key" << YAML::Value << o.key;
+            out << YAML::Key << "limit" << YAML::Value << o.limit;
+            if (o.window) {
+                out << YAML::Key << "window" << YAML::Value << format_duration(*o.window);
+            }
+            if (o.burst) {
+                out << YAML::Key << "burst" << YAML::Value << *o.burst;
+            }
+            out << YAML::EndMap;
+        }
+        out << YAML::EndSeq;
+    }
+    out << YAML::EndMap;
+
+    out << YAML::Key << "concurrency" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "capacity" << YAML::Value << cfg.concurrency.capacity;
+    out << YAML::Key << "queue_timeout" << YAML::Value
+        << format_duration(cfg.concurrency.queue_timeout);
+    out << YAML::EndMap;
+
+    out << YAML::Key << "routes" << YAML::Value;
+    if (cfg.routes.empty()) {
+        out << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
+    } else {
+        out << YAML::BeginSeq;
+        for (const auto& r : cfg.routes) {
+            out << YAML::BeginMap;
+            out << YAML::Key << "name" << YAML::Value << r.name;
+            out << YAML::Key << "path_prefix" << YAML::Value << r.path_prefix;
+            out << YAML::Key << "host" << YAML::Value << YAML::DoubleQuoted << r.host;
+            out << YAML::Key << "upstream" << YAML::Value;
+            emit_list(out, render_upstreams(r.upstream));
+            if (r.rate_limit) {
+                out << YAML::Key << "rate_limit" << YAML::Value << YAML::BeginMap;
+                if (r.rate_limit->algorithm) {
+                    out << YAML::Key << "algorithm" << YAML::Value
+                        << std::string(to_string(*r.rate_limit->algorithm));
+                }
+                if (r.rate_limit->limit) {
+                    out << YAML::Key << "limit" << YAML::Value << *r.rate_limit->limit;
+                }
+                if (r.rate_limit->window) {
+                    out << YAML::Key << "window" << YAML::Value
+                        << format_duration(*r.rate_limit->window);
+                }
+                if (r.rate_limit->burst) {
+                    out << YAML::Key << "burst" << YAML::Value << *r.rate_limit->burst;
+                }
+                out << YAML::EndMap;
+            }
+            out << YAML::Key << "exempt" << YAML::Value << r.exempt;
+            if (r.concurrency) {
+                out << YAML::Key << "concurrency" << YAML::Value << *r.concurrency;
+            }
+            out << YAML::EndMap;
+        }
+        out << YAML::EndSeq;
+    }
+
+    const redis_config& rd = cfg.store.redis;
+    out << YAML::Key << "store" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "type" << YAML::Value << std::string(to_string(cfg.store.type));
+    out << YAML::Key << "redis" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "url" << YAML::Value << redact_redis_url(rd.url);
+    out << YAML::Key << "timeout" << YAML::Value << format_duration(rd.timeout);
+    out << YAML::Key << "failure_mode" << YAML::Value << std::string(to_string(rd.on_failure));
+    out << YAML::Key << "instances" << YAML::Value << rd.instances;
+    out << YAML::Key << "key_prefix" << YAML::Value << YAML::DoubleQuoted << rd.key_prefix;
+    out << YAML::EndMap;
+    out << YAML::EndMap;
+
+    out << YAML::Key << "log" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "level" << YAML::Value << std::string(to_string(cfg.log.level));
+    out << YAML::Key << "access_log" << YAML::Value << cfg.log.access_log;
+    out << YAML::EndMap;
+
+    out << YAML::Key << "shutdown" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "drain_timeout" << YAML::Value
+        << format_duration(cfg.shutdown.drain_timeout);
+    out << YAML::EndMap;
+    out << YAML::EndMap;
+
+    std::string header = "# tollgate effective configuration (file: ";
+    header += cfg.source.empty() ? "none, built-in defaults" : cfg.source;
+    header += "; environment and flags applied; secrets redacted)\n";
+    return header + out.c_str() + "\n";
+}
+
+}  // namespace tollgate

@@ -1,0 +1,786 @@
+// Config loader: YAML keys and their errors (file:line: key.path), the
+// environment and flag layers, render_config, and the shipped conf/ files.
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <string>
+
+#include "tollgate/config/cli.hpp"
+#include "tollgate/config/loader.hpp"
+#include "tollgate/config/values.hpp"
+
+#ifndef TOLLGATE_SOURCE_DIR
+#define TOLLGATE_SOURCE_DIR "."
+#endif
+#ifndef TOLLGATE_TEST_DATA_DIR
+#define TOLLGATE_TEST_DATA_DIR TOLLGATE_SOURCE_DIR "/tests/data"
+#endif
+
+using namespace tollgate;
+using std::chrono::milliseconds;
+
+namespace {
+
+const std::string source_dir = TOLLGATE_SOURCE_DIR;
+const std::string data_dir = std::string(TOLLGATE_TEST_DATA_DIR) + "/config";
+
+env_lookup env_of(std::map<std::string, std::string> vars) {
+    return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+        auto it = vars.find(std::string(name));
+        if (it == vars.end()) {
+            return std::nullopt;
+        }
+        return it->second;
+    };
+}
+
+config parse(std::string_view yaml, const env_lookup& env = no_env()) {
+    return parse_config(yaml, "conf/x.yaml", env);
+}
+
+/// The full config_error text of loading `yaml` ("" if it loads).
+std::string error_of(std::string_view yaml, const env_lookup& env = no_env()) {
+    try {
+        parse(yaml, env);
+    } catch (const config_error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+template <class F>
+std::string error_from(F&& f) {
+    try {
+        f();
+    } catch (const config_error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+void check_same_servers(const std::vector<upstream_server>& a,
+                        const std::vector<upstream_server>& b) {
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        CHECK(a[i].scheme == b[i].scheme);
+        CHECK(a[i].host == b[i].host);
+        CHECK(a[i].port == b[i].port);
+        CHECK(a[i].url == b[i].url);
+    }
+}
+
+/// Field-by-field equality (config has no operator==). `compare_secret`
+/// is false after a render round trip, which redacts the token secret.
+void check_same(const config& a, const config& b, bool compare_secret = true) {
+    CHECK(a.listen.host == b.listen.host);
+    CHECK(a.listen.port == b.listen.port);
+    CHECK(a.threads == b.threads);
+    CHECK(a.admin.listen.host == b.admin.listen.host);
+    CHECK(a.admin.listen.port == b.admin.listen.port);
+
+    check_same_servers(a.upstream.servers, b.upstream.servers);
+    CHECK(a.upstream.connect_timeout == b.upstream.connect_timeout);
+    CHECK(a.upstream.response_timeout == b.upstream.response_timeout);
+    CHECK(a.upstream.idle_timeout == b.upstream.idle_timeout);
+    CHECK(a.upstream.max_connections == b.upstream.max_connections);
+
+    CHECK(a.client.header_timeout == b.client.header_timeout);
+    CHECK(a.client.idle_timeout == b.client.idle_timeout);
+    CHECK(a.client.body_timeout == b.client.body_timeout);
+    CHECK(a.client.max_header_bytes == b.client.max_header_bytes);
+    CHECK(a.client.max_headers == b.client.max_headers);
+    CHECK(a.client.max_body_bytes == b.client.max_body_bytes);
+    CHECK(a.client.max_connections == b.client.max_connections);
+
+    CHECK(a.keying.org_header == b.keying.org_header);
+    CHECK(a.keying.trusted_org_sources == b.keying.trusted_org_sources);
+    CHECK(a.keying.trusted_proxies == b.keying.trusted_proxies);
+    if (compare_secret) {
+        CHECK(a.keying.token_secret == b.keying.token_secret);
+    }
+    CHECK(a.keying.ip_paths == b.keying.ip_paths);
+
+    CHECK(a.rate_limit.algorithm == b.rate_limit.algorithm);
+    CHECK(a.rate_limit.limit == b.rate_limit.limit);
+    CHECK(a.rate_limit.window == b.rate_limit.window);
+    CHECK(a.rate_limit.burst == b.rate_limit.burst);
+    CHECK(a.rate_limit.headers == b.rate_limit.headers);
+    CHECK(a.rate_limit.dry_run == b.rate_limit.dry_run);
+    CHECK(a.rate_limit.max_keys == b.rate_limit.max_keys);
+    REQUIRE(a.rate_limit.overrides.size() == b.rate_limit.overrides.size());
+    for (std::size_t i = 0; i < a.rate_limit.overrides.size(); ++i) {
+        const auto& x = a.rate_limit.overrides[i];
+        const auto& y = b.rate_limit.overrides[i];
+        CHECK(x.key == y.key);
+        CHECK(x.limit == y.limit);
+        CHECK(x.window == y.window);
+        CHECK(x.burst == y.burst);
+    }
+
+    CHECK(a.concurrency.capacity == b.concurrency.capacity);
+    CHECK(a.concurrency.queue_timeout == b.concurrency.queue_timeout);
+
+    REQUIRE(a.routes.size() == b.routes.size());
+    for (std::size_t i = 0; i < a.routes.size(); ++i) {
+        const auto& x = a.routes[i];
+        const auto& y = b.routes[i];
+        CHECK(x.name == y.name);
+        CHECK(x.path_prefix == y.path_prefix);
+        CHECK(x.host == y.host);
+        check_same_servers(x.upstream, y.upstream);
+        REQUIRE(x.rate_limit.has_value() == y.rate_limit.has_value());
+        if (x.rate_limit) {
+            CHECK(x.rate_limit->algorithm == y.rate_limit->algorithm);
+            CHECK(x.rate_limit->limit == y.rate_limit->limit);
+            CHECK(x.rate_limit->window == y.rate_limit->window);
+            CHECK(x.rate_limit->burst == y.rate_limit->burst);
+        }
+        CHECK(x.exempt == y.exempt);
+        CHECK(x.concurrency == y.concurrency);
+    }
+
+    CHECK(a.store.type == b.store.type);
+    CHECK(a.store.redis.url == b.store.redis.url);
+    CHECK(a.store.redis.timeout == b.store.redis.timeout);
+    CHECK(a.store.redis.on_failure == b.store.redis.on_failure);
+    CHECK(a.store.redis.instances == b.store.redis.instances);
+    CHECK(a.store.redis.key_prefix == b.store.redis.key_prefix);
+
+    CHECK(a.log.level == b.log.level);
+    CHECK(a.log.access_log == b.log.access_log);
+    CHECK(a.shutdown.drain_timeout == b.shutdown.drain_timeout);
+}
+
+}  // namespace
+
+// ---- shipped files and defaults ------------------------------------------------
+
+TEST_CASE("config: empty and comment-only files mean all defaults", "[config][loader]") {
+    check_same(parse(""), config{});
+    check_same(parse("# nothing\n\n"), config{});
+    check_same(load_config_file(data_dir + "/empty.yaml", no_env()), config{});
+    check_same(load_config_file(data_dir + "/comments_only.yaml", no_env()), config{});
+    check_same(load_defaults(no_env()), config{});
+    CHECK(load_defaults(no_env()).source.empty());
+    CHECK(parse("").source == "conf/x.yaml");
+}
+
+TEST_CASE("config: conf/tollgate.yaml states exactly the built-in defaults", "[config][loader]") {
+    config loaded = load_config_file(source_dir + "/conf/tollgate.yaml", no_env());
+    check_same(loaded, config{});
+    CHECK(loaded.source == source_dir + "/conf/tollgate.yaml");
+}
+
+TEST_CASE("config: conf/examples all load", "[config][loader]") {
+    auto load = [](const std::string& name) {
+        return load_config_file(source_dir + "/conf/examples/" + name, no_env());
+    };
+    config single = load("single-backend.yaml");
+    CHECK(single.rate_limit.limit == 100);
+    REQUIRE(single.routes.size() == 1);
+    CHECK(single.routes[0].exempt);
+
+    config saas = load("saas-trusted-org.yaml");
+    REQUIRE(saas.rate_limit.overrides.size() == 2);
+    CHECK(saas.rate_limit.overrides[0].key == "org:acme");
+    CHECK(saas.upstream.servers.size() == 2);
+    CHECK(saas.keying.trusted_org_sources.size() == 3);
+    CHECK(saas.client.max_body_bytes == 64ull << 20);
+
+    config lb = load("behind-load-balancer.yaml");
+    CHECK(lb.keying.trusted_proxies.size() == 2);
+    CHECK(lb.rate_limit.algorithm == algorithm_kind::token_bucket);
+
+    config redis = load("redis.yaml");
+    CHECK(redis.store.type == store_kind::redis);
+    CHECK(redis.store.redis.instances == 3);
+    CHECK(redis.store.redis.key_prefix == "tollgate:prod:");
+}
+
+TEST_CASE("config: every key is read", "[config][loader]") {
+    config c = load_config_file(data_dir + "/full.yaml", no_env());
+    CHECK(c.listen.host == "::");
+    CHECK(c.listen.port == 8081);
+    CHECK(c.threads == 4);
+    CHECK(c.admin.listen.host == "127.0.0.2");
+    CHECK(c.admin.listen.port == 9191);
+    REQUIRE(c.upstream.servers.size() == 3);
+    CHECK(c.upstream.servers[1].host == "fd00::2");
+    CHECK(c.upstream.servers[1].port == 8001);
+    CHECK(c.upstream.servers[2].port == 80);
+    CHECK(c.upstream.connect_timeout == milliseconds{1500});
+    CHECK(c.upstream.response_timeout == milliseconds{120000});
+    CHECK(c.upstream.idle_timeout == milliseconds{3600000});
+    CHECK(c.upstream.max_connections == 64);
+    CHECK(c.client.header_timeout == milliseconds{5000});
+    CHECK(c.client.idle_timeout == milliseconds{20000});
+    CHECK(c.client.body_timeout == milliseconds{45000});
+    CHECK(c.client.max_header_bytes == 32768);
+    CHECK(c.client.max_headers == 50);
+    CHECK(c.client.max_body_bytes == 1000000000);
+    CHECK(c.client.max_connections == 500);
+    CHECK(c.keying.org_header == "X-Tenant");
+    CHECK(c.keying.trusted_org_sources == std::vector<cidr>{*cidr::parse("10.0.0.0/8")});
+    CHECK(c.keying.trusted_proxies ==
+          std::vector<cidr>{*cidr::parse("192.168.0.0/16"), *cidr::parse("fd00::/8")});
+    CHECK(c.keying.token_secret == "s3cret value");
+    CHECK(c.keying.ip_paths == std::vector<std::string>{"/ping", "/status/*"});
+    CHECK(c.rate_limit.algorithm == algorithm_kind::token_bucket);
+    CHECK(c.rate_limit.limit == 1200);
+    CHECK(c.rate_limit.window == milliseconds{30000});
+    CHECK(c.rate_limit.burst == 300);
+    CHECK(c.rate_limit.headers == headers_mode::both);
+    CHECK(c.rate_limit.dry_run);
+    CHECK(c.rate_limit.max_keys == 5000);
+    REQUIRE(c.rate_limit.overrides.size() == 2);
+    CHECK(c.rate_limit.overrides[0].key == "org:acme");
+    CHECK(c.rate_limit.overrides[0].limit == 6000);
+    CHECK(c.rate_limit.overrides[0].window == milliseconds{60000});
+    CHECK(c.rate_limit.overrides[0].burst == std::optional<std::uint64_t>{1000});
+    CHECK(c.rate_limit.overrides[1].key == "ip:10.9.9.9");  // canonical form
+    CHECK_FALSE(c.rate_limit.overrides[1].window.has_value());
+    CHECK(c.concurrency.capacity == 0);
+    CHECK(c.concurrency.queue_timeout == milliseconds{250});
+    REQUIRE(c.routes.size() == 2);
+    CHECK(c.routes[0].name == "uploads");
+    CHECK(c.routes[0].path_prefix == "/v1/uploads");
+    CHECK(c.routes[0].host == "api.example.com");
+    REQUIRE(c.routes[0].upstream.size() == 1);
+    CHECK(c.routes[0].upstream[0].host == "10.2.0.1");
+    REQUIRE(c.routes[0].rate_limit.has_value());
+    CHECK(c.routes[0].rate_limit->algorithm == algorithm_kind::gcra);
+    CHECK(c.routes[0].rate_limit->limit == std::optional<std::uint64_t>{10});
+    CHECK(c.routes[0].rate_limit->window == milliseconds{60000});
+    CHECK(c.routes[0].rate_limit->burst == std::optional<std::uint64_t>{2});
+    CHECK(c.routes[0].concurrency == std::optional<std::size_t>{8});
+    CHECK_FALSE(c.routes[0].exempt);
+    CHECK(c.routes[1].exempt);
+    CHECK_FALSE(c.routes[1].rate_limit.has_value());
+    CHECK(c.routes[1].upstream.empty());
+    CHECK(c.store.type == store_kind::redis);
+    CHECK(c.store.redis.url == "redis://:pw@cache:6380/1");
+    CHECK(c.store.redis.timeout == milliseconds{50});
+    CHECK(c.store.redis.on_failure == failure_mode::closed);
+    CHECK(c.store.redis.instances == 3);
+    CHECK(c.store.redis.key_prefix == "tg:");
+    CHECK(c.log.level == log_level::debug);
+    CHECK_FALSE(c.log.access_log);
+    CHECK(c.shutdown.drain_timeout == milliseconds{5000});
+}
+
+// ---- error messages ------------------------------------------------------------
+
+TEST_CASE("config: value errors name file, line and key path", "[config][loader]") {
+    CHECK(error_of("rate_limit:\n  limit: ten\n") ==
+          "conf/x.yaml:2: rate_limit.limit: must be a positive integer, got \"ten\"");
+    CHECK(error_of("listen: 0.0.0.0:8080\nthreads: 2000\n") ==
+          "conf/x.yaml:2: threads: must be at most 1024, got \"2000\"");
+    CHECK(error_of("client:\n  max_body_bytes: 10mb\n") ==
+          "conf/x.yaml:2: client.max_body_bytes: must be a size like 16384, 512KiB, 10MiB or 1GB "
+          "(units: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB; case-sensitive), got \"10mb\"");
+    CHECK(error_of("upstream:\n  servers:\n    - http://a:1\n    - https://b\n") ==
+          "conf/x.yaml:4: upstream.servers[1]: only http:// upstreams are supported, got "
+          "\"https://b\"");
+    CHECK(error_of("keying:\n  trusted_proxies: [10.0.0.0/8, 10.1.2.3/16]\n") ==
+          "conf/x.yaml:2: keying.trusted_proxies[1]: has host bits set after the /16 prefix (did "
+          "you mean 10.1.0.0/16?), got \"10.1.2.3/16\"");
+    CHECK(error_of("rate_limit: {dry_run: yes}\n") ==
+          "conf/x.yaml:1: rate_limit.dry_run: must be true or false, got \"yes\"");
+    CHECK(error_of("store:\n  redis:\n    instances: 0\n") ==
+          "conf/x.yaml:3: store.redis.instances: must be a positive integer, got \"0\"");
+    CHECK(error_of("upstream:\n  connect_timeout: 0s\n") ==
+          "conf/x.yaml:2: upstream.connect_timeout: must be greater than 0, got \"0s\"");
+    CHECK(error_of("rate_limit:\n  window: 60\n") ==
+          "conf/x.yaml:2: rate_limit.window: needs a unit (ms, s, m or h), e.g. 60s or 500ms, got "
+          "\"60\"");
+    CHECK(error_of("log: {level: verbose}\n") ==
+          "conf/x.yaml:1: log.level: must be one of debug, info, warn, error; got \"verbose\"");
+    CHECK(error_of("store:\n  redis: {url: \"redis://:hunter2@h:0\"}\n") ==
+          "conf/x.yaml:2: store.redis.url: port must be 1-65535, got "
+          "\"redis://:<redacted>@h:0\"");
+    CHECK(error_of("keying:\n  org_header: \"X Org\"\n") ==
+          "conf/x.yaml:2: keying.org_header: must be an HTTP header name like X-Org-Id, got \"X "
+          "Org\"");
+    CHECK(error_of("keying:\n  ip_paths: [health]\n") ==
+          "conf/x.yaml:2: keying.ip_paths[0]: must be a path starting with / (a * is allowed only "
+          "at the end), got \"health\"");
+    CHECK(error_of("client: {max_header_bytes: 8GiB}\n") ==
+          "conf/x.yaml:1: client.max_header_bytes: must be at most 4294967295 bytes, got "
+          "\"8GiB\"");
+}
+
+TEST_CASE("config: unknown keys are errors at every level", "[config][loader]") {
+    CHECK(error_of("listen: 0.0.0.0:8080\nlisten_addr: 1.2.3.4:80\n") ==
+          "conf/x.yaml:2: listen_addr: unknown key; expected one of: listen, threads, admin, "
+          "upstream, client, keying, rate_limit, concurrency, routes, store, log, shutdown");
+    CHECK(error_of("rate_limit:\n  limt: 5\n") ==
+          "conf/x.yaml:2: rate_limit.limt: unknown key (did you mean \"limit\"?)");
+    CHECK(error_of("limit: 5\n") ==
+          "conf/x.yaml:1: limit: unknown key here (it belongs at rate_limit.limit or "
+          "rate_limit.overrides[].limit or routes[].rate_limit.limit)");
+    CHECK(error_of("store:\n  redis:\n    password: x\n") ==
+          "conf/x.yaml:3: store.redis.password: unknown key; expected one of: url, timeout, "
+          "failure_mode, instances, key_prefix");
+    CHECK(error_of("routes:\n  - name: a\n    path: /a\n") ==
+          "conf/x.yaml:3: routes[0].path: unknown key; expected one of: name, path_prefix, host, "
+          "upstream, rate_limit, exempt, concurrency");
+    // Where a key exists only in another section, say so.
+    CHECK(error_of("routes:\n  - name: a\n    rate_limit: {limit: 5, dry_run: true}\n") ==
+          "conf/x.yaml:3: routes[0].rate_limit.dry_run: unknown key here (it belongs at "
+          "rate_limit.dry_run)");
+    CHECK(error_of("routes:\n  - name: a\n    rate_limit: {limit: 5, quota: 3}\n") ==
+          "conf/x.yaml:3: routes[0].rate_limit.quota: unknown key; expected one of: algorithm, "
+          "limit, window, burst");
+    CHECK(error_of("rate_limit:\n  overrides:\n    - key: \"org:a\"\n      limit: 5\n"
+                   "      windw: 1s\n") ==
+          "conf/x.yaml:5: rate_limit.overrides[0].windw: unknown key (did you mean \"window\"?)");
+    CHECK(error_of("client:\n  idle_timout: 5s\n") ==
+          "conf/x.yaml:2: client.idle_timout: unknown key (did you mean \"idle_timeout\"?)");
+}
+
+TEST_CASE("config: wrong node types are errors", "[config][loader]") {
+    CHECK(error_of("rate_limit:\n  limit: {a: 1}\n") ==
+          "conf/x.yaml:2: rate_limit.limit: must be a positive integer, got a mapping");
+    CHECK(error_of("threads: [1, 2]\n") ==
+          "conf/x.yaml:1: threads: must be a non-negative integer, got a list");
+    CHECK(error_of("rate_limit: 600\n") ==
+          "conf/x.yaml:1: rate_limit: must be a mapping of keys, got \"600\"");
+    CHECK(error_of("keying:\n  trusted_proxies: 10.0.0.0/8\n") ==
+          "conf/x.yaml:2: keying.trusted_proxies: must be a list like [10.0.0.0/8], "
+          "got \"10.0.0.0/8\"");
+    CHECK(error_of("routes: {name: a}\n") ==
+          "conf/x.yaml:1: routes: must be a list, got a mapping");
+    CHECK(error_of("routes:\n  - /api\n") ==
+          "conf/x.yaml:2: routes[0]: must be a mapping of keys, got \"/api\"");
+    CHECK(error_of("- a\n- b\n") ==
+          "conf/x.yaml:1: the top level must be a mapping of keys, got a list");
+    CHECK(error_of("just text\n") ==
+          "conf/x.yaml:1: the top level must be a mapping of keys, got \"just text\"");
+    CHECK(error_of("upstream:\n  servers:\n    - [http://a:1]\n") ==
+          "conf/x.yaml:3: upstream.servers[0]: must be an http:// URL like "
+          "http://127.0.0.1:9000, got a list");
+    CHECK(error_of("[a]: 1\n") == "conf/x.yaml:1: keys must be plain names, got a list");
+    CHECK(error_of("base: &b {limit: 5}\nrate_limit:\n  <<: *b\n") ==
+          "conf/x.yaml:1: base: unknown key; expected one of: listen, threads, admin, upstream, "
+          "client, keying, rate_limit, concurrency, routes, store, log, shutdown\n"
+          "conf/x.yaml:3: rate_limit: YAML merge keys (<<) are not supported; write the keys "
+          "out");
+}
+
+TEST_CASE("config: keys without a value", "[config][loader]") {
+    CHECK(error_of("rate_limit:\n  limit:\n  window: 1s\n") ==
+          "conf/x.yaml:2: rate_limit.limit: has no value; expected a positive integer (remove "
+          "the key to use the default)");
+    CHECK(error_of("keying:\n  token_secret: ~\n") ==
+          "conf/x.yaml:2: keying.token_secret: has no value; expected a string (remove the key to "
+          "use the default)");
+    // A list whose default is not empty: "nothing" is ambiguous.
+    CHECK(error_of("keying:\n  trusted_org_sources:\n") ==
+          "conf/x.yaml:2: keying.trusted_org_sources: must be a list like [127.0.0.0/8], got "
+          "nothing (write [] for an empty list)");
+    // Sections and empty-by-default lists with everything commented out.
+    config c = parse(
+        "keying:\n#  org_header: X\nroutes:\n#  - name: a\nrate_limit:\n"
+        "  overrides:\n  limit: 7\n");
+    CHECK(c.keying.org_header == "X-Org-Id");
+    CHECK(c.routes.empty());
+    CHECK(c.rate_limit.overrides.empty());
+    CHECK(c.rate_limit.limit == 7);
+    CHECK(parse("keying:\n  trusted_org_sources: []\n").keying.trusted_org_sources.empty());
+}
+
+TEST_CASE("config: duplicate keys, YAML syntax, several documents", "[config][loader]") {
+    CHECK(error_of("rate_limit:\n  limit: 5\n  limit: 6\n") ==
+          "conf/x.yaml:3: rate_limit.limit: duplicate key (first set on line 2)");
+    CHECK(error_of("rate_limit:\n  limit: [5\n") ==
+          "conf/x.yaml:3: invalid YAML: end of sequence flow not found");
+    CHECK(error_of("a: b: c\n") == "conf/x.yaml:1: invalid YAML: illegal map value");
+    CHECK(error_of("listen: 0.0.0.0:1\n---\nlisten: 0.0.0.0:2\n") ==
+          "conf/x.yaml:3: only one YAML document is allowed (found a second after ---)");
+}
+
+TEST_CASE("config: all errors are reported, in line order", "[config][loader]") {
+    std::string path = data_dir + "/errors.yaml";
+    std::string text = error_from([&] { load_config_file(path, no_env()); });
+    CHECK(text == path +
+                      ":2: listen: must use an IP address, not a host name, e.g. "
+                      "127.0.0.1:8080, got \"localhost:8080\"\n" +
+                      path + ":4: rate_limit.limit: must be a positive integer, got \"ten\"\n" +
+                      path + ":5: rate_limit.windw: unknown key (did you mean \"window\"?)\n" +
+                      path +
+                      ":8: routes[0].path_prefix: must be a URL path starting with / (no "
+                      "spaces, query or fragment), got \"api\"\n" +
+                      path + ":9: routes[0].exempt: must be true or false, got \"yes\"");
+}
+
+TEST_CASE("config: unreadable files", "[config][loader]") {
+    CHECK(error_from([] { load_config_file("/nonexistent/t.yaml", no_env()); }) ==
+          "/nonexistent/t.yaml: cannot read: No such file or directory");
+    CHECK(error_from([] { load_config_file(data_dir, no_env()); }) ==
+          data_dir + ": cannot read: Is a directory");
+}
+
+// ---- cross-field checks --------------------------------------------------------
+
+TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
+    CHECK(error_of("routes:\n  - path_prefix: /a\n") ==
+          "conf/x.yaml:2: routes[0].name: is required (routes need a unique name)");
+    CHECK(error_of("routes:\n  - name: \"\"\n") ==
+          "conf/x.yaml:2: routes[0].name: must match [A-Za-z0-9._-]{1,64}, got \"\"");
+    CHECK(error_of("routes:\n  - name: api\n    path_prefix: /a\n  - name: api\n"
+                   "    path_prefix: /b\n") ==
+          "conf/x.yaml:4: routes[1].name: duplicate route name \"api\" (first used by routes[0] "
+          "on line 2)");
+    CHECK(error_of("routes:\n  - {name: a, path_prefix: /x}\n  - {name: b, path_prefix: /x}\n") ==
+          "conf/x.yaml:3: routes[1]: same host and path_prefix as routes[0], so it would never "
+          "match");
+    CHECK(error_of("routes:\n  - {name: a, path_prefix: \"/x?y\"}\n") ==
+          "conf/x.yaml:2: routes[0].path_prefix: must be a URL path starting with / (no spaces, "
+          "query or fragment), got \"/x?y\"");
+    CHECK(error_of("routes:\n  - {name: a, host: \"bad host\"}\n") ==
+          "conf/x.yaml:2: routes[0].host: must be a host name or address, optionally with :port, "
+          "got \"bad host\"");
+    CHECK(error_of("routes:\n  - {name: a, host: \"a.example/x\"}\n") ==
+          "conf/x.yaml:2: routes[0].host: must be a host name or address, optionally with :port, "
+          "got \"a.example/x\"");
+    CHECK(error_of("routes:\n  - {name: a, upstream: [https://x]}\n") ==
+          "conf/x.yaml:2: routes[0].upstream[0]: only http:// upstreams are supported, got "
+          "\"https://x\"");
+    CHECK(error_of("routes:\n  - {name: a, concurrency: 0}\n") ==
+          "conf/x.yaml:2: routes[0].concurrency: must be a positive integer, got \"0\"");
+    CHECK(error_of("routes:\n  - name: a\n    exempt: true\n    rate_limit: {limit: 5}\n") ==
+          "conf/x.yaml:4: routes[0].rate_limit: has no effect on an exempt route (remove one of "
+          "them)");
+    // Same prefix on different hosts is fine.
+    config ok = parse(
+        "routes:\n  - {name: a, host: a.example, path_prefix: /x}\n"
+        "  - {name: b, host: b.example:8080, path_prefix: /x}\n");
+    CHECK(ok.routes.size() == 2);
+    CHECK(ok.routes[1].host == "b.example:8080");
+}
+
+TEST_CASE("config: upstream.servers must not be empty", "[config][loader]") {
+    CHECK(error_of("upstream:\n  servers: []\n") ==
+          "conf/x.yaml:2: upstream.servers: must list at least one http:// URL");
+}
+
+TEST_CASE("config: burst only for gcra and token_bucket", "[config][loader]") {
+    const std::string message =
+        "burst applies only to the gcra and token_bucket algorithms (set it to 0 or remove it)";
+    CHECK(error_of("rate_limit:\n  algorithm: fixed_window\n  burst: 5\n") ==
+          "conf/x.yaml:3: rate_limit.burst: " + message);
+    // Order in the file does not matter.
+    CHECK(error_of("rate_limit:\n  burst: 5\n  algorithm: sliding_window\n") ==
+          "conf/x.yaml:2: rate_limit.burst: " + message);
+    CHECK(parse("rate_limit: {algorithm: fixed_window, burst: 0}").rate_limit.burst == 0);
+    CHECK(parse("rate_limit: {algorithm: token_bucket, burst: 9}").rate_limit.burst == 9);
+    CHECK(error_of("rate_limit:\n  algorithm: fixed_window\n  overrides:\n"
+                   "    - {key: \"org:a\", limit: 5, burst: 2}\n") ==
+          "conf/x.yaml:4: rate_limit.overrides[0].burst: " + message);
+    // A route's own algorithm decides; otherwise the global one.
+    CHECK(error_of("routes:\n  - name: a\n    rate_limit: {algorithm: fixed_window, burst: 3}\n") ==
+          "conf/x.yaml:3: routes[0].rate_limit.burst: " + message);
+    CHECK(error_of("rate_limit: {algorithm: sliding_window}\nroutes:\n  - name: a\n"
+                   "    rate_limit: {burst: 3}\n") ==
+          "conf/x.yaml:4: routes[0].rate_limit.burst: " + message);
+    CHECK(parse("rate_limit: {algorithm: sliding_window}\nroutes:\n  - name: a\n"
+                "    rate_limit: {algorithm: gcra, burst: 3}\n")
+              .routes[0]
+              .rate_limit->burst == std::optional<std::uint64_t>{3});
+}
+
+TEST_CASE("config: overrides: keys and required fields", "[config][loader]") {
+    CHECK(error_of("rate_limit:\n  overrides:\n    - {key: acme, limit: 5}\n") ==
+          "conf/x.yaml:3: rate_limit.overrides[0].key: must be a rate key starting with org:, "
+          "tok: or ip:, got \"acme\"");
+    CHECK(error_of("rate_limit:\n  overrides:\n    - {limit: 5}\n") ==
+          "conf/x.yaml:3: rate_limit.overrides[0].key: is required (e.g. key: \"org:acme\")");
+    CHECK(error_of("rate_limit:\n  overrides:\n    - {key: \"org:a\"}\n") ==
+          "conf/x.yaml:3: rate_limit.overrides[0].limit: is required");
+    // Duplicates are found after canonicalisation.
+    CHECK(error_of("rate_limit:\n  overrides:\n    - {key: \"ip:10.0.0.1\", limit: 5}\n"
+                   "    - {key: \"ip:::ffff:10.0.0.1\", limit: 6}\n") ==
+          "conf/x.yaml:4: rate_limit.overrides[1].key: duplicate override for \"ip:10.0.0.1\" "
+          "(first in rate_limit.overrides[0] on line 3)");
+}
+
+// ---- environment ---------------------------------------------------------------
+
+TEST_CASE("config: environment overrides the file", "[config][env]") {
+    const char* yaml =
+        "listen: 0.0.0.0:1111\nrate_limit: {limit: 5, window: 1s}\nthreads: 2\n"
+        "log: {level: warn}\n";
+    config c = parse(yaml, env_of({{"RATE_LIMIT", "50"},
+                                   {"RATE_LIMIT_WINDOW", "500ms"},
+                                   {"TOLLGATE_LISTEN", "[::]:2222"},
+                                   {"TOLLGATE_ADMIN_LISTEN", "127.0.0.1:3333"},
+                                   {"TOLLGATE_UPSTREAM", "http://a:1, http://b"},
+                                   {"TOLLGATE_THREADS", "8"},
+                                   {"TOLLGATE_CONCURRENCY", "0"},
+                                   {"TOLLGATE_TOKEN_SECRET", "k"},
+                                   {"TOLLGATE_LOG_LEVEL", "error"}}));
+    CHECK(c.rate_limit.limit == 50);
+    CHECK(c.rate_limit.window == milliseconds{500});
+    CHECK(c.listen.host == "::");
+    CHECK(c.listen.port == 2222);
+    CHECK(c.admin.listen.port == 3333);
+    REQUIRE(c.upstream.servers.size() == 2);
+    CHECK(c.upstream.servers[1].host == "b");
+    CHECK(c.upstream.servers[1].port == 80);
+    CHECK(c.threads == 8);
+    CHECK(c.concurrency.capacity == 0);
+    CHECK(c.keying.token_secret == "k");
+    CHECK(c.log.level == log_level::error);
+    // Keys the environment did not touch keep the file's value.
+    CHECK(parse(yaml, env_of({{"RATE_LIMIT", "50"}})).rate_limit.window == milliseconds{1000});
+    CHECK(parse(yaml, env_of({{"RATE_LIMIT", "50"}})).threads == 2);
+}
+
+TEST_CASE("config: TOLLGATE_REDIS_URL implies the redis store", "[config][env]") {
+    config c = load_defaults(env_of({{"TOLLGATE_REDIS_URL", "redis://cache:6380"}}));
+    CHECK(c.store.type == store_kind::redis);
+    CHECK(c.store.redis.url == "redis://cache:6380");
+    CHECK(load_defaults(no_env()).store.type == store_kind::memory);
+}
+
+TEST_CASE("config: invalid environment values are errors naming the variable", "[config][env]") {
+    auto env_error = [](std::string name, std::string value) {
+        return error_from([&] { load_defaults(env_of({{name, value}})); });
+    };
+    CHECK(env_error("RATE_LIMIT", "abc") == "RATE_LIMIT: must be a positive integer, got \"abc\"");
+    CHECK(env_error("RATE_LIMIT", "0") == "RATE_LIMIT: must be a positive integer, got \"0\"");
+    CHECK(env_error("RATE_LIMIT_WINDOW", "60") ==
+          "RATE_LIMIT_WINDOW: needs a unit (ms, s, m or h), e.g. 60s or 500ms, got \"60\"");
+    CHECK(env_error("TOLLGATE_LISTEN", ":8080") ==
+          "TOLLGATE_LISTEN: needs an address before the port: 0.0.0.0:PORT (all IPv4) or "
+          "[::]:PORT (all IPv6), got \":8080\"");
+    CHECK(env_error("TOLLGATE_UPSTREAM", "http://a,https://b") ==
+          "TOLLGATE_UPSTREAM: item 2: only http:// upstreams are supported, got \"https://b\"");
+    CHECK(env_error("TOLLGATE_THREADS", "1025") ==
+          "TOLLGATE_THREADS: must be at most 1024, got \"1025\"");
+    CHECK(env_error("TOLLGATE_CONCURRENCY", "-1") ==
+          "TOLLGATE_CONCURRENCY: must be a non-negative integer, got \"-1\"");
+    CHECK(env_error("TOLLGATE_REDIS_URL", "redis://:pw@h:0") ==
+          "TOLLGATE_REDIS_URL: port must be 1-65535, got \"redis://:<redacted>@h:0\"");
+    CHECK(env_error("TOLLGATE_LOG_LEVEL", "trace") ==
+          "TOLLGATE_LOG_LEVEL: must be one of debug, info, warn, error; got \"trace\"");
+    CHECK(env_error("TOLLGATE_ADMIN_LISTEN", "localhost:9090") ==
+          "TOLLGATE_ADMIN_LISTEN: must use an IP address, not a host name, e.g. 127.0.0.1:8080, "
+          "got \"localhost:9090\"");
+}
+
+TEST_CASE("config: an empty environment variable is an error, not a default", "[config][env]") {
+    CHECK(error_from([] {
+              load_defaults(env_of({{"RATE_LIMIT", ""}}));
+          }) == "RATE_LIMIT: is set but empty (unset it to keep the file's value or the default)");
+    CHECK(error_from([] {
+              load_defaults(env_of({{"TOLLGATE_TOKEN_SECRET", ""}}));
+          }) ==
+          "TOLLGATE_TOKEN_SECRET: is set but empty (unset it to keep the file's value or the "
+          "default)");
+}
+
+TEST_CASE("config: file and environment errors are reported together", "[config][env]") {
+    CHECK(error_of("rate_limit: {limit: ten}\n", env_of({{"TOLLGATE_THREADS", "x"}})) ==
+          "conf/x.yaml:1: rate_limit.limit: must be a positive integer, got \"ten\"\n"
+          "TOLLGATE_THREADS: must be a non-negative integer, got \"x\"");
+}
+
+TEST_CASE("config: listen and admin.listen may not share a port", "[config][env]") {
+    CHECK(error_of("listen: 0.0.0.0:9000\nadmin:\n  listen: 127.0.0.1:9000\n") ==
+          "conf/x.yaml:3: admin.listen: port 9000 is also used by listen (0.0.0.0:9000)");
+    CHECK(error_from([] {
+              load_defaults(env_of({{"TOLLGATE_LISTEN", "127.0.0.1:9090"}}));
+          }) == "TOLLGATE_LISTEN: listen: port 9090 is also used by admin.listen (127.0.0.1:9090)");
+    // Different addresses of one family, or port 0, do not collide.
+    CHECK(parse("listen: 127.0.0.1:9090\nadmin: {listen: 127.0.0.2:9090}\n").listen.port == 9090);
+    CHECK(parse("listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\n").listen.port == 0);
+    CHECK_FALSE(error_of("listen: \"[::]:9090\"\n").empty());
+}
+
+// ---- command line --------------------------------------------------------------
+
+TEST_CASE("config: parse_cli forms", "[config][cli]") {
+    const char* argv[] = {"tollgate",    "--config", "a.yaml",    "--check-config",
+                          "--threads=4", "--listen", "0.0.0.0:1", "--print-config",
+                          "--version",   "-h",       "--threads", "6"};
+    cli_options o = parse_cli(12, argv);
+    CHECK(o.config_path == std::optional<std::string>{"a.yaml"});
+    CHECK(o.check_config);
+    CHECK(o.print_config);
+    CHECK(o.version);
+    CHECK(o.help);
+    REQUIRE(o.overrides.size() == 3);
+    CHECK(o.overrides[0] == std::pair<std::string, std::string>{"--threads", "4"});
+    CHECK(o.overrides[1] == std::pair<std::string, std::string>{"--listen", "0.0.0.0:1"});
+    CHECK(o.overrides[2] == std::pair<std::string, std::string>{"--threads", "6"});
+
+    const char* none[] = {"tollgate"};
+    cli_options empty = parse_cli(1, none);
+    CHECK_FALSE(empty.config_path.has_value());
+    CHECK_FALSE(empty.check_config);
+    CHECK(empty.overrides.empty());
+}
+
+TEST_CASE("config: parse_cli errors", "[config][cli]") {
+    auto cli_error = [](std::vector<const char*> args) {
+        args.insert(args.begin(), "tollgate");
+        return error_from([&] { parse_cli(static_cast<int>(args.size()), args.data()); });
+    };
+    CHECK(cli_error({"--thread", "4"}) == "unknown option \"--thread\" (see --help)");
+    CHECK(cli_error({"--threads"}) == "--threads: missing value");
+    CHECK(cli_error({"--config", "--check-config"}) == "--config: missing value");
+    CHECK(cli_error({"--check-config=yes"}) == "--check-config: takes no value");
+    CHECK(cli_error({"conf.yaml"}) ==
+          "unexpected argument \"conf.yaml\" (options start with --; see --help)");
+    CHECK(cli_error({"--config", "a", "--config", "b"}) == "--config: given twice");
+    CHECK(cli_error({"-c", "x"}) == "unknown option \"-c\" (see --help)");
+    CHECK(cli_error({"--config="}) == "--config: has an empty value");
+    CHECK(cli_error({"--token-secret", "x"}) == "unknown option \"--token-secret\" (see --help)");
+}
+
+TEST_CASE("config: flags override environment and file", "[config][cli]") {
+    cli_options o;
+    o.config_path = data_dir + "/full.yaml";
+    o.overrides = {{"--threads", "16"},
+                   {"--rate-limit", "7"},
+                   {"--rate-limit-window", "2s"},
+                   {"--listen", "127.0.0.1:7000"},
+                   {"--admin-listen", "127.0.0.1:7001"},
+                   {"--upstream", "http://u:1"},
+                   {"--concurrency", "3"},
+                   {"--log-level", "warn"},
+                   {"--redis-url", "redis://r:1"}};
+    auto env =
+        env_of({{"TOLLGATE_THREADS", "8"}, {"RATE_LIMIT", "99"}, {"TOLLGATE_LOG_LEVEL", "info"}});
+    config c = load_effective_config(o, env);
+    CHECK(c.threads == 16);
+    CHECK(c.rate_limit.limit == 7);
+    CHECK(c.rate_limit.window == milliseconds{2000});
+    CHECK(c.listen.port == 7000);
+    CHECK(c.admin.listen.port == 7001);
+    REQUIRE(c.upstream.servers.size() == 1);
+    CHECK(c.upstream.servers[0].host == "u");
+    CHECK(c.concurrency.capacity == 3);
+    CHECK(c.log.level == log_level::warn);
+    CHECK(c.store.redis.url == "redis://r:1");
+    CHECK(c.source == data_dir + "/full.yaml");
+    // Untouched by flags: environment, then file.
+    cli_options only_file;
+    only_file.config_path = o.config_path;
+    config e = load_effective_config(only_file, env);
+    CHECK(e.threads == 8);
+    CHECK(e.rate_limit.limit == 99);
+    CHECK(e.rate_limit.window == milliseconds{30000});
+    // The last of repeated flags wins.
+    cli_options twice;
+    twice.overrides = {{"--threads", "1"}, {"--threads", "2"}};
+    CHECK(load_effective_config(twice, no_env()).threads == 2);
+}
+
+TEST_CASE("config: flag errors name the flag", "[config][cli]") {
+    auto flag_error = [](std::string flag, std::string value) {
+        cli_options o;
+        o.overrides = {{flag, value}};
+        return error_from([&] { load_effective_config(o, no_env()); });
+    };
+    CHECK(flag_error("--threads", "5000") == "--threads: must be at most 1024, got \"5000\"");
+    CHECK(flag_error("--rate-limit", "ten") ==
+          "--rate-limit: must be a positive integer, got \"ten\"");
+    CHECK(flag_error("--upstream", "https://x") ==
+          "--upstream: only http:// upstreams are supported, got \"https://x\"");
+    CHECK(flag_error("--listen", "") == "--listen: has an empty value");
+    CHECK(flag_error("--admin-listen", "0.0.0.0:8080") ==
+          "--admin-listen: admin.listen: port 8080 is also used by listen (0.0.0.0:8080)");
+}
+
+TEST_CASE("config: config file from --config or TOLLGATE_CONFIG", "[config][cli]") {
+    std::string full = data_dir + "/full.yaml";
+    cli_options none;
+    CHECK(load_effective_config(none, env_of({{"TOLLGATE_CONFIG", full}})).threads == 4);
+    CHECK(load_effective_config(none, no_env()).source.empty());
+    cli_options explicit_file;
+    explicit_file.config_path = source_dir + "/conf/tollgate.yaml";
+    // --config wins over TOLLGATE_CONFIG.
+    CHECK(load_effective_config(explicit_file, env_of({{"TOLLGATE_CONFIG", full}})).threads == 0);
+    CHECK(error_from([&] {
+              load_effective_config(none, env_of({{"TOLLGATE_CONFIG", ""}}));
+          }) == "TOLLGATE_CONFIG: is set but empty (unset it to run on built-in defaults)");
+    CHECK(error_from([&] {
+              load_effective_config(none, env_of({{"TOLLGATE_CONFIG", "/nonexistent.yaml"}}));
+          }) == "/nonexistent.yaml: cannot read: No such file or directory");
+}
+
+TEST_CASE("config: cli_usage lists every flag", "[config][cli]") {
+    std::string usage = cli_usage();
+    for (const char* flag :
+         {"--config", "--check-config", "--print-config", "--version", "--help", "--listen",
+          "--admin-listen", "--upstream", "--threads", "--rate-limit ", "--rate-limit-window",
+          "--concurrency", "--log-level", "--redis-url"}) {
+        CHECK(usage.find(flag) != std::string::npos);
+    }
+}
+
+// ---- render_config ---------------------------------------------------------------
+
+TEST_CASE("config: render_config redacts secrets", "[config][render]") {
+    config c = load_config_file(data_dir + "/full.yaml", no_env());
+    std::string text = render_config(c);
+    CHECK(text.find("s3cret") == std::string::npos);
+    CHECK(text.find(":pw@") == std::string::npos);
+    CHECK(text.find("token_secret: \"<redacted>\"") != std::string::npos);
+    CHECK(text.find("redis://:<redacted>@cache:6380/1") != std::string::npos);
+    // An unset secret is shown as unset, not as redacted.
+    CHECK(render_config(config{}).find("token_secret: \"\"") != std::string::npos);
+}
+
+TEST_CASE("config: render_config round-trips", "[config][render]") {
+    SECTION("defaults") {
+        config back = parse(render_config(config{}));
+        check_same(back, config{});
+    }
+    SECTION("every key changed") {
+        config c = load_config_file(data_dir + "/full.yaml", no_env());
+        config back = parse(render_config(c));
+        c.store.redis.url = redact_redis_url(c.store.redis.url);
+        check_same(back, c, false);
+        CHECK(back.keying.token_secret == "<redacted>");
+    }
+    SECTION("awkward strings survive quoting") {
+        config c;
+        c.store.redis.key_prefix = "a:#b&*c{";
+        c.keying.org_header = "True";
+        c.keying.ip_paths = {"/x/*", "/-"};
+        route_config r;
+        r.name = "null";
+        r.path_prefix = "/[x]";
+        c.routes.push_back(r);
+        config back = parse(render_config(c));
+        check_same(back, c);
+    }
+    SECTION("a server whose url text was never set is rendered from host and port") {
+        config c;
+        upstream_server s;
+        s.host = "fd00::9";
+        s.port = 81;
+        s.url = "";
+        c.upstream.servers = {s};
+        config back = parse(render_config(c));
+        REQUIRE(back.upstream.servers.size() == 1);
+        CHECK(back.upstream.servers[0].host == "fd00::9");
+        CHECK(back.upstream.servers[0].port == 81);
+        CHECK(back.upstream.servers[0].url == "http://[fd00::9]:81");
+    }
+}
+
+TEST_CASE("config: apply_setting validates exactly like the YAML key", "[config][env]") {
+    config c;
+    CHECK(apply_setting(c, setting::threads, "3") == std::nullopt);
+    CHECK(c.threads == 3);
+    CHECK(apply_setting(c, setting::threads, "1025") ==
+          std::optional<std::string>{"must be at most 1024, got \"1025\""});
+    CHECK(c.threads == 3);  // unchanged on error
+    CHECK(apply_setting(c, setting::redis_url, "redis://x") == std::nullopt);
+    CHECK(c.store.type == store_kind::redis);
+}
