@@ -1,8 +1,8 @@
 #include "tollgate/keying/cidr.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
-#include <vector>
 
 namespace tollgate {
 namespace {
@@ -39,12 +39,20 @@ std::optional<std::array<std::uint8_t, 4>> parse_v4(std::string_view text) {
     return out;
 }
 
+/// Up to 8 hex groups on one side of "::". A fixed array, not a vector: the key
+/// resolver parses every X-Forwarded-For hop on the request path, so this must
+/// not allocate.
+struct group_list {
+    std::array<std::uint16_t, 8> values{};
+    std::size_t size = 0;
+};
+
 std::optional<std::array<std::uint8_t, 16>> parse_v6(std::string_view text) {
     if (text.empty()) {
         return std::nullopt;
     }
-    std::vector<std::uint16_t> head;
-    std::vector<std::uint16_t> tail;
+    group_list head;
+    group_list tail;
     bool seen_gap = false;
     bool embedded_v4 = false;
     std::array<std::uint8_t, 4> v4{};
@@ -62,8 +70,7 @@ std::optional<std::array<std::uint8_t, 16>> parse_v6(std::string_view text) {
         }
     }
 
-    auto parse_groups = [&](std::string_view part, std::vector<std::uint16_t>& groups,
-                            bool allow_v4) -> bool {
+    auto parse_groups = [&](std::string_view part, group_list& groups, bool allow_v4) -> bool {
         if (part.empty()) {
             return true;
         }
@@ -80,16 +87,15 @@ std::optional<std::array<std::uint8_t, 16>> parse_v6(std::string_view text) {
                 embedded_v4 = true;
                 return true;
             }
-            if (group.empty() || group.size() > 4) {
+            if (group.empty() || group.size() > 4 || groups.size == groups.values.size()) {
                 return false;
             }
             unsigned value = 0;
-            auto [ptr, ec] =
-                std::from_chars(group.data(), group.data() + group.size(), value, 16);
+            auto [ptr, ec] = std::from_chars(group.data(), group.data() + group.size(), value, 16);
             if (ec != std::errc{} || ptr != group.data() + group.size()) {
                 return false;
             }
-            groups.push_back(static_cast<std::uint16_t>(value));
+            groups.values[groups.size++] = static_cast<std::uint16_t>(value);
             if (colon == std::string_view::npos) {
                 return true;
             }
@@ -100,21 +106,21 @@ std::optional<std::array<std::uint8_t, 16>> parse_v6(std::string_view text) {
     if (!parse_groups(left, head, !seen_gap) || !parse_groups(right, tail, seen_gap)) {
         return std::nullopt;
     }
-    std::size_t groups = head.size() + tail.size() + (embedded_v4 ? 2 : 0);
+    std::size_t groups = head.size + tail.size + (embedded_v4 ? 2 : 0);
     if (seen_gap ? groups > 7 : groups != 8) {
         return std::nullopt;
     }
     std::array<std::uint8_t, 16> out{};
     std::size_t at = 0;
-    for (std::uint16_t g : head) {
-        out[at++] = static_cast<std::uint8_t>(g >> 8);
-        out[at++] = static_cast<std::uint8_t>(g & 0xff);
+    for (std::size_t i = 0; i < head.size; ++i) {
+        out[at++] = static_cast<std::uint8_t>(head.values[i] >> 8);
+        out[at++] = static_cast<std::uint8_t>(head.values[i] & 0xff);
     }
-    std::size_t tail_bytes = tail.size() * 2 + (embedded_v4 ? 4 : 0);
+    std::size_t tail_bytes = tail.size * 2 + (embedded_v4 ? 4 : 0);
     at = 16 - tail_bytes;
-    for (std::uint16_t g : tail) {
-        out[at++] = static_cast<std::uint8_t>(g >> 8);
-        out[at++] = static_cast<std::uint8_t>(g & 0xff);
+    for (std::size_t i = 0; i < tail.size; ++i) {
+        out[at++] = static_cast<std::uint8_t>(tail.values[i] >> 8);
+        out[at++] = static_cast<std::uint8_t>(tail.values[i] & 0xff);
     }
     if (embedded_v4) {
         for (std::uint8_t b : v4) {
@@ -154,11 +160,20 @@ bool ip_address::is_v4() const {
 }
 
 std::string ip_address::to_string() const {
-    char buf[64];
+    std::string out;
+    append_to(out);
+    return out;
+}
+
+void ip_address::append_to(std::string& out) const {
+    // Formatted on the stack and appended once, so the caller's string grows at most once.
+    char buf[max_text_size + 1];
+    std::size_t len = 0;
     if (is_v4()) {
-        std::snprintf(buf, sizeof buf, "%u.%u.%u.%u", bytes_[12], bytes_[13], bytes_[14],
-                      bytes_[15]);
-        return buf;
+        int n = std::snprintf(buf, sizeof buf, "%u.%u.%u.%u", bytes_[12], bytes_[13], bytes_[14],
+                              bytes_[15]);
+        out.append(buf, static_cast<std::size_t>(n));
+        return;
     }
     std::array<unsigned, 8> groups{};
     for (std::size_t i = 0; i < 8; ++i) {
@@ -182,20 +197,29 @@ std::string ip_address::to_string() const {
         }
         i = j;
     }
-    std::string out;
+    constexpr char digits[] = "0123456789abcdef";
     for (int i = 0; i < 8; ++i) {
         if (i == best_start) {
-            out += "::";
+            buf[len++] = ':';
+            buf[len++] = ':';
             i += best_len - 1;
             continue;
         }
-        if (!out.empty() && out.back() != ':') {
-            out += ':';
+        if (len != 0 && buf[len - 1] != ':') {
+            buf[len++] = ':';
         }
-        std::snprintf(buf, sizeof buf, "%x", groups[static_cast<std::size_t>(i)]);
-        out += buf;
+        // Lowercase hex without leading zeros (RFC 5952 section 4.1).
+        unsigned group = groups[static_cast<std::size_t>(i)];
+        bool started = false;
+        for (int shift = 12; shift >= 0; shift -= 4) {
+            unsigned nibble = (group >> shift) & 0xf;
+            if (nibble != 0 || started || shift == 0) {
+                buf[len++] = digits[nibble];
+                started = true;
+            }
+        }
     }
-    return out;
+    out.append(buf, len);
 }
 
 std::optional<cidr> cidr::parse(std::string_view text) {
@@ -204,9 +228,8 @@ std::optional<cidr> cidr::parse(std::string_view text) {
     if (!address) {
         return std::nullopt;
     }
-    unsigned width = address->is_v4() && text.substr(0, slash).find(':') == std::string_view::npos
-                         ? 32
-                         : 128;
+    unsigned width =
+        address->is_v4() && text.substr(0, slash).find(':') == std::string_view::npos ? 32 : 128;
     unsigned prefix = width;
     if (slash != std::string_view::npos) {
         std::string_view digits = text.substr(slash + 1);

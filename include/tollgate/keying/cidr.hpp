@@ -6,6 +6,7 @@
 /// All types are plain values; thread-safe to share once built.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -14,7 +15,7 @@
 namespace tollgate {
 
 class ip_address {
-public:
+  public:
     ip_address() = default;
 
     /// Parses `1.2.3.4`, `::1`, `2001:db8::1`, `::ffff:1.2.3.4` (no brackets,
@@ -32,14 +33,21 @@ public:
     /// Canonical text: dotted quad for IPv4 (and mapped), RFC 5952 for IPv6.
     std::string to_string() const;
 
+    /// Longest text to_string() produces (`ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff`).
+    static constexpr std::size_t max_text_size = 39;
+
+    /// Appends to_string() to `out` without building a temporary string, so a
+    /// caller composing a larger string (e.g. a rate-limit key) allocates once.
+    void append_to(std::string& out) const;
+
     friend bool operator==(const ip_address&, const ip_address&) = default;
 
-private:
+  private:
     std::array<std::uint8_t, 16> bytes_{};
 };
 
 class cidr {
-public:
+  public:
     /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a /32 or /128).
     /// Host bits beyond the prefix are rejected (`10.0.0.1/8` is an error),
     /// since they usually mean a typo.
@@ -50,7 +58,7 @@ public:
 
     friend bool operator==(const cidr&, const cidr&) = default;
 
-private:
+  private:
     ip_address base_{};
     unsigned prefix_ = 0;  ///< in IPv6 bits (IPv4 prefixes are stored + 96)
 };
