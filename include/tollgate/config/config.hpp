@@ -91,7 +91,7 @@ struct route_rate_limit {
 struct route_config {
     std::string name;
     std::string path_prefix = "/";
-    std::string host{};  ///< empty = any host
+    std::string host{};                       ///< empty = any host
     std::vector<upstream_server> upstream{};  ///< empty = upstream.servers
     std::optional<route_rate_limit> rate_limit{};
     bool exempt = false;

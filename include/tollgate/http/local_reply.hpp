@@ -1,0 +1,21 @@
+#pragma once
+/// @file local_reply.hpp
+/// Responses tollgate makes itself (DESIGN.md section 5): small JSON bodies,
+/// `Connection: close` when the connection will not be reused.
+
+#include <string_view>
+
+#include "tollgate/net.hpp"
+
+namespace tollgate {
+
+using local_response = http::response<http::string_body>;
+
+/// `{"error": message}` with `status`. `keep_alive` false adds `Connection: close`.
+local_response make_error_reply(http::status status, std::string_view message, unsigned version,
+                                bool keep_alive);
+
+/// Escapes `text` as the inside of a JSON string.
+void append_json_escaped(std::string& out, std::string_view text);
+
+}  // namespace tollgate

@@ -1,0 +1,27 @@
+#pragma once
+/// @file headers.hpp
+/// Header rewriting between client and upstream: hop-by-hop removal
+/// (RFC 9110 section 7.6.1) and the forwarding headers a backend expects.
+/// Stateless functions; safe from any thread.
+
+#include <string_view>
+
+#include "tollgate/net.hpp"
+
+namespace tollgate::proxy {
+
+/// Removes every field named in `Connection`, then `Connection`, `Keep-Alive`,
+/// `Proxy-Connection`, `TE`, `Trailer`, `Upgrade`, `HTTP2-Settings` and
+/// `Transfer-Encoding`. Framing (`Content-Length` / chunked) is regenerated
+/// by the caller from what the parser saw, never copied.
+void strip_hop_by_hop(http::fields& fields);
+
+/// Appends `client_ip` to `X-Forwarded-For` (merging repeated fields into one
+/// list), sets `X-Forwarded-Proto` and appends `1.1 tollgate` to `Via`.
+void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bool tls);
+
+/// True when `value` (a comma-separated list) contains `token`, compared
+/// case-insensitively, e.g. `Connection: keep-alive, Upgrade`.
+bool list_contains(std::string_view value, std::string_view token);
+
+}  // namespace tollgate::proxy

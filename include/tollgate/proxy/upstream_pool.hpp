@@ -1,0 +1,137 @@
+#pragma once
+/// @file upstream_pool.hpp
+/// Per-thread pool of keep-alive connections to upstream servers.
+///
+/// Each worker thread owns one pool, so a pooled connection never crosses
+/// threads and the pool needs no lock: every member function must be called
+/// from the worker's io_context. A connection is handed out as a move-only
+/// `lease`; it returns to the idle list only through `lease::recycle()`
+/// (after a complete keep-alive exchange) and is closed otherwise, so a
+/// half-read response can never be reused.
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tollgate/config/config.hpp"
+#include "tollgate/net.hpp"
+
+namespace tollgate::proxy {
+
+/// One upstream server with its addresses resolved once, at config load.
+struct upstream_target {
+    upstream_server server;
+    std::vector<tcp::endpoint> endpoints;
+};
+
+/// Servers tried round robin (`upstream.servers` or a route's `upstream`).
+/// Shared by all threads; the cursor is the only mutable part.
+struct upstream_group {
+    std::vector<std::shared_ptr<const upstream_target>> targets;
+    mutable std::atomic<std::size_t> next{0};
+};
+
+/// Resolves every server of `servers` (blocking; startup and reload only).
+/// Throws std::runtime_error naming the server that does not resolve.
+std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers);
+
+struct pool_settings {
+    std::chrono::milliseconds connect_timeout{3000};
+    std::chrono::milliseconds idle_timeout{60000};
+    std::size_t max_connections = 1024;  ///< for this pool (this thread)
+};
+
+class upstream_pool : public std::enable_shared_from_this<upstream_pool> {
+public:
+    struct connection {
+        explicit connection(asio::io_context& ioc) : stream(ioc) {}
+        beast::tcp_stream stream;
+        beast::flat_buffer buffer;
+        std::shared_ptr<const upstream_target> target;
+        std::chrono::steady_clock::time_point idle_since{};
+        std::uint64_t exchanges = 0;  ///< completed exchanges on this connection
+    };
+
+    /// Exclusive use of one upstream connection. Destroying a lease that was
+    /// not recycled closes the connection.
+    class lease {
+    public:
+        lease() = default;
+        lease(lease&&) noexcept = default;
+        lease& operator=(lease&& other) noexcept;
+        lease(const lease&) = delete;
+        lease& operator=(const lease&) = delete;
+        ~lease();
+
+        explicit operator bool() const { return conn_ != nullptr; }
+        connection* operator->() const { return conn_.get(); }
+        connection& operator*() const { return *conn_; }
+        /// True when the connection came from the idle list (it may have been
+        /// closed by the server meanwhile; such a failure is worth one retry).
+        bool reused() const { return conn_ && conn_->exchanges > 0; }
+
+        /// Returns the connection to the idle list. Call only after a complete
+        /// exchange that both sides agreed to keep alive.
+        void recycle();
+        /// Closes the connection now.
+        void close();
+
+    private:
+        friend class upstream_pool;
+        lease(std::shared_ptr<upstream_pool> pool, std::unique_ptr<connection> conn)
+            : pool_(std::move(pool)), conn_(std::move(conn)) {}
+        std::shared_ptr<upstream_pool> pool_;
+        std::unique_ptr<connection> conn_;
+    };
+
+    using acquire_handler = std::function<void(error_code, lease)>;
+
+    upstream_pool(asio::io_context& ioc, pool_settings settings);
+
+    /// Hands out an idle connection to the next server of `group` or
+    /// connects a new one. A refused connect moves on to the next server;
+    /// errors: `beast::error::timeout` (connect timeout, or no connection
+    /// became free within the connect timeout) or the last connect error.
+    void acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler);
+
+    /// Closes idle connections and makes later recycles close instead.
+    void shutdown();
+
+    std::size_t open_connections() const { return open_; }
+    std::size_t idle_connections() const;
+    /// Total upstream connections opened by this pool (for tests and metrics).
+    std::uint64_t connects() const { return connects_.load(std::memory_order_relaxed); }
+
+private:
+    struct attempt;
+    struct waiter {
+        std::shared_ptr<const upstream_group> group;
+        acquire_handler handler;
+        std::shared_ptr<asio::steady_timer> timer;
+    };
+
+    bool try_start(const std::shared_ptr<const upstream_group>& group, acquire_handler& handler);
+    void connect(std::shared_ptr<attempt> a);
+    bool take_idle(const upstream_target* target, lease& out);
+    void put_idle(std::unique_ptr<connection> conn);
+    void released();
+    void serve_waiters();
+    void sweep_idle();
+    void arm_sweep();
+
+    asio::io_context& ioc_;
+    pool_settings settings_;
+    std::vector<std::unique_ptr<connection>> idle_;  ///< oldest first
+    std::deque<std::shared_ptr<waiter>> waiters_;
+    asio::steady_timer sweep_timer_;
+    bool sweep_armed_ = false;
+    bool shut_down_ = false;
+    std::size_t open_ = 0;  ///< leased + idle + connecting
+    std::atomic<std::uint64_t> connects_{0};
+};
+
+}  // namespace tollgate::proxy

@@ -1,0 +1,63 @@
+#pragma once
+/// @file server.hpp
+/// The whole proxy process minus `main`: worker threads with their
+/// listeners, the admin listener, reload and graceful drain.
+
+#include <memory>
+#include <vector>
+
+#include "tollgate/admin/admin_server.hpp"
+#include "tollgate/config/config.hpp"
+#include "tollgate/server/gateway.hpp"
+#include "tollgate/server/worker.hpp"
+
+namespace tollgate::server {
+
+class server {
+public:
+    /// Resolves upstreams and binds every listener; throws on failure
+    /// (std::runtime_error or boost::system::system_error) with a message
+    /// naming what failed.
+    explicit server(std::shared_ptr<const config> cfg);
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Starts the worker threads and the admin thread.
+    void start();
+
+    /// Validated config in, swapped atomically: requests in flight keep the
+    /// generation they started with. Throws (old config stays) on failure.
+    void reload(std::shared_ptr<const config> next);
+
+    /// Stops accepting, lets exchanges finish with `Connection: close` for
+    /// up to `shutdown.drain_timeout`, then closes what is left and joins.
+    void drain_and_stop();
+
+    /// Counts a reload whose config failed to load (the old one keeps serving).
+    void record_reload_failure() { reload_failures_++; }
+    std::uint64_t reload_failures() const { return reload_failures_.load(); }
+
+    tcp::endpoint proxy_endpoint() const;
+    tcp::endpoint admin_endpoint() const;
+    gateway& gw() { return *gateway_; }
+    /// Upstream connections opened so far, all workers (tests, metrics).
+    std::uint64_t upstream_connects() const;
+
+private:
+    admin::response handle_admin(const admin::request& req);
+
+    std::unique_ptr<gateway> gateway_;
+    std::vector<std::unique_ptr<worker>> workers_;
+    std::unique_ptr<admin::admin_server> admin_;
+    tcp::endpoint proxy_endpoint_;
+    tcp::endpoint admin_endpoint_;
+    std::atomic<std::uint64_t> reload_failures_{0};
+    bool started_ = false;
+    bool stopped_ = false;
+};
+
+/// Parses `host` + `port` of a listen address into an endpoint.
+tcp::endpoint to_endpoint(const listen_address& address);
+
+}  // namespace tollgate::server

@@ -1,0 +1,62 @@
+#pragma once
+/// @file worker.hpp
+/// One thread's share of the proxy: its io_context, its SO_REUSEPORT
+/// acceptor and its upstream pool. Nothing here is shared with another
+/// worker, so none of it needs a lock; all members are used on `ioc` only.
+
+#include <memory>
+#include <thread>
+#include <unordered_set>
+
+#include "tollgate/net.hpp"
+#include "tollgate/proxy/upstream_pool.hpp"
+#include "tollgate/server/gateway.hpp"
+
+namespace tollgate::server {
+
+class session;
+
+class worker {
+    // Declared before `ioc` so sessions destroyed with the io_context's
+    // pending handlers can still unregister themselves.
+    std::unordered_set<session*> sessions_;
+    std::atomic<std::size_t> session_count_{0};
+
+public:
+    worker(gateway& gw, std::size_t index, const config& cfg, std::size_t workers);
+    ~worker();
+    worker(const worker&) = delete;
+    worker& operator=(const worker&) = delete;
+
+    /// Opens the acceptor on `endpoint` (SO_REUSEPORT, so every worker can
+    /// bind the same address). Throws boost::system::system_error.
+    void listen(const tcp::endpoint& endpoint);
+    /// The bound address (useful with port 0).
+    tcp::endpoint local_endpoint() const;
+
+    void start_thread();
+    void join();
+
+    /// Stops accepting and asks every session to finish (posted to `ioc`).
+    void begin_drain();
+    /// Closes everything still open (posted to `ioc`); the thread then ends.
+    void force_stop();
+    std::size_t session_count() const { return session_count_.load(); }
+
+    gateway& gw;
+    const std::size_t index;
+    asio::io_context ioc{1};
+    std::shared_ptr<proxy::upstream_pool> pool;
+
+private:
+    friend class session;
+    void do_accept();
+    void on_accept(error_code ec, tcp::socket socket);
+
+    tcp::acceptor acceptor_{ioc};
+    asio::steady_timer accept_backoff_{ioc};
+    asio::executor_work_guard<asio::io_context::executor_type> work_{ioc.get_executor()};
+    std::thread thread_;
+};
+
+}  // namespace tollgate::server

@@ -1,0 +1,51 @@
+#include "tollgate/http/local_reply.hpp"
+
+#include <cstdio>
+
+namespace tollgate {
+
+void append_json_escaped(std::string& out, std::string_view text) {
+    for (char c : text) {
+        switch (c) {
+            case '"':
+                out += "\\\"";
+                break;
+            case '\\':
+                out += "\\\\";
+                break;
+            case '\n':
+                out += "\\n";
+                break;
+            case '\r':
+                out += "\\r";
+                break;
+            case '\t':
+                out += "\\t";
+                break;
+            default:
+                if (static_cast<unsigned char>(c) < 0x20) {
+                    char buf[8];
+                    std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+                    out += buf;
+                } else {
+                    out += c;
+                }
+        }
+    }
+}
+
+local_response make_error_reply(http::status status, std::string_view message, unsigned version,
+                                bool keep_alive) {
+    local_response res{status, version < 10 ? 11 : version};
+    res.set(http::field::server, "tollgate");
+    res.set(http::field::content_type, "application/json");
+    std::string body = "{\"error\":\"";
+    append_json_escaped(body, message);
+    body += "\"}";
+    res.body() = std::move(body);
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    return res;
+}
+
+}  // namespace tollgate

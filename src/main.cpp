@@ -1,0 +1,84 @@
+// tollgate: rate-limiting HTTP reverse proxy. Everything lives in the
+// library; main parses the command line, loads the config, and turns
+// signals into reload and drain.
+
+#include <csignal>
+#include <iostream>
+
+#include "tollgate/config/cli.hpp"
+#include "tollgate/config/loader.hpp"
+#include "tollgate/net.hpp"
+#include "tollgate/server/server.hpp"
+
+using namespace tollgate;
+
+int main(int argc, char** argv) {
+    cli_options options;
+    std::shared_ptr<const config> cfg;
+    try {
+        options = parse_cli(argc, argv);
+        if (options.help) {
+            std::cout << cli_usage();
+            return 0;
+        }
+        if (options.version) {
+            std::cout << "tollgate " << TOLLGATE_VERSION << "\n";
+            return 0;
+        }
+        cfg = std::make_shared<const config>(load_effective_config(options, process_env()));
+        if (options.check_config) {
+            std::cout << (cfg->source.empty() ? std::string("defaults") : cfg->source)
+                      << ": configuration is valid\n";
+            return 0;
+        }
+        if (options.print_config) {
+            std::cout << render_config(*cfg);
+            return 0;
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "tollgate: " << e.what() << "\n";
+        return options.check_config ? 1 : 2;
+    }
+
+    try {
+        asio::io_context control;
+        asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
+        server::server srv(cfg);
+        srv.start();
+        std::cerr << "tollgate " << TOLLGATE_VERSION << " listening on " << srv.proxy_endpoint()
+                  << ", admin on " << srv.admin_endpoint() << ", upstream "
+                  << cfg->upstream.servers.front().url << "\n";
+
+        std::function<void()> wait_signal = [&] {
+            signals.async_wait([&](error_code ec, int signo) {
+                if (ec) {
+                    return;
+                }
+                if (signo == SIGHUP) {
+                    try {
+                        auto next = std::make_shared<const config>(
+                            load_effective_config(options, process_env()));
+                        srv.reload(next);
+                        std::cerr << "tollgate: configuration reloaded\n";
+                    } catch (const std::exception& e) {
+                        srv.record_reload_failure();
+                        std::cerr << "tollgate: reload failed, keeping the running configuration: "
+                                  << e.what() << "\n";
+                    }
+                    wait_signal();
+                    return;
+                }
+                std::cerr << "tollgate: draining (signal " << signo << ")\n";
+                srv.drain_and_stop();
+                control.stop();
+            });
+        };
+        wait_signal();
+        control.run();
+        std::cerr << "tollgate: stopped\n";
+    } catch (const std::exception& e) {
+        std::cerr << "tollgate: " << e.what() << "\n";
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,102 @@
+#include "tollgate/proxy/headers.hpp"
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include <boost/range/iterator_range.hpp>
+
+namespace tollgate::proxy {
+namespace {
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+template <class F>
+void for_each_token(std::string_view list, F&& f) {
+    while (!list.empty()) {
+        std::size_t comma = list.find(',');
+        std::string_view token = trim(list.substr(0, comma));
+        if (!token.empty()) {
+            f(token);
+        }
+        if (comma == std::string_view::npos) {
+            break;
+        }
+        list.remove_prefix(comma + 1);
+    }
+}
+
+}  // namespace
+
+bool list_contains(std::string_view value, std::string_view token) {
+    bool found = false;
+    for_each_token(value, [&](std::string_view t) {
+        if (beast::iequals(t, token)) {
+            found = true;
+        }
+    });
+    return found;
+}
+
+void strip_hop_by_hop(http::fields& fields) {
+    // Names listed in Connection are hop-by-hop too; collect them first since
+    // erasing while iterating the Connection values would invalidate them.
+    std::vector<std::string> named;
+    for (const auto& f : boost::make_iterator_range(fields.equal_range(http::field::connection))) {
+        for_each_token(f.value(), [&](std::string_view t) { named.emplace_back(t); });
+    }
+    for (const auto& name : named) {
+        fields.erase(name);
+    }
+    static constexpr std::array<http::field, 6> known{
+        http::field::connection, http::field::keep_alive,        http::field::te,
+        http::field::trailer,    http::field::transfer_encoding, http::field::upgrade};
+    for (http::field f : known) {
+        fields.erase(f);
+    }
+    fields.erase("Proxy-Connection");
+    fields.erase("HTTP2-Settings");
+}
+
+void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bool tls) {
+    std::string forwarded_for;
+    for (const auto& f : boost::make_iterator_range(fields.equal_range("X-Forwarded-For"))) {
+        std::string_view v = trim(f.value());
+        if (v.empty()) {
+            continue;
+        }
+        if (!forwarded_for.empty()) {
+            forwarded_for += ", ";
+        }
+        forwarded_for += v;
+    }
+    if (!forwarded_for.empty()) {
+        forwarded_for += ", ";
+    }
+    forwarded_for += client_ip;
+    fields.set("X-Forwarded-For", forwarded_for);
+    fields.set("X-Forwarded-Proto", tls ? "https" : "http");
+
+    std::string via;
+    for (const auto& f : boost::make_iterator_range(fields.equal_range(http::field::via))) {
+        if (!via.empty()) {
+            via += ", ";
+        }
+        via += f.value();
+    }
+    if (!via.empty()) {
+        via += ", ";
+    }
+    via += "1.1 tollgate";
+    fields.set(http::field::via, via);
+}
+
+}  // namespace tollgate::proxy

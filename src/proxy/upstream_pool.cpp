@@ -1,0 +1,276 @@
+#include "tollgate/proxy/upstream_pool.hpp"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace tollgate::proxy {
+
+std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers) {
+    auto group = std::make_shared<upstream_group>();
+    asio::io_context ioc;
+    tcp::resolver resolver(ioc);
+    for (const auto& server : servers) {
+        error_code ec;
+        auto results = resolver.resolve(server.host, std::to_string(server.port), ec);
+        if (ec || results.empty()) {
+            throw std::runtime_error("upstream " + server.url +
+                                     ": cannot resolve host: " + ec.message());
+        }
+        auto target = std::make_shared<upstream_target>();
+        target->server = server;
+        for (const auto& entry : results) {
+            target->endpoints.push_back(entry.endpoint());
+        }
+        group->targets.push_back(std::move(target));
+    }
+    if (group->targets.empty()) {
+        throw std::runtime_error("upstream: no servers configured");
+    }
+    return group;
+}
+
+upstream_pool::lease& upstream_pool::lease::operator=(lease&& other) noexcept {
+    if (this != &other) {
+        close();
+        pool_ = std::move(other.pool_);
+        conn_ = std::move(other.conn_);
+    }
+    return *this;
+}
+
+upstream_pool::lease::~lease() {
+    close();
+}
+
+void upstream_pool::lease::close() {
+    if (!conn_) {
+        return;
+    }
+    error_code ignored;
+    conn_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    conn_->stream.socket().close(ignored);
+    conn_.reset();
+    if (pool_) {
+        pool_->released();
+        pool_.reset();
+    }
+}
+
+void upstream_pool::lease::recycle() {
+    if (!conn_ || !pool_) {
+        return;
+    }
+    if (pool_->shut_down_ || !conn_->stream.socket().is_open()) {
+        close();
+        return;
+    }
+    conn_->exchanges++;
+    conn_->buffer.clear();
+    conn_->stream.expires_never();
+    auto pool = std::move(pool_);
+    pool->put_idle(std::move(conn_));
+    pool->serve_waiters();
+}
+
+// One connect, moving to the next server of the group when a server refuses.
+struct upstream_pool::attempt {
+    std::shared_ptr<const upstream_group> group;
+    std::size_t first = 0;
+    std::size_t tried = 0;
+    acquire_handler handler;
+};
+
+upstream_pool::upstream_pool(asio::io_context& ioc, pool_settings settings)
+    : ioc_(ioc), settings_(settings), sweep_timer_(ioc) {
+    settings_.max_connections = std::max<std::size_t>(1, settings_.max_connections);
+}
+
+std::size_t upstream_pool::idle_connections() const {
+    return idle_.size();
+}
+
+void upstream_pool::acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler) {
+    if (shut_down_) {
+        asio::post(ioc_, [h = std::move(handler)]() mutable {
+            h(asio::error::operation_aborted, lease{});
+        });
+        return;
+    }
+    // FIFO: nobody overtakes a request already waiting for a connection.
+    if (waiters_.empty() && try_start(group, handler)) {
+        return;
+    }
+    auto w = std::make_shared<waiter>();
+    w->group = std::move(group);
+    w->handler = std::move(handler);
+    w->timer = std::make_shared<asio::steady_timer>(ioc_, settings_.connect_timeout);
+    waiters_.push_back(w);
+    w->timer->async_wait(
+        [self = shared_from_this(), weak = std::weak_ptr<waiter>(w)](error_code ec) {
+            auto expired = weak.lock();
+            if (ec || !expired) {
+                return;
+            }
+            auto it = std::find(self->waiters_.begin(), self->waiters_.end(), expired);
+            if (it == self->waiters_.end()) {
+                return;
+            }
+            self->waiters_.erase(it);
+            auto h = std::move(expired->handler);
+            h(beast::error::timeout, lease{});
+        });
+}
+
+bool upstream_pool::try_start(const std::shared_ptr<const upstream_group>& group,
+                              acquire_handler& handler) {
+    const std::size_t n = group->targets.size();
+    const std::size_t first = group->next.fetch_add(1, std::memory_order_relaxed) % n;
+    lease idle;
+    if (take_idle(group->targets[first].get(), idle)) {
+        asio::post(
+            ioc_, [h = std::move(handler), l = std::move(idle)]() mutable { h({}, std::move(l)); });
+        return true;
+    }
+    if (open_ >= settings_.max_connections) {
+        if (idle_.empty()) {
+            return false;
+        }
+        // Full, but with idle connections to other servers: close the oldest.
+        idle_.erase(idle_.begin());
+        open_--;
+    }
+    open_++;
+    auto a = std::make_shared<attempt>();
+    a->group = group;
+    a->first = first;
+    a->handler = std::move(handler);
+    connect(std::move(a));
+    return true;
+}
+
+void upstream_pool::connect(std::shared_ptr<attempt> a) {
+    const auto& target = a->group->targets[(a->first + a->tried) % a->group->targets.size()];
+    auto conn = std::make_unique<connection>(ioc_);
+    conn->target = target;
+    conn->stream.expires_after(settings_.connect_timeout);
+    auto& stream = conn->stream;
+    stream.async_connect(target->endpoints, [self = shared_from_this(), a, conn = std::move(conn)](
+                                                error_code ec, const tcp::endpoint&) mutable {
+        const bool refused =
+            ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
+            ec == asio::error::host_unreachable || ec == asio::error::network_unreachable;
+        if (refused && ++a->tried < a->group->targets.size() && !self->shut_down_) {
+            self->connect(std::move(a));
+            return;
+        }
+        if (ec) {
+            self->released();
+            auto h = std::move(a->handler);
+            h(ec, lease{});
+            return;
+        }
+        self->connects_++;
+        conn->stream.expires_never();
+        error_code ignored;
+        conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+        auto h = std::move(a->handler);
+        h({}, lease(self, std::move(conn)));
+    });
+}
+
+bool upstream_pool::take_idle(const upstream_target* target, lease& out) {
+    const auto now = std::chrono::steady_clock::now();
+    // Newest first: recently used connections are the least likely to have
+    // been closed by the server.
+    for (auto it = idle_.end(); it != idle_.begin();) {
+        --it;
+        if ((*it)->target.get() != target) {
+            continue;
+        }
+        std::unique_ptr<connection> conn = std::move(*it);
+        idle_.erase(it);
+        // A server that closed the idle connection (or sent stray bytes)
+        // shows it as readable; such a connection must not carry a request.
+        char probe;
+        ssize_t n =
+            ::recv(conn->stream.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        const bool alive = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        if (!alive || now - conn->idle_since > settings_.idle_timeout) {
+            // Closed here without serve_waiters(): we may be serving one already.
+            conn.reset();
+            open_--;
+            return take_idle(target, out);
+        }
+        out = lease(shared_from_this(), std::move(conn));
+        return true;
+    }
+    return false;
+}
+
+void upstream_pool::put_idle(std::unique_ptr<connection> conn) {
+    conn->idle_since = std::chrono::steady_clock::now();
+    idle_.push_back(std::move(conn));
+    arm_sweep();
+}
+
+void upstream_pool::released() {
+    open_--;
+    serve_waiters();
+}
+
+void upstream_pool::serve_waiters() {
+    while (!waiters_.empty()) {
+        auto w = waiters_.front();
+        if (!try_start(w->group, w->handler)) {
+            return;
+        }
+        waiters_.pop_front();
+        w->timer->cancel();
+    }
+}
+
+void upstream_pool::arm_sweep() {
+    if (sweep_armed_ || shut_down_) {
+        return;
+    }
+    sweep_armed_ = true;
+    sweep_timer_.expires_after(
+        std::max(settings_.idle_timeout / 2, std::chrono::milliseconds(100)));
+    sweep_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        self->sweep_armed_ = false;
+        if (!ec) {
+            self->sweep_idle();
+        }
+    });
+}
+
+void upstream_pool::sweep_idle() {
+    const auto now = std::chrono::steady_clock::now();
+    std::size_t before = idle_.size();
+    std::erase_if(idle_, [&](const std::unique_ptr<connection>& c) {
+        return now - c->idle_since > settings_.idle_timeout;
+    });
+    open_ -= before - idle_.size();
+    if (!idle_.empty()) {
+        arm_sweep();
+    }
+    serve_waiters();
+}
+
+void upstream_pool::shutdown() {
+    shut_down_ = true;
+    open_ -= idle_.size();
+    idle_.clear();
+    error_code ignored;
+    sweep_timer_.cancel();
+    auto waiters = std::move(waiters_);
+    for (auto& w : waiters) {
+        w->timer->cancel();
+        auto h = std::move(w->handler);
+        h(asio::error::operation_aborted, lease{});
+    }
+}
+
+}  // namespace tollgate::proxy

@@ -1,0 +1,133 @@
+#include "tollgate/server/server.hpp"
+
+#include <stdexcept>
+#include <thread>
+
+namespace tollgate::server {
+
+tcp::endpoint to_endpoint(const listen_address& address) {
+    error_code ec;
+    auto ip = asio::ip::make_address(address.host, ec);
+    if (ec) {
+        throw std::runtime_error("listen address " + address.host + ": not an IP address");
+    }
+    return {ip, address.port};
+}
+
+server::server(std::shared_ptr<const config> cfg) {
+    const auto& c = *cfg;
+    std::size_t threads = c.threads != 0 ? c.threads : std::thread::hardware_concurrency();
+    threads = std::max<std::size_t>(1, threads);
+    gateway_ = std::make_unique<gateway>(build_runtime(cfg));
+
+    auto endpoint = to_endpoint(c.listen);
+    for (std::size_t i = 0; i < threads; ++i) {
+        workers_.push_back(std::make_unique<worker>(*gateway_, i, c, threads));
+        try {
+            workers_.back()->listen(endpoint);
+        } catch (const boost::system::system_error& e) {
+            throw std::runtime_error("cannot listen on " + c.listen.host + ":" +
+                                     std::to_string(c.listen.port) + ": " + e.code().message());
+        }
+        // With port 0 the first worker picks the port; the others join it.
+        endpoint = workers_.front()->local_endpoint();
+    }
+    try {
+        admin_ = std::make_unique<admin::admin_server>(
+            to_endpoint(c.admin.listen),
+            [this](const admin::request& req) { return handle_admin(req); });
+    } catch (const boost::system::system_error& e) {
+        throw std::runtime_error("cannot listen on admin " + c.admin.listen.host + ":" +
+                                 std::to_string(c.admin.listen.port) + ": " + e.code().message());
+    }
+    proxy_endpoint_ = endpoint;
+    admin_endpoint_ = admin_->local_endpoint();
+}
+
+server::~server() {
+    if (started_ && !stopped_) {
+        for (auto& w : workers_) {
+            w->force_stop();
+        }
+        for (auto& w : workers_) {
+            w->join();
+        }
+    }
+    if (admin_) {
+        admin_->stop();
+    }
+}
+
+void server::start() {
+    for (auto& w : workers_) {
+        w->start_thread();
+    }
+    admin_->start();
+    started_ = true;
+}
+
+void server::reload(std::shared_ptr<const config> next) {
+    gateway_->swap(build_runtime(std::move(next)));
+}
+
+void server::drain_and_stop() {
+    if (stopped_) {
+        return;
+    }
+    gateway_->start_draining();
+    for (auto& w : workers_) {
+        w->begin_drain();
+    }
+    const auto deadline =
+        std::chrono::steady_clock::now() + gateway_->current()->cfg->shutdown.drain_timeout;
+    auto busy = [&] {
+        for (auto& w : workers_) {
+            if (w->session_count() > 0) {
+                return true;
+            }
+        }
+        return false;
+    };
+    while (busy() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (auto& w : workers_) {
+        w->force_stop();
+    }
+    for (auto& w : workers_) {
+        w->join();
+    }
+    stopped_ = true;
+}
+
+tcp::endpoint server::proxy_endpoint() const {
+    return proxy_endpoint_;
+}
+
+tcp::endpoint server::admin_endpoint() const {
+    return admin_endpoint_;
+}
+
+std::uint64_t server::upstream_connects() const {
+    std::uint64_t total = 0;
+    for (const auto& w : workers_) {
+        total += w->pool->connects();
+    }
+    return total;
+}
+
+admin::response server::handle_admin(const admin::request& req) {
+    const auto target = req.target();
+    if (target == "/healthz") {
+        return admin::text_response(req, http::status::ok, "ok\n");
+    }
+    if (target == "/readyz") {
+        if (gateway_->draining()) {
+            return admin::text_response(req, http::status::service_unavailable, "draining\n");
+        }
+        return admin::text_response(req, http::status::ok, "ready\n");
+    }
+    return admin::text_response(req, http::status::not_found, "not found\n");
+}
+
+}  // namespace tollgate::server

@@ -1,0 +1,408 @@
+// The reverse proxy core over real loopback sockets: tollgate in-process on
+// port 0 in front of a real upstream started by each test.
+
+#include <catch2/catch.hpp>
+
+#include <sys/socket.h>
+
+#include "support.hpp"
+
+using namespace tollgate;
+using namespace tollgate::test;
+
+namespace {
+
+request make_request(http::verb verb, std::string_view target) {
+    request req{verb, target, 11};
+    req.set(http::field::host, "localhost");
+    return req;
+}
+
+}  // namespace
+
+TEST_CASE("GET is proxied with forwarding headers", "[proxy]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    auto res = get(gw.port(), "/echo?x=1");
+    REQUIRE(res.result_int() == 200);
+    auto body = nlohmann::json::parse(res.body());
+    CHECK(body["target"] == "/echo?x=1");
+    CHECK(body["headers"]["x-forwarded-for"] == "127.0.0.1");
+    CHECK(body["headers"]["x-forwarded-proto"] == "http");
+    CHECK(body["headers"]["via"] == "1.1 tollgate");
+    CHECK(body["headers"]["host"] == "localhost");
+}
+
+TEST_CASE("X-Forwarded-For from the client is extended, not replaced", "[proxy]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    auto res = get(gw.port(), "/echo", {{"X-Forwarded-For", "203.0.113.7"}, {"Via", "1.0 edge"}});
+    auto body = nlohmann::json::parse(res.body());
+    CHECK(body["headers"]["x-forwarded-for"] == "203.0.113.7, 127.0.0.1");
+    CHECK(body["headers"]["via"] == "1.0 edge, 1.1 tollgate");
+}
+
+TEST_CASE("hop-by-hop headers are stripped both ways", "[proxy]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    auto res = get(gw.port(), "/echo",
+                   {{"Connection", "keep-alive, X-Secret-Hop"},
+                    {"X-Secret-Hop", "1"},
+                    {"Keep-Alive", "timeout=5"},
+                    {"Proxy-Connection", "keep-alive"},
+                    {"TE", "trailers"},
+                    {"Upgrade", "h2c"},
+                    {"HTTP2-Settings", "AAMAAABkAAQAAP__"},
+                    {"X-End-To-End", "kept"}});
+    REQUIRE(res.result_int() == 200);
+    auto headers = nlohmann::json::parse(res.body())["headers"];
+    for (const char* name : {"connection", "x-secret-hop", "keep-alive", "proxy-connection", "te",
+                             "upgrade", "http2-settings"}) {
+        INFO(name);
+        CHECK_FALSE(headers.contains(name));
+    }
+    CHECK(headers["x-end-to-end"] == "kept");
+    CHECK(res.find("Keep-Alive") == res.end());
+}
+
+TEST_CASE("POST bodies of several MB pass both ways intact", "[proxy][body]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    const std::string body = pattern_body(5 * 1024 * 1024 + 17);
+    auto req = make_request(http::verb::post, "/echo?echo=1");
+    req.body() = body;
+    req.prepare_payload();
+    auto res = c.send(std::move(req));
+    REQUIRE(res.result_int() == 200);
+    CHECK(res["X-Body-Size"] == std::to_string(body.size()));
+    CHECK(res["X-Body-Fnv"] == std::to_string(fnv1a(body)));
+    CHECK(res.body().size() == body.size());
+    CHECK(fnv1a(res.body()) == fnv1a(body));
+}
+
+TEST_CASE("chunked request body is relayed and re-framed", "[proxy][body]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    const std::string body = pattern_body(300000);
+    c.write_raw("POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (std::size_t at = 0; at < body.size(); at += 65536) {
+        std::size_t len = std::min<std::size_t>(65536, body.size() - at);
+        char size_line[32];
+        std::snprintf(size_line, sizeof size_line, "%zx\r\n", len);
+        c.write_raw(size_line);
+        c.write_raw(std::string_view(body).substr(at, len));
+        c.write_raw("\r\n");
+    }
+    c.write_raw("0\r\n\r\n");
+    auto res = c.read();
+    REQUIRE(res.result_int() == 200);
+    CHECK(res["X-Body-Size"] == std::to_string(body.size()));
+    CHECK(res["X-Body-Fnv"] == std::to_string(fnv1a(body)));
+    auto headers = nlohmann::json::parse(res.body())["headers"];
+    CHECK(headers["transfer-encoding"] == "chunked");
+}
+
+TEST_CASE("large Content-Length and chunked responses stream to the client", "[proxy][body]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    auto big = c.send(make_request(http::verb::get, "/big?n=8000000"));
+    REQUIRE(big.result_int() == 200);
+    CHECK(big[http::field::content_length] == "8000000");
+    CHECK(fnv1a(big.body()) == fnv1a(pattern_body(8000000)));
+
+    auto chunked = c.send(make_request(http::verb::get, "/chunked?n=3000000"));
+    REQUIRE(chunked.result_int() == 200);
+    CHECK(chunked.chunked());
+    CHECK(fnv1a(chunked.body()) == fnv1a(pattern_body(3000000)));
+}
+
+TEST_CASE("a response delimited by close is re-framed as chunked", "[proxy][body]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    auto res = c.send(make_request(http::verb::get, "/close?n=200000"));
+    REQUIRE(res.result_int() == 200);
+    CHECK(res.chunked());
+    CHECK(fnv1a(res.body()) == fnv1a(pattern_body(200000)));
+    // The client connection stays usable.
+    auto again = c.send(make_request(http::verb::get, "/echo"));
+    CHECK(again.result_int() == 200);
+}
+
+TEST_CASE("HTTP/1.0 client gets a close-delimited body instead of chunks", "[proxy][body]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    c.write_raw("GET /chunked?n=5000 HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    auto res = c.read();
+    REQUIRE(res.result_int() == 200);
+    CHECK_FALSE(res.chunked());
+    CHECK(res.body() == pattern_body(5000));
+    CHECK(c.closed_by_peer());
+}
+
+TEST_CASE("keep-alive: many requests on one client connection reuse upstream connections",
+          "[proxy][pool]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    running_proxy gw(cfg);
+    client c(gw.port());
+    for (int i = 0; i < 20; ++i) {
+        auto res = c.send(make_request(http::verb::get, "/echo"));
+        REQUIRE(res.result_int() == 200);
+    }
+    CHECK(up.stats.requests == 20);
+    CHECK(up.stats.connections == 1);
+    CHECK(gw.srv().upstream_connects() == 1);
+}
+
+TEST_CASE("pool reuse across client connections: upstream sees fewer connections than requests",
+          "[proxy][pool]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    running_proxy gw(cfg);
+    for (int i = 0; i < 10; ++i) {
+        REQUIRE(get(gw.port(), "/echo").result_int() == 200);
+    }
+    CHECK(up.stats.requests == 10);
+    CHECK(up.stats.connections < 10);
+}
+
+TEST_CASE("HEAD, 204 and 304 carry no body", "[proxy]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    auto head = c.send(make_request(http::verb::head, "/big?n=1234"));
+    CHECK(head.result_int() == 200);
+    CHECK(head[http::field::content_length] == "1234");
+    CHECK(head.body().empty());
+    auto no_content = c.send(make_request(http::verb::get, "/status?code=204"));
+    CHECK(no_content.result_int() == 204);
+    CHECK(no_content.body().empty());
+    auto not_modified = c.send(make_request(http::verb::get, "/status?code=304"));
+    CHECK(not_modified.result_int() == 304);
+    CHECK(not_modified.body().empty());
+    // After three bodiless responses the connection is still in sync.
+    auto res = c.send(make_request(http::verb::get, "/big?n=10"));
+    CHECK(res.body() == pattern_body(10));
+}
+
+TEST_CASE("Expect: 100-continue is answered before the body is sent", "[proxy][body]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    c.write_raw(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: "
+        "100-continue\r\n\r\n");
+    auto interim = c.read();
+    REQUIRE(interim.result_int() == 100);
+    c.write_raw("hello");
+    auto res = c.read();
+    REQUIRE(res.result_int() == 200);
+    CHECK(res["X-Body-Size"] == "5");
+    auto headers = nlohmann::json::parse(res.body())["headers"];
+    CHECK_FALSE(headers.contains("expect"));
+}
+
+TEST_CASE("upstream refusing connections gives 502", "[proxy][errors]") {
+    std::uint16_t dead_port;
+    {
+        asio::io_context ioc;
+        tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+        dead_port = a.local_endpoint().port();
+    }
+    running_proxy gw(test_config(dead_port));
+    auto res = get(gw.port(), "/");
+    CHECK(res.result_int() == 502);
+    CHECK(res[http::field::content_type] == "application/json");
+    CHECK(nlohmann::json::parse(res.body()).contains("error"));
+}
+
+TEST_CASE("a refused server is skipped for the next one", "[proxy][errors]") {
+    test_upstream up;
+    std::uint16_t dead_port;
+    {
+        asio::io_context ioc;
+        tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+        dead_port = a.local_endpoint().port();
+    }
+    auto cfg = test_config(up.port());
+    upstream_server dead;
+    dead.host = "127.0.0.1";
+    dead.port = dead_port;
+    dead.url = "http://127.0.0.1:" + std::to_string(dead_port);
+    cfg.upstream.servers = {dead, cfg.upstream.servers.front()};
+    running_proxy gw(cfg);
+    for (int i = 0; i < 6; ++i) {
+        CHECK(get(gw.port(), "/echo").result_int() == 200);
+    }
+    CHECK(up.stats.requests == 6);
+}
+
+TEST_CASE("upstream closing without a response gives 502", "[proxy][errors]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    CHECK(get(gw.port(), "/hangup").result_int() == 502);
+}
+
+TEST_CASE("upstream silent past response_timeout gives 504", "[proxy][errors]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.upstream.response_timeout = std::chrono::milliseconds(200);
+    running_proxy gw(cfg);
+    auto res = get(gw.port(), "/stall");
+    CHECK(res.result_int() == 504);
+}
+
+TEST_CASE("upstream connect timeout gives 504", "[proxy][errors]") {
+    // A listener whose backlog is full never completes new handshakes.
+    asio::io_context ioc;
+    tcp::acceptor full(ioc);
+    full.open(tcp::v4());
+    full.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    full.listen(0);
+    std::vector<std::unique_ptr<tcp::socket>> fillers;
+    for (int i = 0; i < 8; ++i) {
+        auto s = std::make_unique<tcp::socket>(ioc);
+        s->open(tcp::v4());
+        s->non_blocking(true);
+        // Raw connect: Asio's blocking connect would wait for the handshake.
+        auto ep = full.local_endpoint();
+        (void)::connect(s->native_handle(), ep.data(), static_cast<socklen_t>(ep.size()));
+        fillers.push_back(std::move(s));
+    }
+    auto cfg = test_config(full.local_endpoint().port());
+    cfg.upstream.connect_timeout = std::chrono::milliseconds(300);
+    running_proxy gw(cfg);
+    auto res = get(gw.port(), "/");
+    CHECK(res.result_int() == 504);
+}
+
+TEST_CASE("upstream reset mid-response truncates the client response", "[proxy][errors]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    c.write_raw("GET /reset-mid HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(boost::none);
+    beast::flat_buffer buffer;
+    error_code ec;
+    http::read(c.stream(), buffer, parser, ec);
+    // The header arrived (200 with the announced length) but the body never completes:
+    // the client sees the truncation, never a fake 502 appended.
+    CHECK(parser.is_header_done());
+    CHECK(parser.get().result_int() == 200);
+    CHECK_FALSE(parser.is_done());
+    CHECK(ec);
+}
+
+TEST_CASE("client abort mid-response closes the upstream connection", "[proxy][errors]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    running_proxy gw(cfg);
+    {
+        client c(gw.port());
+        c.write_raw("GET /big?n=50000000 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        char buf[1024];
+        asio::read(c.socket(), asio::buffer(buf));  // the response has started
+        c.socket().set_option(asio::socket_base::linger(true, 0));
+        c.socket().close();
+    }
+    // The half-sent upstream connection is closed, not pooled.
+    CHECK(up.wait_closed(1));
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+    CHECK(up.stats.connections == 2);
+}
+
+TEST_CASE("malformed request gets 400 and close", "[proxy][framing]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    c.write_raw("GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n");
+    auto res = c.read();
+    CHECK(res.result_int() == 400);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(c.closed_by_peer());
+    CHECK(up.stats.requests == 0);
+}
+
+TEST_CASE("header too large gives 431, body too large gives 413", "[proxy][limits]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.client.max_header_bytes = 1024;
+    cfg.client.max_body_bytes = 1000;
+    running_proxy gw(cfg);
+    {
+        client c(gw.port());
+        c.write_raw("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(2000, 'a') +
+                    "\r\n\r\n");
+        CHECK(c.read().result_int() == 431);
+    }
+    {
+        client c(gw.port());
+        c.write_raw("POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n");
+        auto res = c.read();
+        CHECK(res.result_int() == 413);
+        CHECK_FALSE(res.keep_alive());
+    }
+    CHECK(up.stats.requests == 0);
+}
+
+TEST_CASE("a chunked body over the limit is cut with 413", "[proxy][limits]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.client.max_body_bytes = 1000;
+    running_proxy gw(cfg);
+    client c(gw.port());
+    c.write_raw("POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+    c.write_raw("7d0\r\n" + std::string(2000, 'z') + "\r\n0\r\n\r\n");
+    auto res = c.read();
+    CHECK(res.result_int() == 413);
+    CHECK(c.closed_by_peer());
+}
+
+TEST_CASE("header timeout is a deadline for the whole header", "[proxy][timeouts]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.client.header_timeout = std::chrono::milliseconds(300);
+    running_proxy gw(cfg);
+    client c(gw.port());
+    c.write_raw("GET / HTTP/1.1\r\n");
+    // Trickle a header byte every 50 ms for up to 2 s: it must not extend the deadline.
+    auto start = std::chrono::steady_clock::now();
+    error_code ec;
+    for (int i = 0; i < 40 && !ec && c.socket().available() == 0; ++i) {
+        asio::write(c.socket(), asio::buffer("X", 1), ec);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    auto elapsed = std::chrono::steady_clock::now() - start;
+    auto res = c.read();
+    CHECK(res.result_int() == 408);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(elapsed < std::chrono::milliseconds(1500));
+    CHECK(up.stats.requests == 0);
+}
+
+TEST_CASE("draining finishes the request in flight with Connection: close", "[proxy][drain]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    client c(gw.port());
+    c.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+    std::thread stopper([&] { gw.srv().drain_and_stop(); });
+    while (!gw.srv().gw().draining()) {
+        std::this_thread::yield();
+    }
+    // New connections are refused while the held request still completes.
+    up.release_held();
+    auto res = c.read();
+    stopper.join();
+    CHECK(res.result_int() == 200);
+    CHECK_FALSE(res.keep_alive());
+}
