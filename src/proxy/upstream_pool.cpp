@@ -91,6 +91,13 @@ std::size_t upstream_pool::idle_connections() const {
     return idle_.size();
 }
 
+void upstream_pool::count_open(std::ptrdiff_t delta) {
+    open_ = static_cast<std::size_t>(static_cast<std::ptrdiff_t>(open_) + delta);
+    if (settings_.open_counter) {
+        settings_.open_counter->fetch_add(static_cast<std::size_t>(delta));
+    }
+}
+
 void upstream_pool::acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler) {
     if (shut_down_) {
         asio::post(ioc_, [h = std::move(handler)]() mutable {
@@ -139,9 +146,9 @@ bool upstream_pool::try_start(const std::shared_ptr<const upstream_group>& group
         }
         // Full, but with idle connections to other servers: close the oldest.
         idle_.erase(idle_.begin());
-        open_--;
+        count_open(-1);
     }
-    open_++;
+    count_open(1);
     auto a = std::make_shared<attempt>();
     a->group = group;
     a->first = first;
@@ -200,7 +207,7 @@ bool upstream_pool::take_idle(const upstream_target* target, lease& out) {
         if (!alive || now - conn->idle_since > settings_.idle_timeout) {
             // Closed here without serve_waiters(): we may be serving one already.
             conn.reset();
-            open_--;
+            count_open(-1);
             return take_idle(target, out);
         }
         out = lease(shared_from_this(), std::move(conn));
@@ -216,7 +223,7 @@ void upstream_pool::put_idle(std::unique_ptr<connection> conn) {
 }
 
 void upstream_pool::released() {
-    open_--;
+    count_open(-1);
     serve_waiters();
 }
 
@@ -252,7 +259,7 @@ void upstream_pool::sweep_idle() {
     std::erase_if(idle_, [&](const std::unique_ptr<connection>& c) {
         return now - c->idle_since > settings_.idle_timeout;
     });
-    open_ -= before - idle_.size();
+    count_open(-static_cast<std::ptrdiff_t>(before - idle_.size()));
     if (!idle_.empty()) {
         arm_sweep();
     }
@@ -261,7 +268,7 @@ void upstream_pool::sweep_idle() {
 
 void upstream_pool::shutdown() {
     shut_down_ = true;
-    open_ -= idle_.size();
+    count_open(-static_cast<std::ptrdiff_t>(idle_.size()));
     idle_.clear();
     error_code ignored;
     sweep_timer_.cancel();

@@ -1,18 +1,105 @@
 #include "tollgate/server/gateway.hpp"
 
 namespace tollgate::server {
+namespace {
 
-std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg) {
-    auto rt = std::make_shared<runtime>();
+std::shared_ptr<limit::concurrency_limiter> reuse_or_create(
+    std::size_t capacity, const std::shared_ptr<limit::concurrency_limiter>& previous) {
+    if (capacity == 0) {
+        return nullptr;
+    }
+    if (previous && previous->capacity() == capacity) {
+        return previous;
+    }
+    return limit::concurrency_limiter::create(capacity);
+}
+
+bool prefix_matches(std::string_view prefix, std::string_view path) {
+    if (!path.starts_with(prefix)) {
+        return false;
+    }
+    return path.size() == prefix.size() || prefix.ends_with('/') || path[prefix.size()] == '/';
+}
+
+}  // namespace
+
+runtime::runtime(std::shared_ptr<const config> c)
+    : cfg(std::move(c)), keys(cfg->keying), rates(cfg->rate_limit) {}
+
+int runtime::match_route(std::string_view host, std::string_view path) const {
+    if (auto colon = host.rfind(':');
+        colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos) {
+        host = host.substr(0, colon);
+    }
+    int best = -1;
+    std::size_t best_len = 0;
+    bool best_host = false;
+    for (std::size_t i = 0; i < cfg->routes.size(); ++i) {
+        const auto& r = cfg->routes[i];
+        const bool host_specific = !r.host.empty();
+        if (host_specific && !beast::iequals(r.host, host)) {
+            continue;
+        }
+        if (!prefix_matches(r.path_prefix, path)) {
+            continue;
+        }
+        const std::size_t len = r.path_prefix.size();
+        if (best < 0 || len > best_len || (len == best_len && host_specific && !best_host)) {
+            best = static_cast<int>(i);
+            best_len = len;
+            best_host = host_specific;
+        }
+    }
+    return best;
+}
+
+std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
+                                             const runtime* previous) {
+    auto rt = std::make_shared<runtime>(cfg);
     rt->default_upstream = proxy::resolve_group(cfg->upstream.servers);
-    for (const auto& route : cfg->routes) {
+    rt->slots = reuse_or_create(cfg->concurrency.capacity, previous ? previous->slots : nullptr);
+    for (std::size_t i = 0; i < cfg->routes.size(); ++i) {
+        const auto& route = cfg->routes[i];
         rt->route_upstreams.push_back(
             route.upstream.empty() ? rt->default_upstream : proxy::resolve_group(route.upstream));
+        if (!route.concurrency) {
+            rt->route_slots.push_back(rt->slots);
+            continue;
+        }
+        // A route keeps its limiter across reloads when its name and capacity stay.
+        std::shared_ptr<limit::concurrency_limiter> before;
+        if (previous) {
+            for (std::size_t j = 0; j < previous->cfg->routes.size(); ++j) {
+                if (previous->cfg->routes[j].name == route.name &&
+                    previous->cfg->routes[j].concurrency) {
+                    before = previous->route_slots[j];
+                }
+            }
+        }
+        rt->route_slots.push_back(reuse_or_create(*route.concurrency, before));
     }
-    rt->cfg = std::move(cfg);
     return rt;
 }
 
-gateway::gateway(std::shared_ptr<const runtime> initial) : runtime_(std::move(initial)) {}
+gateway::gateway(std::shared_ptr<const runtime> initial, std::size_t workers)
+    : limiter(clock, initial->cfg->rate_limit.max_keys),
+      metrics(workers),
+      runtime_(std::move(initial)) {}
+
+admin::gauge_values gateway::gauges() const {
+    admin::gauge_values g;
+    auto rt = current();
+    if (rt->slots) {
+        g.inflight_slots = static_cast<double>(rt->slots->in_flight());
+        g.concurrency_capacity = static_cast<double>(rt->slots->capacity());
+        g.active_keys = static_cast<double>(rt->slots->active_keys());
+    }
+    g.ratelimit_keys = static_cast<double>(limiter.size());
+    g.ratelimit_evictions = limiter.evictions();
+    g.client_connections = static_cast<double>(client_connections.load());
+    g.upstream_connections = static_cast<double>(upstream_connections.load());
+    g.draining = draining() ? 1 : 0;
+    return g;
+}
 
 }  // namespace tollgate::server

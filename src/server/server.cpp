@@ -18,7 +18,7 @@ server::server(std::shared_ptr<const config> cfg) {
     const auto& c = *cfg;
     std::size_t threads = c.threads != 0 ? c.threads : std::thread::hardware_concurrency();
     threads = std::max<std::size_t>(1, threads);
-    gateway_ = std::make_unique<gateway>(build_runtime(cfg));
+    gateway_ = std::make_unique<gateway>(build_runtime(cfg), threads);
 
     auto endpoint = to_endpoint(c.listen);
     for (std::size_t i = 0; i < threads; ++i) {
@@ -67,7 +67,8 @@ void server::start() {
 }
 
 void server::reload(std::shared_ptr<const config> next) {
-    gateway_->swap(build_runtime(std::move(next)));
+    auto current = gateway_->current();
+    gateway_->swap(build_runtime(std::move(next), current.get()));
 }
 
 void server::drain_and_stop() {
@@ -118,6 +119,11 @@ std::uint64_t server::upstream_connects() const {
 
 admin::response server::handle_admin(const admin::request& req) {
     const auto target = req.target();
+    if (target == "/metrics") {
+        return admin::text_response(req, http::status::ok,
+                                    gateway_->metrics.serialize(gateway_->gauges()),
+                                    "text/plain; version=0.0.4; charset=utf-8");
+    }
     if (target == "/healthz") {
         return admin::text_response(req, http::status::ok, "ok\n");
     }

@@ -1,5 +1,14 @@
 #include "tollgate/server/session.hpp"
 
+#include <sys/socket.h>
+
+#include <cstdio>
+#include <ctime>
+
+#include <boost/range/iterator_range.hpp>
+
+#include "tollgate/limit/headers.hpp"
+#include "tollgate/proxy/framing.hpp"
 #include "tollgate/proxy/headers.hpp"
 #include "tollgate/server/worker.hpp"
 
@@ -8,6 +17,22 @@ namespace {
 
 constexpr std::size_t max_response_header_bytes = 64 * 1024;
 constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// RFC 3339 UTC with milliseconds, for the access log.
+std::string format_utc_now() {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t secs = std::chrono::system_clock::to_time_t(now);
+    const auto millis =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
+        1000;
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[64];  // roomy enough for any int the compiler imagines
+    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(millis));
+    return buf;
+}
 
 bool is_disconnect(const error_code& ec) {
     return ec == asio::error::eof || ec == http::error::end_of_stream ||
@@ -24,6 +49,11 @@ session::session(tcp::socket socket, worker& owner)
     error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     peer_ip_ = ec ? std::string("0.0.0.0") : ep.address().to_string();
+    if (!ec && ep.address().is_v4()) {
+        peer_addr_ = ip_address::from_v4(ep.address().to_v4().to_bytes());
+    } else if (!ec) {
+        peer_addr_ = ip_address::from_v6(ep.address().to_v6().to_bytes());
+    }
     stream_.socket().set_option(tcp::no_delay(true), ec);
 }
 
@@ -54,7 +84,16 @@ void session::close() {
         return;
     }
     closed_ = true;
+    if (waiter_ != 0 && queue_) {
+        queue_->cancel(waiter_);
+        waiter_ = 0;
+    }
+    slot_.release();
+    if (parser_ && !logged_) {
+        log_access(0);  // the exchange was cut short
+    }
     error_code ignored;
+    header_timer_.cancel();
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.socket().close(ignored);
     upstream_.close();
@@ -90,10 +129,15 @@ void session::on_first_bytes(error_code ec, std::size_t n) {
     do_read_header();
 }
 
-// Read the whole header within client.header_timeout of its first byte.
+// Read the whole head within client.header_timeout of its first byte. The
+// raw bytes are checked strictly (proxy/framing) before Beast parses them.
 void session::do_read_header() {
     rt_ = owner_.gw.current();
     const auto& c = rt_->cfg->client;
+    key_kind_ = admin::key_kind::none;
+    client_version_ = 11;
+    logged_ = false;
+    t_start_ = std::chrono::steady_clock::now();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(c.max_header_bytes));
     parser_->body_limit(c.max_body_bytes);
@@ -109,63 +153,88 @@ void session::do_read_header() {
             self->stream_.socket().cancel(ignored);
         }
     });
-    http::async_read_header(
-        stream_, buffer_, *parser_,
-        beast::bind_front_handler(&session::on_read_header, shared_from_this()));
+    read_request_head();
 }
 
-void session::on_read_header(error_code ec, std::size_t) {
+void session::read_request_head() {
+    const auto data = buffer_.data();
+    const std::string_view view(static_cast<const char*>(data.data()), data.size());
+    const std::size_t max = rt_->cfg->client.max_header_bytes;
+    const std::size_t end = proxy::find_head_end(view.substr(0, std::min(view.size(), max)));
+    if (end != std::string_view::npos) {
+        header_timer_.cancel();
+        parse_request_head(view.substr(0, end));
+        return;
+    }
+    if (view.size() >= max) {
+        header_timer_.cancel();
+        reject(http::status::request_header_fields_too_large, "request header too large",
+               admin::reason_kind::header_too_large);
+        return;
+    }
+    stream_.async_read_some(
+        buffer_.prepare(std::min<std::size_t>(8192, max - view.size())),
+        beast::bind_front_handler(&session::on_request_head_bytes, shared_from_this()));
+}
+
+void session::on_request_head_bytes(error_code ec, std::size_t n) {
     first_request_ = false;
-    header_timer_.cancel();
     if (header_timed_out_) {
-        send_local(
-            make_error_reply(http::status::request_timeout, "request header timeout", 11, false));
-        return;
-    }
-    if (ec == http::error::end_of_stream || (ec && is_disconnect(ec)) ||
-        ec == asio::error::operation_aborted) {
-        close();
-        return;
-    }
-    if (ec == http::error::header_limit) {
-        send_local(make_error_reply(http::status::request_header_fields_too_large,
-                                    "request header too large", 11, false));
-        return;
-    }
-    if (ec == http::error::body_limit) {
-        send_local(
-            make_error_reply(http::status::payload_too_large, "request body too large", 11, false));
+        reject(http::status::request_timeout, "request header timeout",
+               admin::reason_kind::timeout);
         return;
     }
     if (ec) {
-        send_local(make_error_reply(http::status::bad_request, "malformed request", 11, false));
+        header_timer_.cancel();
+        close();  // the client went away mid-header
         return;
     }
+    buffer_.commit(n);
+    read_request_head();
+}
+
+void session::parse_request_head(std::string_view head) {
+    first_request_ = false;
+    if (auto bad = proxy::validate_request_head(head, {rt_->cfg->client.max_headers})) {
+        const auto reason = bad->status == 431 ? admin::reason_kind::header_too_large
+                                               : admin::reason_kind::bad_request;
+        reject(static_cast<http::status>(bad->status), bad->message, reason);
+        return;
+    }
+    error_code ec;
+    const std::size_t used = parser_->put(asio::buffer(head.data(), head.size()), ec);
+    if (!ec && !parser_->is_header_done()) {
+        ec = http::error::partial_message;
+    }
+    if (ec == http::error::body_limit) {
+        reject(http::status::payload_too_large, "request body too large",
+               admin::reason_kind::body_too_large);
+        return;
+    }
+    if (ec) {
+        reject(http::status::bad_request, "malformed request", admin::reason_kind::bad_request);
+        return;
+    }
+    buffer_.consume(used);
     handle_request();
 }
 
 void session::handle_request() {
     auto& req = parser_->get();
-    const auto& cfg = *rt_->cfg;
-
-    std::size_t field_count = 0;
-    for (auto it = req.begin(); it != req.end(); ++it) {
-        ++field_count;
-    }
-    if (field_count > cfg.client.max_headers) {
-        send_local(make_error_reply(http::status::request_header_fields_too_large,
-                                    "too many request header fields", req.version(), false));
-        return;
-    }
-
+    t_start_ = std::chrono::steady_clock::now();
+    bytes_in_ = 0;
+    bytes_out_ = 0;
+    key_kind_ = admin::key_kind::none;
+    decision_.reset();
     client_version_ = req.version();
+
     client_keep_alive_ = req.keep_alive() && !draining_;
     head_request_ = req.method() == http::verb::head;
     send_continue_ = false;
     if (auto expect = req.find(http::field::expect); expect != req.end()) {
         if (!beast::iequals(expect->value(), "100-continue")) {
-            send_local(make_error_reply(http::status::expectation_failed, "unsupported expectation",
-                                        req.version(), false));
+            reject(http::status::expectation_failed, "unsupported expectation",
+                   admin::reason_kind::bad_request);
             return;
         }
         // tollgate answers the expectation itself, once it has decided to
@@ -173,7 +242,180 @@ void session::handle_request() {
         send_continue_ = req.version() >= 11 && !parser_->is_done();
         req.erase(http::field::expect);
     }
+    admit();
+}
 
+// Route, key, then the slot before the rate token (a refused slot burns no token).
+void session::admit() {
+    auto& req = parser_->get();
+    const auto& cfg = *rt_->cfg;
+    const std::string_view target = req.target();
+    const std::string_view path = target.substr(0, target.find('?'));
+    route_index_ = rt_->match_route(req[http::field::host], path);
+    const route_config* route = route_index_ >= 0 ? &cfg.routes[route_index_] : nullptr;
+
+    request_facts facts;
+    facts.peer = peer_addr_;
+    facts.path = path;
+    if (auto org = req.find(cfg.keying.org_header); org != req.end()) {
+        facts.org_header = org->value();
+    }
+    if (auto auth = req.find(http::field::authorization); auth != req.end()) {
+        facts.authorization = auth->value();
+    }
+    std::string forwarded_for;
+    for (const auto& f : boost::make_iterator_range(req.equal_range("X-Forwarded-For"))) {
+        if (!forwarded_for.empty()) {
+            forwarded_for += ',';
+        }
+        forwarded_for += f.value();
+    }
+    facts.forwarded_for = forwarded_for;
+    key_ = rt_->keys.resolve(facts);
+    key_kind_ = static_cast<admin::key_kind>(key_.type);
+    if (!rt_->keys.org_source_trusted(peer_addr_)) {
+        req.erase(cfg.keying.org_header);  // an untrusted peer cannot speak for an org
+    }
+
+    if (route && route->exempt) {
+        forward(admin::reason_kind::exempt);
+        return;
+    }
+    const auto& slots = route_index_ >= 0 ? rt_->route_slots[route_index_] : rt_->slots;
+    if (!slots) {
+        decide_rate();
+        return;
+    }
+    if (auto granted = slots->try_acquire(key_.key)) {
+        slot_ = std::move(*granted);
+        decide_rate();
+        return;
+    }
+    if (cfg.concurrency.queue_timeout.count() == 0) {
+        refuse(admin::reason_kind::concurrency);
+        return;
+    }
+    wait_for_slot(slots);
+}
+
+// Wait FIFO for a slot up to concurrency.queue_timeout. The grant arrives on
+// the thread that released a slot, so it is posted back to this session.
+void session::wait_for_slot(const std::shared_ptr<limit::concurrency_limiter>& slots) {
+    const auto timeout = rt_->cfg->concurrency.queue_timeout;
+    auto deadline =
+        owner_.gw.clock.now() + std::chrono::duration_cast<std::chrono::nanoseconds>(timeout);
+    std::weak_ptr<session> weak = shared_from_this();
+    auto executor = stream_.get_executor();
+    auto result =
+        slots->enqueue(key_.key, deadline,
+                       [weak, executor](std::optional<limit::concurrency_limiter::slot> granted) {
+                           asio::post(executor, [weak, granted = std::move(granted)]() mutable {
+                               if (auto self = weak.lock()) {
+                                   self->on_slot(std::move(granted));
+                               }
+                               // else: the slot is destroyed here and returned at once
+                           });
+                       });
+    if (result.granted) {
+        slot_ = std::move(*result.granted);
+        decide_rate();
+        return;
+    }
+    queue_ = slots;
+    waiter_ = result.id;
+    header_timer_.expires_after(timeout);
+    header_timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (ec || self->waiter_ == 0) {
+            return;
+        }
+        if (self->queue_->cancel(self->waiter_)) {
+            self->waiter_ = 0;
+            self->refuse(admin::reason_kind::concurrency);
+        }
+        // else: a slot was granted and is on its way to on_slot()
+    });
+    // A client that goes away while queued leaves the queue.
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+        if (self->waiter_ == 0 || ec == asio::error::operation_aborted) {
+            return;
+        }
+        char probe;
+        ssize_t n =
+            ::recv(self->stream_.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            if (self->queue_->cancel(self->waiter_)) {
+                self->waiter_ = 0;
+            }
+            self->close();
+        }
+    });
+}
+
+void session::on_slot(std::optional<limit::concurrency_limiter::slot> granted) {
+    waiter_ = 0;
+    header_timer_.cancel();
+    if (closed_) {
+        return;  // the slot goes back as `granted` is destroyed
+    }
+    if (!granted) {
+        refuse(admin::reason_kind::concurrency);
+        return;
+    }
+    slot_ = std::move(*granted);
+    decide_rate();
+}
+
+void session::decide_rate() {
+    const route_config* route = route_index_ >= 0 ? &rt_->cfg->routes[route_index_] : nullptr;
+    auto selection = rt_->rates.select(key_.key, route);
+    if (!selection) {
+        forward(admin::reason_kind::exempt);
+        return;
+    }
+    decision_ = owner_.gw.limiter.check(selection->scope, key_.key, selection->policy);
+    if (decision_->allowed) {
+        forward(admin::reason_kind::ok);
+        return;
+    }
+    if (rt_->cfg->rate_limit.dry_run) {
+        // Counted and reported as it would be, but forwarded.
+        decision_->allowed = true;
+        decision_->retry_after = {};
+        forward(admin::reason_kind::dry_run);
+        return;
+    }
+    slot_.release();  // a refused token returns the slot at once
+    refuse(admin::reason_kind::rate);
+}
+
+// 429: rate (with the bucket's headers) or concurrency (Retry-After: 1).
+void session::refuse(admin::reason_kind reason) {
+    slot_.release();
+    record(admin::decision_kind::limited, reason);
+    local_response res{http::status::too_many_requests, client_version_ >= 11 ? 11u : 10u};
+    res.set(http::field::server, "tollgate");
+    std::uint64_t retry_after = 1;
+    if (reason == admin::reason_kind::rate && decision_) {
+        retry_after = limit::retry_after_seconds(decision_->retry_after);
+        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
+            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
+    }
+    res.set(http::field::retry_after, std::to_string(retry_after));
+    res.set(http::field::content_type, limit::refusal_body::content_type);
+    const limit::refusal_body body(reason == admin::reason_kind::rate
+                                       ? limit::refusal_reason::rate
+                                       : limit::refusal_reason::concurrency,
+                                   retry_after);
+    res.body() = std::string(body.view());
+    res.keep_alive(client_keep_alive_);
+    res.prepare_payload();
+    send_local(std::move(res));
+}
+
+// The request passed: regenerate its framing and send it upstream.
+void session::forward(admin::reason_kind reason) {
+    reason_ = reason;
+    auto& req = parser_->get();
     // Framing is regenerated from what the parser saw, never copied.
     const bool chunked = parser_->chunked();
     const auto length = parser_->content_length();
@@ -187,10 +429,23 @@ void session::handle_request() {
         req.content_length(*length);
     }
 
-    upstream_group_ = rt_->default_upstream;
+    upstream_group_ =
+        route_index_ >= 0 ? rt_->route_upstreams[route_index_] : rt_->default_upstream;
     retried_ = false;
     response_started_ = false;
+    t_upstream_ = std::chrono::steady_clock::now();
     do_acquire_upstream();
+}
+
+void session::reject(http::status status, std::string_view message, admin::reason_kind reason) {
+    record(admin::decision_kind::rejected, reason);
+    send_local(make_error_reply(status, message, client_version_, false));
+}
+
+void session::record(admin::decision_kind decision, admin::reason_kind reason) {
+    decision_kind_ = decision;
+    reason_ = reason;
+    owner_.gw.metrics.shard(owner_.index).request(decision, reason, key_kind_);
 }
 
 void session::do_acquire_upstream() {
@@ -203,7 +458,7 @@ void session::on_upstream(error_code ec, proxy::upstream_pool::lease conn) {
         return;  // the lease closes its connection
     }
     if (ec) {
-        upstream_failed(ec, true);
+        upstream_failed(ec, upstream_phase::connect);
         return;
     }
     upstream_ = std::move(conn);
@@ -220,7 +475,7 @@ void session::do_write_request_header() {
 
 void session::on_write_request_header(error_code ec, std::size_t) {
     if (ec) {
-        upstream_failed(ec, true);
+        upstream_failed(ec, upstream_phase::exchange);
         return;
     }
     if (send_continue_) {
@@ -272,21 +527,20 @@ void session::on_read_request_body(error_code ec, std::size_t) {
         upstream_.close();
         client_keep_alive_ = false;
         if (ec == http::error::body_limit) {
-            send_local(make_error_reply(http::status::payload_too_large, "request body too large",
-                                        11, false));
+            respond_error(http::status::payload_too_large, "request body too large");
         } else if (ec == beast::error::timeout || is_disconnect(ec) ||
                    ec == asio::error::operation_aborted) {
             // A body that stalls past client.body_timeout: the stream has
             // closed the socket already, so there is nobody left to answer.
             close();
         } else {
-            send_local(
-                make_error_reply(http::status::bad_request, "malformed request body", 11, false));
+            respond_error(http::status::bad_request, "malformed request body");
         }
         return;
     }
     auto& body = parser_->get().body();
     body.size = body_buf_->size() - body.size;
+    bytes_in_ += body.size;
     body.data = body_buf_->data();
     body.more = !parser_->is_done();
     if (body.size == 0) {
@@ -315,7 +569,7 @@ void session::on_write_request_body(error_code ec, std::size_t) {
         ec = {};
     }
     if (ec) {
-        upstream_failed(ec, true);
+        upstream_failed(ec, upstream_phase::exchange);
         return;
     }
     if (!parser_->is_done() && !req_sr_->is_done()) {
@@ -334,26 +588,67 @@ void session::do_read_response_header() {
         res_parser_->skip(true);
     }
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
-    http::async_read_header(
-        upstream_->stream, upstream_->buffer, *res_parser_,
-        beast::bind_front_handler(&session::on_read_response_header, shared_from_this()));
+    read_response_head();
 }
 
-void session::on_read_response_header(error_code ec, std::size_t) {
-    if (ec) {
-        // A pooled connection the server closed while idle fails here with
-        // nothing received; a request without a body can safely go again.
-        const bool retryable =
-            upstream_.reused() && !retried_ && !request_has_body_ && is_disconnect(ec);
-        if (retryable) {
-            retried_ = true;
-            upstream_.close();
-            do_acquire_upstream();
-            return;
-        }
-        upstream_failed(ec, true);
+void session::read_response_head() {
+    auto& buffer = upstream_->buffer;
+    const auto data = buffer.data();
+    const std::string_view view(static_cast<const char*>(data.data()), data.size());
+    const std::size_t end =
+        proxy::find_head_end(view.substr(0, std::min(view.size(), max_response_header_bytes)));
+    if (end != std::string_view::npos) {
+        parse_response_head(view.substr(0, end));
         return;
     }
+    if (view.size() >= max_response_header_bytes) {
+        upstream_failed(http::error::header_limit, upstream_phase::exchange);
+        return;
+    }
+    upstream_->stream.async_read_some(
+        buffer.prepare(std::min<std::size_t>(8192, max_response_header_bytes - view.size())),
+        beast::bind_front_handler(&session::on_response_head_bytes, shared_from_this()));
+}
+
+void session::on_response_head_bytes(error_code ec, std::size_t n) {
+    if (!ec) {
+        upstream_->buffer.commit(n);
+        read_response_head();
+        return;
+    }
+    // A pooled connection the server closed while idle fails here with
+    // nothing received; a request without a body can safely go again.
+    const bool retryable = upstream_.reused() && !retried_ && !request_has_body_ &&
+                           upstream_->buffer.size() == 0 && is_disconnect(ec);
+    if (retryable) {
+        retried_ = true;
+        upstream_.close();
+        do_acquire_upstream();
+        return;
+    }
+    upstream_failed(ec, upstream_phase::exchange);
+}
+
+void session::parse_response_head(std::string_view head) {
+    if (proxy::validate_response_head(head)) {
+        upstream_failed(http::error::bad_version, upstream_phase::exchange);
+        return;
+    }
+    error_code ec;
+    const std::size_t used = res_parser_->put(asio::buffer(head.data(), head.size()), ec);
+    if (!ec && !res_parser_->is_header_done()) {
+        ec = http::error::partial_message;
+    }
+    if (ec) {
+        upstream_failed(ec == http::error::partial_message ? http::error::bad_version : ec,
+                        upstream_phase::exchange);
+        return;
+    }
+    upstream_->buffer.consume(used);
+    on_response_head();
+}
+
+void session::on_response_head() {
     auto& res = res_parser_->get();
     const unsigned status = res.result_int();
     if (status >= 100 && status < 200 && status != 101) {
@@ -362,7 +657,7 @@ void session::on_read_response_header(error_code ec, std::size_t) {
         return;
     }
     if (status == 101) {
-        upstream_failed(http::error::bad_status, false);
+        upstream_failed(http::error::bad_status, upstream_phase::exchange);
         return;
     }
 
@@ -393,6 +688,10 @@ void session::on_read_response_header(error_code ec, std::size_t) {
         client_keep_alive_ = false;
     }
     res.keep_alive(client_keep_alive_);
+    if (decision_) {
+        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
+            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
+    }
     do_write_response_header();
 }
 
@@ -449,6 +748,7 @@ void session::on_read_response_body(error_code ec, std::size_t) {
     }
     auto& body = res_parser_->get().body();
     body.size = body_buf_->size() - body.size;
+    bytes_out_ += body.size;
     body.data = body_buf_->data();
     body.more = !res_parser_->is_done();
     if (body.size == 0) {
@@ -486,6 +786,15 @@ void session::on_write_response_body(error_code ec, std::size_t) {
 }
 
 void session::finish_exchange() {
+    // The last byte reached the client: the slot goes back now, not on a timer.
+    slot_.release();
+    const auto now = std::chrono::steady_clock::now();
+    auto& shard = owner_.gw.metrics.shard(owner_.index);
+    shard.upstream_duration.observe(std::chrono::duration<double>(now - t_upstream_).count());
+    shard.request_duration.observe(std::chrono::duration<double>(now - t_start_).count());
+    shard.response_status(res_parser_->get().result_int());
+    log_access(res_parser_->get().result_int());
+
     if (upstream_keep_alive_ && res_parser_->is_done() && parser_->is_done()) {
         upstream_.recycle();
     } else {
@@ -531,36 +840,101 @@ void session::do_linger() {
                             });
 }
 
-void session::upstream_failed(error_code ec, bool timeout_is_504) {
+void session::upstream_failed(error_code ec, upstream_phase phase) {
     upstream_.close();
+    const bool timeout = ec == beast::error::timeout;
+    admin::upstream_error_kind kind = admin::upstream_error_kind::reset;
+    if (phase == upstream_phase::connect) {
+        kind = timeout ? admin::upstream_error_kind::connect_timeout
+                       : admin::upstream_error_kind::connect_refused;
+    } else if (timeout) {
+        kind = admin::upstream_error_kind::response_timeout;
+    } else if (ec.category() == error_code(http::error::bad_version).category() &&
+               !is_disconnect(ec)) {
+        kind = admin::upstream_error_kind::invalid_response;
+    }
+    owner_.gw.metrics.shard(owner_.index).upstream_error(kind);
     if (response_started_) {
         close();
         return;
     }
+    if (timeout) {
+        respond_error(http::status::gateway_timeout, "upstream timeout");
+    } else {
+        respond_error(http::status::bad_gateway, "upstream unavailable");
+    }
+}
+
+void session::respond_error(http::status status, std::string_view message) {
     // The request body may be half read; the connection cannot carry another request.
     const bool keep = client_keep_alive_ && parser_ && parser_->is_done();
-    const unsigned version = client_version_;
-    if (timeout_is_504 && ec == beast::error::timeout) {
-        send_local(
-            make_error_reply(http::status::gateway_timeout, "upstream timeout", version, keep));
-    } else {
-        send_local(
-            make_error_reply(http::status::bad_gateway, "upstream unavailable", version, keep));
-    }
+    send_local(make_error_reply(status, message, client_version_, keep));
 }
 
 void session::send_local(local_response res) {
     if (closed_) {
         return;
     }
+    slot_.release();
     // A request whose body was not read cannot be followed by another one.
     if (!parser_ || !parser_->is_done() || draining_ || owner_.gw.draining()) {
         res.keep_alive(false);
     }
+    owner_.gw.metrics.shard(owner_.index).response_status(res.result_int());
+    log_access(res.result_int());
     local_.emplace(std::move(res));
     stream_.expires_after(rt_ ? rt_->cfg->client.body_timeout : std::chrono::seconds(10));
     http::async_write(stream_, *local_,
                       beast::bind_front_handler(&session::on_local_sent, shared_from_this()));
+}
+
+// One JSON line per request on stdout. Never the raw token: keys are
+// already hashed, and a tok: key is shortened to 12 hex characters.
+void session::log_access(unsigned status) {
+    logged_ = true;
+    if (!rt_ || !rt_->cfg->log.access_log) {
+        return;
+    }
+    std::string line;
+    line.reserve(320);
+    line += "{\"time\":\"";
+    line += format_utc_now();
+    line += "\",\"method\":\"";
+    std::string_view target;
+    if (parser_ && parser_->is_header_done()) {
+        append_json_escaped(line, parser_->get().method_string());
+        target = parser_->get().target();
+    }
+    line += "\",\"path\":\"";
+    append_json_escaped(line, target.substr(0, target.find('?')));
+    line += "\",\"status\":";
+    line += std::to_string(status);
+    line += ",\"decision\":\"";
+    line += admin::to_string(decision_kind_);
+    line += "\",\"reason\":\"";
+    line += admin::to_string(reason_);
+    line += "\",\"key_type\":\"";
+    line += admin::to_string(key_kind_);
+    line += "\",\"key\":\"";
+    if (key_kind_ != admin::key_kind::none) {
+        std::string_view key = key_.key;
+        append_json_escaped(line, key_kind_ == admin::key_kind::tok ? key.substr(0, 4 + 12) : key);
+    }
+    line += "\",\"upstream_ms\":";
+    const bool forwarded = decision_kind_ == admin::decision_kind::allowed;
+    const auto now = std::chrono::steady_clock::now();
+    line += std::to_string(
+        forwarded ? std::chrono::duration_cast<std::chrono::milliseconds>(now - t_upstream_).count()
+                  : 0);
+    line += ",\"duration_ms\":";
+    line += std::to_string(
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - t_start_).count());
+    line += ",\"bytes_in\":";
+    line += std::to_string(bytes_in_);
+    line += ",\"bytes_out\":";
+    line += std::to_string(bytes_out_);
+    line += "}\n";
+    std::fwrite(line.data(), 1, line.size(), stdout);
 }
 
 void session::on_local_sent(error_code ec, std::size_t) {

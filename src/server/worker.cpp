@@ -12,6 +12,7 @@ worker::worker(gateway& g, std::size_t idx, const config& cfg, std::size_t worke
     settings.connect_timeout = cfg.upstream.connect_timeout;
     settings.idle_timeout = cfg.upstream.idle_timeout;
     settings.max_connections = std::max<std::size_t>(1, cfg.upstream.max_connections / workers);
+    settings.open_counter = &g.upstream_connections;
     pool = std::make_shared<proxy::upstream_pool>(ioc, settings);
 }
 

@@ -15,7 +15,7 @@
 namespace tollgate {
 
 class ip_address {
-  public:
+public:
     ip_address() = default;
 
     /// Parses `1.2.3.4`, `::1`, `2001:db8::1`, `::ffff:1.2.3.4` (no brackets,
@@ -42,12 +42,12 @@ class ip_address {
 
     friend bool operator==(const ip_address&, const ip_address&) = default;
 
-  private:
+private:
     std::array<std::uint8_t, 16> bytes_{};
 };
 
 class cidr {
-  public:
+public:
     /// Parses `10.0.0.0/8`, `::1/128`, or a bare address (a /32 or /128).
     /// Host bits beyond the prefix are rejected (`10.0.0.1/8` is an error),
     /// since they usually mean a typo.
@@ -58,7 +58,7 @@ class cidr {
 
     friend bool operator==(const cidr&, const cidr&) = default;
 
-  private:
+private:
     ip_address base_{};
     unsigned prefix_ = 0;  ///< in IPv6 bits (IPv4 prefixes are stored + 96)
 };

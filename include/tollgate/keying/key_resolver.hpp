@@ -76,7 +76,7 @@ struct resolved_key {
 ///   entry is a trusted proxy, the leftmost one is used. IPv4-mapped IPv6
 ///   addresses are keyed as IPv4 (`ip:1.2.3.4`).
 class key_resolver {
-  public:
+public:
     /// Copies what it needs from `config`, then runs SHA-256 and HMAC once so
     /// a broken OpenSSL setup throws here (at startup) rather than per request.
     explicit key_resolver(const keying_config& config);
@@ -99,7 +99,7 @@ class key_resolver {
     /// key type resolve() would choose.
     ip_address client_address(const ip_address& peer, std::string_view forwarded_for) const;
 
-  private:
+private:
     bool is_trusted_proxy(const ip_address& address) const;
 
     std::vector<cidr> trusted_org_sources_;

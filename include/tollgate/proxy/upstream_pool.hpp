@@ -43,6 +43,8 @@ struct pool_settings {
     std::chrono::milliseconds connect_timeout{3000};
     std::chrono::milliseconds idle_timeout{60000};
     std::size_t max_connections = 1024;  ///< for this pool (this thread)
+    /// Shared count of open connections across pools (metrics), or null.
+    std::atomic<std::size_t>* open_counter = nullptr;
 };
 
 class upstream_pool : public std::enable_shared_from_this<upstream_pool> {
@@ -119,6 +121,7 @@ private:
     bool take_idle(const upstream_target* target, lease& out);
     void put_idle(std::unique_ptr<connection> conn);
     void released();
+    void count_open(std::ptrdiff_t delta);
     void serve_waiters();
     void sweep_idle();
     void arm_sweep();

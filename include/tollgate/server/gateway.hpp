@@ -1,13 +1,21 @@
 #pragma once
 /// @file gateway.hpp
 /// State shared by every worker thread: the current config generation
-/// (swapped atomically on reload) and process-wide counters.
+/// (swapped atomically on reload), the rate limiter, metrics and
+/// process-wide counters.
 
 #include <atomic>
 #include <memory>
+#include <string_view>
 #include <vector>
 
+#include "tollgate/admin/metrics.hpp"
 #include "tollgate/config/config.hpp"
+#include "tollgate/keying/key_resolver.hpp"
+#include "tollgate/limit/clock.hpp"
+#include "tollgate/limit/concurrency.hpp"
+#include "tollgate/limit/rate_limiter.hpp"
+#include "tollgate/limit/rate_policy.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 
 namespace tollgate::server {
@@ -15,19 +23,38 @@ namespace tollgate::server {
 /// Everything derived from one config generation. Immutable once built, so
 /// a request keeps the generation it started with for its whole exchange.
 struct runtime {
+    runtime(std::shared_ptr<const config> c);
+
     std::shared_ptr<const config> cfg;
+    key_resolver keys;
+    limit::rate_policy rates;
     std::shared_ptr<const proxy::upstream_group> default_upstream;
     /// One per `routes[i]`; the default group when the route names none.
     std::vector<std::shared_ptr<const proxy::upstream_group>> route_upstreams;
+    /// `concurrency.capacity` slots (null when 0 = off).
+    std::shared_ptr<limit::concurrency_limiter> slots;
+    /// One per `routes[i]`: the route's own when it sets `concurrency`, else `slots`.
+    std::vector<std::shared_ptr<limit::concurrency_limiter>> route_slots;
+
+    /// The route for a request: among routes whose `host` is empty or equals
+    /// the request's host (port ignored), the one with the longest matching
+    /// `path_prefix`; a host-specific route wins a tie. A prefix matches the
+    /// path itself and anything below it (`/api` matches `/api`, `/api/x`,
+    /// not `/apix`). Returns -1 when none matches.
+    int match_route(std::string_view host, std::string_view path) const;
 };
 
-/// Builds a runtime: resolves upstream hosts. Throws std::runtime_error.
-std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg);
+/// Builds a runtime: resolves upstream hosts, sets up keying and policies.
+/// Slot limiters whose capacity did not change are taken over from
+/// `previous` (so slots held across a reload stay counted). Throws
+/// std::runtime_error.
+std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
+                                             const runtime* previous = nullptr);
 
 /// Thread-safe: every member may be used from any worker thread.
 class gateway {
 public:
-    explicit gateway(std::shared_ptr<const runtime> initial);
+    gateway(std::shared_ptr<const runtime> initial, std::size_t workers);
 
     std::shared_ptr<const runtime> current() const { return runtime_.load(); }
     void swap(std::shared_ptr<const runtime> next) { runtime_.store(std::move(next)); }
@@ -37,6 +64,17 @@ public:
 
     /// Open client connections, all threads.
     std::atomic<std::size_t> client_connections{0};
+    /// Open upstream connections, all threads.
+    std::atomic<std::size_t> upstream_connections{0};
+
+    limit::steady_clock clock;
+    /// Buckets persist across reloads; a changed limit applies to the
+    /// existing bucket state from the next request on.
+    limit::rate_limiter limiter;
+    admin::metrics metrics;
+
+    /// Current values of every gauge, for a scrape.
+    admin::gauge_values gauges() const;
 
 private:
     std::atomic<std::shared_ptr<const runtime>> runtime_;

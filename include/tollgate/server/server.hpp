@@ -35,8 +35,7 @@ public:
     void drain_and_stop();
 
     /// Counts a reload whose config failed to load (the old one keeps serving).
-    void record_reload_failure() { reload_failures_++; }
-    std::uint64_t reload_failures() const { return reload_failures_.load(); }
+    void record_reload_failure() { gateway_->metrics.reload_failed(); }
 
     tcp::endpoint proxy_endpoint() const;
     tcp::endpoint admin_endpoint() const;
@@ -52,7 +51,6 @@ private:
     std::unique_ptr<admin::admin_server> admin_;
     tcp::endpoint proxy_endpoint_;
     tcp::endpoint admin_endpoint_;
-    std::atomic<std::uint64_t> reload_failures_{0};
     bool started_ = false;
     bool stopped_ = false;
 };

@@ -12,7 +12,11 @@
 #include <memory>
 #include <optional>
 
+#include "tollgate/admin/metrics.hpp"
 #include "tollgate/http/local_reply.hpp"
+#include "tollgate/keying/key_resolver.hpp"
+#include "tollgate/limit/algorithms.hpp"
+#include "tollgate/limit/concurrency.hpp"
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/server/gateway.hpp"
@@ -43,10 +47,22 @@ private:
     void do_wait_for_request();
     void on_first_bytes(error_code ec, std::size_t n);
     void do_read_header();
-    void on_read_header(error_code ec, std::size_t n);
+    void read_request_head();
+    void on_request_head_bytes(error_code ec, std::size_t n);
+    void parse_request_head(std::string_view head);
 
-    // Decision and upstream connection.
+    // Decision: route, key, slot, rate token.
     void handle_request();
+    void admit();
+    void wait_for_slot(const std::shared_ptr<limit::concurrency_limiter>& slots);
+    void on_slot(std::optional<limit::concurrency_limiter::slot> granted);
+    void decide_rate();
+    void refuse(admin::reason_kind reason);
+    void reject(http::status status, std::string_view message, admin::reason_kind reason);
+    void record(admin::decision_kind decision, admin::reason_kind reason);
+    void forward(admin::reason_kind reason);
+
+    // Upstream connection.
     void do_acquire_upstream();
     void on_upstream(error_code ec, proxy::upstream_pool::lease conn);
 
@@ -61,7 +77,10 @@ private:
 
     // Response: header then streamed body, upstream -> client.
     void do_read_response_header();
-    void on_read_response_header(error_code ec, std::size_t n);
+    void read_response_head();
+    void on_response_head_bytes(error_code ec, std::size_t n);
+    void parse_response_head(std::string_view head);
+    void on_response_head();
     void do_write_response_header();
     void on_write_response_header(error_code ec, std::size_t n);
     void do_read_response_body();
@@ -73,7 +92,10 @@ private:
     // Replies tollgate makes itself, and failure paths.
     void send_local(local_response res);
     void on_local_sent(error_code ec, std::size_t n);
-    void upstream_failed(error_code ec, bool timeout_is_504);
+    enum class upstream_phase { connect, exchange };
+    void upstream_failed(error_code ec, upstream_phase phase);
+    void respond_error(http::status status, std::string_view message);
+    void log_access(unsigned status);
     void close();
     void lingering_close();
     void do_linger();
@@ -85,6 +107,7 @@ private:
     asio::steady_timer header_timer_;
     bool header_timed_out_ = false;
     std::string peer_ip_;
+    ip_address peer_addr_;
 
     // The current exchange.
     std::optional<request_parser> parser_;
@@ -105,6 +128,22 @@ private:
     bool head_request_ = false;
     bool header_only_response_ = false;
     bool retried_ = false;
+
+    // The decision for the current exchange.
+    int route_index_ = -1;
+    resolved_key key_;
+    admin::key_kind key_kind_ = admin::key_kind::none;
+    admin::decision_kind decision_kind_ = admin::decision_kind::allowed;
+    admin::reason_kind reason_ = admin::reason_kind::ok;
+    std::optional<limit::decision> decision_;
+    limit::concurrency_limiter::slot slot_;  ///< held until the last response byte
+    std::shared_ptr<limit::concurrency_limiter> queue_;
+    limit::concurrency_limiter::waiter_id waiter_ = 0;
+    std::chrono::steady_clock::time_point t_start_{};
+    std::chrono::steady_clock::time_point t_upstream_{};
+    std::uint64_t bytes_in_ = 0;
+    std::uint64_t bytes_out_ = 0;
+    bool logged_ = false;
 
     // Connection state.
     bool idle_ = false;      ///< waiting for the next request

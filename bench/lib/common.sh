@@ -1,0 +1,88 @@
+# Helpers shared by bench/compare and bench/slots. Sourced, not executed.
+# shellcheck shell=bash
+
+# ensure_packages PKG...: installs the Debian packages that are missing
+# (apt-get; root or sudo). An argument "a|b" means: a if it has an install
+# candidate, else b.
+ensure_packages() {
+  local want=() p alt
+  for p in "$@"; do
+    if [[ "$p" == *"|"* ]]; then
+      # Any alternative already installed satisfies the pair.
+      local found=""
+      for alt in ${p//|/ }; do
+        if pkg_installed "$alt"; then found=$alt; break; fi
+      done
+      [ -n "$found" ] && continue
+      for alt in ${p//|/ }; do
+        if apt-cache policy "$alt" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+          want+=("$alt"); found=$alt; break
+        fi
+      done
+      [ -n "$found" ] || want+=("${p%%|*}")
+    elif ! pkg_installed "$p"; then
+      want+=("$p")
+    fi
+  done
+  [ ${#want[@]} -eq 0 ] && return 0
+  echo "installing: ${want[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >&2
+  $sudo apt-get install -y -q --no-install-recommends "${want[@]}" >&2
+}
+
+pkg_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+# machine_info: one Markdown bullet list describing the host.
+machine_info() {
+  local model
+  model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+  echo "- CPU: ${model:-unknown}, $(nproc) cores online ($(grep -c ^processor /proc/cpuinfo) in /proc/cpuinfo)"
+  echo "- Memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+  echo "- Kernel: $(uname -srm)"
+  if [ -r /etc/os-release ]; then
+    echo "- OS: $(. /etc/os-release && echo "$PRETTY_NAME")"
+  fi
+}
+
+# tollgate_version BIN: version line plus the git commit of the work tree.
+tollgate_version() {
+  local v commit dirty=""
+  v=$("$1" --version 2>/dev/null | head -1 || true)
+  commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [ -n "$(git -C "$REPO" status --porcelain -- src include CMakeLists.txt 2>/dev/null)" ]; then
+    dirty=" + uncommitted changes in src/include"
+  fi
+  echo "${v:-tollgate} (commit $commit$dirty)"
+}
+
+# find_tollgate: sets TOLLGATE_BIN, building it (release preset) only when
+# it does not exist; warns when sources are newer than the binary.
+find_tollgate() {
+  TOLLGATE_BIN=${TOLLGATE_BIN:-$REPO/build/release/tollgate}
+  if [ ! -x "$TOLLGATE_BIN" ]; then
+    echo "tollgate binary $TOLLGATE_BIN missing: building it (release preset)" >&2
+    (cd "$REPO" && cmake --preset release >&2 && cmake --build --preset release --target tollgate >&2)
+  fi
+  if [ -n "$(find "$REPO/src" "$REPO/include" -newer "$TOLLGATE_BIN" -type f 2>/dev/null | head -1)" ]; then
+    echo "warning: sources are newer than $TOLLGATE_BIN; rebuild it to measure the current code" >&2
+  fi
+}
+
+# port_in_use PORT: true when something accepts on 127.0.0.1:PORT.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# wait_port PORT SECONDS: waits until 127.0.0.1:PORT accepts.
+wait_port() {
+  local deadline=$((SECONDS + $2))
+  until port_in_use "$1"; do
+    if [ $SECONDS -ge $deadline ]; then return 1; fi
+    sleep 0.05
+  done
+}

@@ -1,0 +1,232 @@
+#include "tollgate/admin/metrics.hpp"
+
+#include <prometheus/gauge.h>
+#include <prometheus/text_serializer.h>
+
+namespace tollgate::admin {
+
+std::string_view to_string(decision_kind d) {
+    static constexpr std::array<std::string_view, 3> names{"allowed", "limited", "rejected"};
+    return names[static_cast<std::size_t>(d)];
+}
+
+std::string_view to_string(reason_kind r) {
+    static constexpr std::array<std::string_view, 10> names{
+        "ok",          "exempt",           "dry_run",        "rate",    "concurrency",
+        "bad_request", "header_too_large", "body_too_large", "timeout", "store_unavailable"};
+    return names[static_cast<std::size_t>(r)];
+}
+
+std::string_view to_string(key_kind k) {
+    static constexpr std::array<std::string_view, 4> names{"org", "tok", "ip", "none"};
+    return names[static_cast<std::size_t>(k)];
+}
+
+std::string_view to_string(upstream_error_kind e) {
+    static constexpr std::array<std::string_view, 5> names{
+        "connect_refused", "connect_timeout", "response_timeout", "reset", "invalid_response"};
+    return names[static_cast<std::size_t>(e)];
+}
+
+void atomic_histogram::observe(double seconds) noexcept {
+    std::size_t i = 0;
+    while (i < bounds.size() && seconds > bounds[i]) {
+        ++i;
+    }
+    buckets_[i].fetch_add(1, std::memory_order_relaxed);
+    sum_micros_.fetch_add(static_cast<std::uint64_t>(seconds * 1e6), std::memory_order_relaxed);
+}
+
+void atomic_histogram::add_to(std::array<std::uint64_t, bounds.size() + 1>& buckets,
+                              double& sum) const noexcept {
+    for (std::size_t i = 0; i < buckets.size(); ++i) {
+        buckets[i] += buckets_[i].load(std::memory_order_relaxed);
+    }
+    sum += static_cast<double>(sum_micros_.load(std::memory_order_relaxed)) / 1e6;
+}
+
+metrics::metrics(std::size_t shards) : registry_(std::make_shared<prometheus::Registry>()) {
+    for (std::size_t i = 0; i < std::max<std::size_t>(1, shards); ++i) {
+        shards_.push_back(std::make_unique<metrics_shard>());
+    }
+    reload_failures_ = &prometheus::BuildCounter()
+                            .Name("tollgate_config_reload_failures_total")
+                            .Help(
+                                "SIGHUP reloads whose configuration failed to load; the old "
+                                "configuration kept serving")
+                            .Register(*registry_)
+                            .Add({});
+    prometheus::BuildGauge()
+        .Name("tollgate_build_info")
+        .Help("Build information (always 1)")
+        .Register(*registry_)
+        .Add({{"version", TOLLGATE_VERSION}})
+        .Set(1);
+}
+
+std::uint64_t metrics::requests(decision_kind d) const {
+    std::uint64_t total = 0;
+    for (std::size_t r = 0; r < static_cast<std::size_t>(reason_kind::count_); ++r) {
+        total += requests(d, static_cast<reason_kind>(r));
+    }
+    return total;
+}
+
+std::uint64_t metrics::requests(decision_kind d, reason_kind r) const {
+    std::uint64_t total = 0;
+    for (const auto& s : shards_) {
+        for (std::size_t k = 0; k < static_cast<std::size_t>(key_kind::count_); ++k) {
+            total += s->requests[metrics_shard::index(d, r, static_cast<key_kind>(k))].load(
+                std::memory_order_relaxed);
+        }
+    }
+    return total;
+}
+
+namespace {
+
+prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type) {
+    prometheus::MetricFamily f;
+    f.name = std::move(name);
+    f.help = std::move(help);
+    f.type = type;
+    return f;
+}
+
+prometheus::ClientMetric gauge_metric(double value,
+                                      std::vector<prometheus::ClientMetric::Label> labels = {}) {
+    prometheus::ClientMetric m;
+    m.label = std::move(labels);
+    m.gauge.value = value;
+    return m;
+}
+
+prometheus::ClientMetric counter_metric(double value,
+                                        std::vector<prometheus::ClientMetric::Label> labels = {}) {
+    prometheus::ClientMetric m;
+    m.label = std::move(labels);
+    m.counter.value = value;
+    return m;
+}
+
+template <class Member>
+prometheus::MetricFamily histogram_family(const std::vector<std::unique_ptr<metrics_shard>>& shards,
+                                          Member member, std::string name, std::string help) {
+    std::array<std::uint64_t, atomic_histogram::bounds.size() + 1> buckets{};
+    double sum = 0;
+    for (const auto& s : shards) {
+        ((*s).*member).add_to(buckets, sum);
+    }
+    auto f = family(std::move(name), std::move(help), prometheus::MetricType::Histogram);
+    prometheus::ClientMetric m;
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < buckets.size(); ++i) {
+        cumulative += buckets[i];
+        prometheus::ClientMetric::Bucket b;
+        b.cumulative_count = cumulative;
+        b.upper_bound = i < atomic_histogram::bounds.size()
+                            ? atomic_histogram::bounds[i]
+                            : std::numeric_limits<double>::infinity();
+        m.histogram.bucket.push_back(b);
+    }
+    m.histogram.sample_count = cumulative;
+    m.histogram.sample_sum = sum;
+    f.metric.push_back(std::move(m));
+    return f;
+}
+
+}  // namespace
+
+std::string metrics::serialize(const gauge_values& g) const {
+    std::vector<prometheus::MetricFamily> families = registry_->Collect();
+    using prometheus::MetricType;
+
+    auto requests = family("tollgate_requests_total",
+                           "Requests by decision (allowed, limited, rejected), reason and key type",
+                           MetricType::Counter);
+    for (std::size_t d = 0; d < static_cast<std::size_t>(decision_kind::count_); ++d) {
+        for (std::size_t r = 0; r < static_cast<std::size_t>(reason_kind::count_); ++r) {
+            for (std::size_t k = 0; k < static_cast<std::size_t>(key_kind::count_); ++k) {
+                std::uint64_t total = 0;
+                const auto i =
+                    metrics_shard::index(static_cast<decision_kind>(d), static_cast<reason_kind>(r),
+                                         static_cast<key_kind>(k));
+                for (const auto& s : shards_) {
+                    total += s->requests[i].load(std::memory_order_relaxed);
+                }
+                if (total == 0) {
+                    continue;  // only combinations that happened; bounded either way
+                }
+                requests.metric.push_back(counter_metric(
+                    static_cast<double>(total),
+                    {{"decision", std::string(to_string(static_cast<decision_kind>(d)))},
+                     {"reason", std::string(to_string(static_cast<reason_kind>(r)))},
+                     {"key_type", std::string(to_string(static_cast<key_kind>(k)))}}));
+            }
+        }
+    }
+    families.push_back(std::move(requests));
+
+    auto errors =
+        family("tollgate_upstream_errors_total", "Upstream failures by kind", MetricType::Counter);
+    for (std::size_t e = 0; e < static_cast<std::size_t>(upstream_error_kind::count_); ++e) {
+        std::uint64_t total = 0;
+        for (const auto& s : shards_) {
+            total += s->upstream_errors[e].load(std::memory_order_relaxed);
+        }
+        errors.metric.push_back(counter_metric(
+            static_cast<double>(total),
+            {{"kind", std::string(to_string(static_cast<upstream_error_kind>(e)))}}));
+    }
+    families.push_back(std::move(errors));
+
+    auto responses = family("tollgate_responses_total", "Responses sent to clients by status class",
+                            MetricType::Counter);
+    for (std::size_t c = 1; c <= 5; ++c) {
+        std::uint64_t total = 0;
+        for (const auto& s : shards_) {
+            total += s->responses_by_class[c].load(std::memory_order_relaxed);
+        }
+        responses.metric.push_back(
+            counter_metric(static_cast<double>(total), {{"class", std::to_string(c) + "xx"}}));
+    }
+    families.push_back(std::move(responses));
+
+    families.push_back(histogram_family(
+        shards_, &metrics_shard::upstream_duration, "tollgate_upstream_duration_seconds",
+        "Time from forwarding a request to the end of the upstream response"));
+    families.push_back(histogram_family(shards_, &metrics_shard::request_duration,
+                                        "tollgate_request_duration_seconds",
+                                        "Whole exchange, from the request header to the last "
+                                        "byte of the response"));
+
+    auto gauge = [&](std::string name, std::string help, double value) {
+        auto f = family(std::move(name), std::move(help), MetricType::Gauge);
+        f.metric.push_back(gauge_metric(value));
+        families.push_back(std::move(f));
+    };
+    gauge("tollgate_inflight_slots", "Completion slots held (requests in flight upstream)",
+          g.inflight_slots);
+    gauge("tollgate_concurrency_capacity", "Completion slot capacity (0 = off)",
+          g.concurrency_capacity);
+    gauge("tollgate_active_keys", "Keys with at least one request in flight", g.active_keys);
+    gauge("tollgate_ratelimit_keys", "Rate-limit buckets held in memory", g.ratelimit_keys);
+    gauge("tollgate_draining", "1 while shutting down", g.draining);
+    gauge("tollgate_store_fallback", "1 while Redis is unreachable and local buckets decide",
+          g.store_fallback);
+
+    auto evictions = family("tollgate_ratelimit_evictions_total",
+                            "Live rate-limit buckets evicted (LRU) because max_keys was reached",
+                            MetricType::Counter);
+    evictions.metric.push_back(counter_metric(static_cast<double>(g.ratelimit_evictions)));
+    families.push_back(std::move(evictions));
+
+    auto connections = family("tollgate_connections", "Open connections", MetricType::Gauge);
+    connections.metric.push_back(gauge_metric(g.client_connections, {{"side", "client"}}));
+    connections.metric.push_back(gauge_metric(g.upstream_connections, {{"side", "upstream"}}));
+    families.push_back(std::move(connections));
+
+    return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace tollgate::admin
