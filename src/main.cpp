@@ -3,6 +3,8 @@
 // signals into reload and drain.
 
 #include <csignal>
+#include <cstdio>
+#include <functional>
 #include <iostream>
 
 #include "tollgate/config/cli.hpp"
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
     try {
         asio::io_context control;
         asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
+        asio::steady_timer flush_timer(control);
         server::server srv(cfg);
         srv.start();
         std::cerr << "tollgate " << TOLLGATE_VERSION << " listening on " << srv.proxy_endpoint()
@@ -70,11 +73,25 @@ int main(int argc, char** argv) {
                 }
                 std::cerr << "tollgate: draining (signal " << signo << ")\n";
                 srv.drain_and_stop();
+                flush_timer.cancel();
                 control.stop();
             });
         };
         wait_signal();
+        // The access log is written with buffered stdio from every worker;
+        // flush it once a second so lines reach `docker logs` promptly.
+        std::function<void()> flush_loop = [&] {
+            flush_timer.expires_after(std::chrono::seconds(1));
+            flush_timer.async_wait([&](error_code ec) {
+                std::fflush(stdout);
+                if (!ec) {
+                    flush_loop();
+                }
+            });
+        };
+        flush_loop();
         control.run();
+        std::fflush(stdout);
         std::cerr << "tollgate: stopped\n";
     } catch (const std::exception& e) {
         std::cerr << "tollgate: " << e.what() << "\n";

@@ -81,8 +81,10 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
     return rt;
 }
 
-gateway::gateway(std::shared_ptr<const runtime> initial, std::size_t workers)
-    : limiter(clock, initial->cfg->rate_limit.max_keys),
+gateway::gateway(std::shared_ptr<const runtime> initial, std::size_t workers,
+                 const limit::clock* time)
+    : clock(time ? *time : steady_clock_),
+      limiter(clock, initial->cfg->rate_limit.max_keys),
       metrics(workers),
       runtime_(std::move(initial)) {}
 

@@ -1,5 +1,10 @@
 #include "tollgate/server/server.hpp"
 
+#include "tollgate/admin/status_page.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <thread>
 
@@ -14,11 +19,11 @@ tcp::endpoint to_endpoint(const listen_address& address) {
     return {ip, address.port};
 }
 
-server::server(std::shared_ptr<const config> cfg) {
+server::server(std::shared_ptr<const config> cfg, const limit::clock* time) {
     const auto& c = *cfg;
     std::size_t threads = c.threads != 0 ? c.threads : std::thread::hardware_concurrency();
     threads = std::max<std::size_t>(1, threads);
-    gateway_ = std::make_unique<gateway>(build_runtime(cfg), threads);
+    gateway_ = std::make_unique<gateway>(build_runtime(cfg), threads, time);
 
     auto endpoint = to_endpoint(c.listen);
     for (std::size_t i = 0; i < threads; ++i) {
@@ -117,17 +122,79 @@ std::uint64_t server::upstream_connects() const {
     return total;
 }
 
+namespace {
+
+std::size_t query_top(std::string_view target) {
+    auto at = target.find("top=");
+    if (at == std::string_view::npos) {
+        return 10;
+    }
+    std::size_t n = 0;
+    auto digits = target.substr(at + 4);
+    std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    return std::clamp<std::size_t>(n, 1, 1000);
+}
+
+std::string_view type_of(std::string_view key) {
+    return key.substr(0, key.find(':'));
+}
+
+}  // namespace
+
+std::string server::debug_keys_json(std::size_t top) const {
+    nlohmann::json limited = nlohmann::json::array();
+    for (const auto& e : gateway_->refused_keys.top_refused(top)) {
+        limited.push_back({{"key_type", type_of(e.key)}, {"key", e.key}, {"refused", e.refused}});
+    }
+    nlohmann::json in_flight = nlohmann::json::array();
+    auto rt = gateway_->current();
+    if (rt->slots) {
+        for (const auto& [key, count] : rt->slots->top_in_flight(top)) {
+            in_flight.push_back({{"key_type", type_of(key)},
+                                 {"key", admin::display_key(key)},
+                                 {"in_flight", count}});
+        }
+    }
+    const auto g = gateway_->gauges();
+    nlohmann::json out{
+        {"window_seconds",
+         2 * std::chrono::duration_cast<std::chrono::seconds>(gateway_->refused_keys.window())
+                 .count()},
+        {"limited", std::move(limited)},
+        {"in_flight", std::move(in_flight)},
+        {"slots",
+         {{"in_flight", g.inflight_slots},
+          {"capacity", g.concurrency_capacity},
+          {"active_keys", g.active_keys}}},
+        {"requests",
+         {{"allowed", gateway_->metrics.requests(admin::decision_kind::allowed)},
+          {"limited", gateway_->metrics.requests(admin::decision_kind::limited)},
+          {"rejected", gateway_->metrics.requests(admin::decision_kind::rejected)}}},
+        {"draining", gateway_->draining()},
+    };
+    return out.dump();
+}
+
 admin::response server::handle_admin(const admin::request& req) {
-    const auto target = req.target();
-    if (target == "/metrics") {
+    const std::string_view target = req.target();
+    const std::string_view path = target.substr(0, target.find('?'));
+    if (path == "/debug/keys") {
+        return admin::text_response(req, http::status::ok, debug_keys_json(query_top(target)),
+                                    "application/json");
+    }
+    if (path == "/status") {
+        return admin::text_response(req, http::status::ok, std::string(admin::status_page_html()),
+                                    "text/html; charset=utf-8");
+    }
+    if (path == "/metrics") {
         return admin::text_response(req, http::status::ok,
                                     gateway_->metrics.serialize(gateway_->gauges()),
                                     "text/plain; version=0.0.4; charset=utf-8");
     }
-    if (target == "/healthz") {
+    if (path == "/healthz") {
         return admin::text_response(req, http::status::ok, "ok\n");
     }
-    if (target == "/readyz") {
+    if (path == "/readyz") {
         if (gateway_->draining()) {
             return admin::text_response(req, http::status::service_unavailable, "draining\n");
         }

@@ -330,30 +330,18 @@ void session::wait_for_slot(const std::shared_ptr<limit::concurrency_limiter>& s
         }
         if (self->queue_->cancel(self->waiter_)) {
             self->waiter_ = 0;
+            self->stop_watching();
             self->refuse(admin::reason_kind::concurrency);
         }
         // else: a slot was granted and is on its way to on_slot()
     });
-    // A client that goes away while queued leaves the queue.
-    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
-        if (self->waiter_ == 0 || ec == asio::error::operation_aborted) {
-            return;
-        }
-        char probe;
-        ssize_t n =
-            ::recv(self->stream_.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            if (self->queue_->cancel(self->waiter_)) {
-                self->waiter_ = 0;
-            }
-            self->close();
-        }
-    });
+    watch_client();  // a client that goes away while queued leaves the queue
 }
 
 void session::on_slot(std::optional<limit::concurrency_limiter::slot> granted) {
     waiter_ = 0;
     header_timer_.cancel();
+    stop_watching();
     if (closed_) {
         return;  // the slot goes back as `granted` is destroyed
     }
@@ -392,6 +380,7 @@ void session::decide_rate() {
 void session::refuse(admin::reason_kind reason) {
     slot_.release();
     record(admin::decision_kind::limited, reason);
+    owner_.gw.refused_keys.refused(key_.key);
     local_response res{http::status::too_many_requests, client_version_ >= 11 ? 11u : 10u};
     res.set(http::field::server, "tollgate");
     std::uint64_t retry_after = 1;
@@ -414,7 +403,7 @@ void session::refuse(admin::reason_kind reason) {
 
 // The request passed: regenerate its framing and send it upstream.
 void session::forward(admin::reason_kind reason) {
-    reason_ = reason;
+    record(admin::decision_kind::allowed, reason);
     auto& req = parser_->get();
     // Framing is regenerated from what the parser saw, never copied.
     const bool chunked = parser_->chunked();
@@ -588,7 +577,42 @@ void session::do_read_response_header() {
         res_parser_->skip(true);
     }
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
+    if (parser_->is_done()) {
+        watch_client();  // a client that leaves now frees its slot and the upstream
+    }
     read_response_head();
+}
+
+// Notices a client that disconnects while nothing is being read from it
+// (queued for a slot, or waiting for the upstream). Only used while no
+// other operation is pending on the client socket, so stop_watching() may
+// cancel them all.
+void session::watch_client() {
+    if (watching_) {
+        return;
+    }
+    watching_ = true;
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+        if (ec || !self->watching_) {
+            return;
+        }
+        self->watching_ = false;
+        char probe;
+        const ssize_t n =
+            ::recv(self->stream_.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+            self->close();
+        }
+        // Bytes (a pipelined request): the client is there; stop watching.
+    });
+}
+
+void session::stop_watching() {
+    if (watching_) {
+        watching_ = false;
+        error_code ignored;
+        stream_.socket().cancel(ignored);
+    }
 }
 
 void session::read_response_head() {
@@ -649,6 +673,7 @@ void session::parse_response_head(std::string_view head) {
 }
 
 void session::on_response_head() {
+    stop_watching();
     auto& res = res_parser_->get();
     const unsigned status = res.result_int();
     if (status >= 100 && status < 200 && status != 101) {
@@ -841,6 +866,7 @@ void session::do_linger() {
 }
 
 void session::upstream_failed(error_code ec, upstream_phase phase) {
+    stop_watching();
     upstream_.close();
     const bool timeout = ec == beast::error::timeout;
     admin::upstream_error_kind kind = admin::upstream_error_kind::reset;

@@ -322,8 +322,8 @@ config test_config(std::uint16_t upstream_port) {
     return cfg;
 }
 
-running_proxy::running_proxy(config cfg)
-    : srv_(std::make_unique<server::server>(std::make_shared<const config>(std::move(cfg)))) {
+running_proxy::running_proxy(config cfg, const limit::clock* time)
+    : srv_(std::make_unique<server::server>(std::make_shared<const config>(std::move(cfg)), time)) {
     srv_->start();
 }
 

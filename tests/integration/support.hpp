@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tollgate/config/config.hpp"
+#include "tollgate/limit/clock.hpp"
 #include "tollgate/net.hpp"
 #include "tollgate/server/server.hpp"
 
@@ -113,7 +114,7 @@ config test_config(std::uint16_t upstream_port);
 /// tollgate started in-process with `cfg`, drained and stopped on destruction.
 class running_proxy {
 public:
-    explicit running_proxy(config cfg);
+    explicit running_proxy(config cfg, const limit::clock* time = nullptr);
     ~running_proxy();
     std::uint16_t port() const { return srv_->proxy_endpoint().port(); }
     std::uint16_t admin_port() const { return srv_->admin_endpoint().port(); }

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tollgate/admin/key_stats.hpp"
 #include "tollgate/admin/metrics.hpp"
 #include "tollgate/config/config.hpp"
 #include "tollgate/keying/key_resolver.hpp"
@@ -54,7 +55,10 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
 /// Thread-safe: every member may be used from any worker thread.
 class gateway {
 public:
-    gateway(std::shared_ptr<const runtime> initial, std::size_t workers);
+    /// `time` drives rate buckets and queue deadlines (a manual clock in
+    /// tests); null = the steady clock.
+    gateway(std::shared_ptr<const runtime> initial, std::size_t workers,
+            const limit::clock* time = nullptr);
 
     std::shared_ptr<const runtime> current() const { return runtime_.load(); }
     void swap(std::shared_ptr<const runtime> next) { runtime_.store(std::move(next)); }
@@ -67,11 +71,17 @@ public:
     /// Open upstream connections, all threads.
     std::atomic<std::size_t> upstream_connections{0};
 
-    limit::steady_clock clock;
+private:
+    limit::steady_clock steady_clock_;
+
+public:
+    const limit::clock& clock;
     /// Buckets persist across reloads; a changed limit applies to the
     /// existing bucket state from the next request on.
     limit::rate_limiter limiter;
     admin::metrics metrics;
+    /// Recently refused keys, for /debug/keys.
+    admin::key_stats refused_keys{clock};
 
     /// Current values of every gauge, for a scrape.
     admin::gauge_values gauges() const;

@@ -18,7 +18,8 @@ public:
     /// Resolves upstreams and binds every listener; throws on failure
     /// (std::runtime_error or boost::system::system_error) with a message
     /// naming what failed.
-    explicit server(std::shared_ptr<const config> cfg);
+    /// `time`: see gateway (tests pass a manual clock).
+    explicit server(std::shared_ptr<const config> cfg, const limit::clock* time = nullptr);
     ~server();
     server(const server&) = delete;
     server& operator=(const server&) = delete;
@@ -42,6 +43,10 @@ public:
     gateway& gw() { return *gateway_; }
     /// Upstream connections opened so far, all workers (tests, metrics).
     std::uint64_t upstream_connects() const;
+
+    /// The `/debug/keys` document: most-refused keys (display form) and the
+    /// keys holding the most slots, plus totals.
+    std::string debug_keys_json(std::size_t top) const;
 
 private:
     admin::response handle_admin(const admin::request& req);

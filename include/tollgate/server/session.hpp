@@ -97,6 +97,8 @@ private:
     void respond_error(http::status status, std::string_view message);
     void log_access(unsigned status);
     void close();
+    void watch_client();
+    void stop_watching();
     void lingering_close();
     void do_linger();
 
@@ -144,6 +146,7 @@ private:
     std::uint64_t bytes_in_ = 0;
     std::uint64_t bytes_out_ = 0;
     bool logged_ = false;
+    bool watching_ = false;  ///< a wait_read is pending on the client socket
 
     // Connection state.
     bool idle_ = false;      ///< waiting for the next request

@@ -1,0 +1,64 @@
+#pragma once
+/// @file key_stats.hpp
+/// Which keys are being refused, for `/debug/keys`: an operator can see who
+/// is limited without a high-cardinality metric. Keys are kept in display
+/// form only (a `tok:` key shortened to 12 hex characters), counted in
+/// fixed windows (the current and the previous one are reported), and the
+/// table is bounded; when full, the entries with the fewest recent
+/// refusals make room.
+///
+/// Thread-safe; sharded so that refusals of unrelated keys rarely contend.
+/// Allowed requests never touch it.
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "tollgate/limit/clock.hpp"
+
+namespace tollgate::admin {
+
+/// The form of a key that may be shown: `tok:` + 12 hex chars, or the key.
+std::string display_key(std::string_view key);
+
+class key_stats {
+public:
+    struct entry {
+        std::string key;  ///< display form
+        std::uint64_t refused = 0;
+    };
+
+    explicit key_stats(const limit::clock& clock,
+                       std::chrono::nanoseconds window = std::chrono::seconds(60),
+                       std::size_t max_keys = 16384);
+
+    /// Counts one refusal for `key` (full key; only its display form is kept).
+    void refused(std::string_view key);
+    /// The `n` keys with the most refusals in the current and previous window.
+    std::vector<entry> top_refused(std::size_t n) const;
+    std::chrono::nanoseconds window() const { return window_; }
+
+private:
+    struct counts {
+        std::int64_t window_index = 0;
+        std::uint64_t current = 0;
+        std::uint64_t previous = 0;
+    };
+    struct shard {
+        mutable std::mutex mutex;
+        std::unordered_map<std::string, counts> keys;
+    };
+    static std::uint64_t recent(const counts& c, std::int64_t now_index);
+
+    const limit::clock& clock_;
+    const std::chrono::nanoseconds window_;
+    const std::size_t max_per_shard_;
+    std::array<shard, 16> shards_;
+};
+
+}  // namespace tollgate::admin

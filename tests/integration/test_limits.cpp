@@ -1,0 +1,436 @@
+// Rate buckets and completion slots over real sockets: tollgate in-process
+// on port 0 in front of a real upstream. Time in the rate buckets comes
+// from a manual clock, so "the window refills" needs no sleep.
+
+#include <catch2/catch.hpp>
+
+#include "support.hpp"
+#include "tollgate/limit/clock.hpp"
+
+using namespace tollgate;
+using namespace tollgate::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+request make_get(std::string_view target,
+                 const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+    request req{http::verb::get, target, 11};
+    req.set(http::field::host, "localhost");
+    for (const auto& [name, value] : headers) {
+        req.set(name, value);
+    }
+    return req;
+}
+
+std::pair<std::string, std::string> bearer(std::string_view token) {
+    return {"Authorization", "Bearer " + std::string(token)};
+}
+
+/// Sends a /hold request on its own connection without waiting for the answer.
+std::unique_ptr<client> start_held(std::uint16_t port,
+                                   const std::vector<std::pair<std::string, std::string>>& h = {}) {
+    auto c = std::make_unique<client>(port);
+    auto req = make_get("/hold", h);
+    http::write(c->stream(), req);
+    return c;
+}
+
+/// Polls `condition` for up to 10 s (state changes on other threads).
+template <class F>
+bool eventually(F condition) {
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(2ms);
+    }
+    return true;
+}
+
+}  // namespace
+
+TEST_CASE("600 requests pass and the 601st gets 429 with the full header set", "[limits]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    running_proxy gw(test_config(up.port()), &clock);
+    client c(gw.port());
+    auto first = c.send(make_get("/echo"));
+    REQUIRE(first.result_int() == 200);
+    CHECK(first["X-RateLimit-Limit"] == "600");
+    CHECK(first["X-RateLimit-Remaining"] == "599");
+    CHECK_FALSE(first["X-RateLimit-Reset"].empty());
+    for (int i = 2; i <= 600; ++i) {
+        auto res = c.send(make_get("/echo"));
+        REQUIRE(res.result_int() == 200);
+        if (i == 600) {
+            CHECK(res["X-RateLimit-Remaining"] == "0");
+        }
+    }
+    auto refused = c.send(make_get("/echo"));
+    REQUIRE(refused.result_int() == 429);
+    CHECK(refused["X-RateLimit-Limit"] == "600");
+    CHECK(refused["X-RateLimit-Remaining"] == "0");
+    CHECK(refused["Retry-After"] == "1");  // GCRA: one token back after 100 ms, rounded up
+    CHECK(refused[http::field::content_type] == "application/json");
+    auto body = nlohmann::json::parse(refused.body());
+    CHECK(body["error"] == "rate limit exceeded");
+    CHECK(body["reason"] == "rate");
+    CHECK(body["retry_after"] == 1);
+    CHECK(up.stats.requests == 600);
+    // A refused request without a body keeps the connection usable.
+    CHECK(refused.keep_alive());
+}
+
+TEST_CASE("the window refills on the clock", "[limits]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 2;
+    cfg.rate_limit.window = 1000ms;
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+    auto refused = c.send(make_get("/echo"));
+    CHECK(refused.result_int() == 429);
+    clock.advance(499ms);
+    CHECK(c.send(make_get("/echo")).result_int() == 429);
+    clock.advance(1ms);  // one emission interval (500 ms) after the first
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+    clock.advance(1000ms);
+    auto res = c.send(make_get("/echo"));
+    CHECK(res.result_int() == 200);
+    CHECK(res["X-RateLimit-Remaining"] == "1");
+}
+
+TEST_CASE("two tokens from one IP have independent buckets", "[limits][keys]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 3;
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    for (int i = 0; i < 3; ++i) {
+        CHECK(c.send(make_get("/echo", {bearer("token-a")})).result_int() == 200);
+    }
+    CHECK(c.send(make_get("/echo", {bearer("token-a")})).result_int() == 429);
+    auto b = c.send(make_get("/echo", {bearer("token-b")}));
+    CHECK(b.result_int() == 200);
+    CHECK(b["X-RateLimit-Remaining"] == "2");
+    // Plain requests from the same IP have a bucket of their own too.
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+}
+
+TEST_CASE("three tokens inside one trusted org share the org bucket", "[limits][keys]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 3;
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    for (const char* token : {"t1", "t2", "t3"}) {
+        auto res = c.send(make_get("/echo", {bearer(token), {"X-Org-Id", "acme"}}));
+        CHECK(res.result_int() == 200);
+    }
+    CHECK(c.send(make_get("/echo", {bearer("t4"), {"X-Org-Id", "acme"}})).result_int() == 429);
+    // The org header reached the upstream (loopback is a trusted org source by default).
+    CHECK(up.last_headers()["x-org-id"] == "acme");
+    CHECK(c.send(make_get("/echo", {{"X-Org-Id", "other"}})).result_int() == 200);
+}
+
+TEST_CASE("an org header from an untrusted peer is ignored and removed", "[limits][keys]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 2;
+    cfg.keying.trusted_org_sources = {*cidr::parse("10.0.0.0/8")};
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    CHECK(c.send(make_get("/echo", {{"X-Org-Id", "a"}})).result_int() == 200);
+    CHECK(up.last_headers().count("x-org-id") == 0);
+    // Different org values change nothing: the key is the IP.
+    CHECK(c.send(make_get("/echo", {{"X-Org-Id", "b"}})).result_int() == 200);
+    CHECK(c.send(make_get("/echo", {{"X-Org-Id", "c"}})).result_int() == 429);
+}
+
+TEST_CASE("spoofed X-Forwarded-For from an untrusted peer gains nothing", "[limits][keys]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 2;
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    CHECK(c.send(make_get("/echo", {{"X-Forwarded-For", "198.51.100.1"}})).result_int() == 200);
+    CHECK(c.send(make_get("/echo", {{"X-Forwarded-For", "198.51.100.2"}})).result_int() == 200);
+    CHECK(c.send(make_get("/echo", {{"X-Forwarded-For", "198.51.100.3"}})).result_int() == 429);
+}
+
+TEST_CASE("X-Forwarded-For from a trusted proxy keys by the client behind it", "[limits][keys]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 1;
+    cfg.keying.trusted_proxies = {*cidr::parse("127.0.0.0/8")};
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    CHECK(c.send(make_get("/echo", {{"X-Forwarded-For", "198.51.100.1"}})).result_int() == 200);
+    CHECK(c.send(make_get("/echo", {{"X-Forwarded-For", "198.51.100.2"}})).result_int() == 200);
+    CHECK(c.send(make_get("/echo", {{"X-Forwarded-For", "198.51.100.1"}})).result_int() == 429);
+}
+
+TEST_CASE("dry_run counts and reports but never refuses", "[limits]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 1;
+    cfg.rate_limit.dry_run = true;
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+    auto over = c.send(make_get("/echo"));
+    CHECK(over.result_int() == 200);
+    CHECK(over["X-RateLimit-Remaining"] == "0");
+    CHECK(over.find(http::field::retry_after) == over.end());
+    CHECK(gw.srv().gw().metrics.requests(admin::decision_kind::allowed,
+                                         admin::reason_kind::dry_run) == 1);
+}
+
+TEST_CASE("exempt routes, per-route limits and per-key overrides", "[limits][routes]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 1;
+    route_config health;
+    health.name = "health";
+    health.path_prefix = "/health";
+    health.exempt = true;
+    route_config bulk;
+    bulk.name = "bulk";
+    bulk.path_prefix = "/bulk";
+    bulk.rate_limit = route_rate_limit{};
+    bulk.rate_limit->limit = 3;
+    cfg.routes = {health, bulk};
+    cfg.rate_limit.overrides = {rate_override{"tok:" + std::string(64, '0'), 5, {}, {}}};
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    for (int i = 0; i < 5; ++i) {
+        auto res = c.send(make_get("/health"));
+        CHECK(res.result_int() == 200);
+        CHECK(res.find("X-RateLimit-Limit") == res.end());
+    }
+    for (int i = 0; i < 3; ++i) {
+        auto res = c.send(make_get("/bulk/x"));
+        CHECK(res.result_int() == 200);
+        CHECK(res["X-RateLimit-Limit"] == "3");
+    }
+    CHECK(c.send(make_get("/bulk/x")).result_int() == 429);
+    // /bulkhead is not under /bulk: the global limit applies.
+    CHECK(c.send(make_get("/bulkhead")).result_int() == 200);
+    CHECK(c.send(make_get("/bulkhead")).result_int() == 429);
+}
+
+TEST_CASE("ietf header mode adds RateLimit-Policy and RateLimit", "[limits]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.headers = headers_mode::both;
+    running_proxy gw(cfg, &clock);
+    auto res = get(gw.port(), "/echo");
+    CHECK(res["X-RateLimit-Limit"] == "600");
+    CHECK(res["RateLimit-Policy"] == "\"default\";q=600;w=60");
+    CHECK(res["RateLimit"].starts_with("\"default\";r=599;t="));
+}
+
+TEST_CASE("a refused request with an unread body gets Connection: close", "[limits]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 1;
+    running_proxy gw(cfg, &clock);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+    client c(gw.port());
+    c.write_raw("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n");
+    auto res = c.read();
+    CHECK(res.result_int() == 429);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(c.closed_by_peer());
+    CHECK(up.stats.requests == 1);
+}
+
+TEST_CASE("slots: capacity 4 forwards 4 of 6 concurrent requests, refuses 2", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 4;
+    running_proxy gw(cfg);
+    std::vector<std::unique_ptr<client>> held;
+    for (int i = 0; i < 4; ++i) {
+        held.push_back(start_held(gw.port()));
+    }
+    REQUIRE(up.wait_in_flight(4));
+    for (int i = 0; i < 2; ++i) {
+        auto res = get(gw.port(), "/echo");
+        CHECK(res.result_int() == 429);
+        CHECK(res["Retry-After"] == "1");
+        CHECK(nlohmann::json::parse(res.body())["reason"] == "concurrency");
+    }
+    CHECK(gw.srv().gw().gauges().inflight_slots == 4);
+    up.release_held();
+    for (auto& c : held) {
+        CHECK(c->read().result_int() == 200);
+    }
+    CHECK(up.stats.max_in_flight <= 4);
+    // Returned when the responses finished: all capacity is free again.
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+}
+
+TEST_CASE("slots: a second key gets its share, the first gets no new slot", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 4;
+    running_proxy gw(cfg);
+    std::vector<std::unique_ptr<client>> held;
+    for (int i = 0; i < 3; ++i) {
+        held.push_back(start_held(gw.port(), {bearer("first")}));
+    }
+    REQUIRE(up.wait_in_flight(3));
+    held.push_back(start_held(gw.port(), {bearer("second")}));
+    REQUIRE(up.wait_in_flight(4));
+    // The first key is now over its share (4 / 2 = 2): no new slot until it drains.
+    auto refused = get(gw.port(), "/echo", {bearer("first")});
+    CHECK(refused.result_int() == 429);
+    CHECK(nlohmann::json::parse(refused.body())["reason"] == "concurrency");
+    up.release_held();
+    for (auto& c : held) {
+        CHECK(c->read().result_int() == 200);
+    }
+    CHECK(up.stats.max_in_flight == 4);
+}
+
+TEST_CASE("slots: 20 clients that abort mid-request leave zero slots held", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 32;
+    running_proxy gw(cfg);
+    {
+        std::vector<std::unique_ptr<client>> held;
+        for (int i = 0; i < 20; ++i) {
+            held.push_back(start_held(gw.port(), {bearer("t" + std::to_string(i))}));
+        }
+        REQUIRE(up.wait_in_flight(20));
+        CHECK(gw.srv().gw().gauges().inflight_slots == 20);
+        for (auto& c : held) {
+            c->socket().close();
+        }
+    }
+    // The upstream is still holding the requests; the slots come back anyway.
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(gw.srv().gw().gauges().active_keys == 0);
+    up.release_held();
+}
+
+TEST_CASE("slots: an upstream timeout returns its slot", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 1;
+    cfg.upstream.response_timeout = 200ms;
+    running_proxy gw(cfg);
+    CHECK(get(gw.port(), "/stall").result_int() == 504);
+    CHECK(gw.srv().gw().gauges().inflight_slots == 0);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+}
+
+TEST_CASE("slots: a queued request waits for a slot freed by completion", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 1;
+    cfg.concurrency.queue_timeout = 5000ms;
+    running_proxy gw(cfg);
+    auto held = start_held(gw.port());
+    REQUIRE(up.wait_in_flight(1));
+    client queued(gw.port());
+    http::write(queued.stream(), make_get("/echo"));
+    REQUIRE(eventually([&] { return gw.srv().gw().current()->slots->queued() == 1; }));
+    up.release_held();
+    CHECK(held->read().result_int() == 200);
+    CHECK(queued.read().result_int() == 200);
+    CHECK(up.stats.max_in_flight == 1);
+}
+
+TEST_CASE("slots: a queued request is refused when queue_timeout passes", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 1;
+    cfg.concurrency.queue_timeout = 100ms;
+    running_proxy gw(cfg);
+    auto held = start_held(gw.port());
+    REQUIRE(up.wait_in_flight(1));
+    auto res = get(gw.port(), "/echo");
+    CHECK(res.result_int() == 429);
+    CHECK(nlohmann::json::parse(res.body())["reason"] == "concurrency");
+    CHECK(gw.srv().gw().current()->slots->queued() == 0);
+    up.release_held();
+    CHECK(held->read().result_int() == 200);
+}
+
+TEST_CASE("metrics count every decision exactly", "[metrics]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 7;
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    int allowed = 0;
+    int limited = 0;
+    for (int i = 0; i < 12; ++i) {
+        auto status = c.send(make_get("/echo", {bearer("metrics")})).result_int();
+        allowed += status == 200;
+        limited += status == 429;
+    }
+    REQUIRE(allowed == 7);
+    REQUIRE(limited == 5);
+    client admin(gw.admin_port());
+    request req{http::verb::get, "/metrics", 11};
+    req.set(http::field::host, "localhost");
+    auto text = admin.send(req).body();
+    CHECK(text.find(
+              "tollgate_requests_total{decision=\"allowed\",reason=\"ok\",key_type=\"tok\"} 7") !=
+          std::string::npos);
+    CHECK(text.find(
+              "tollgate_requests_total{decision=\"limited\",reason=\"rate\",key_type=\"tok\"} 5") !=
+          std::string::npos);
+    CHECK(text.find("tollgate_upstream_duration_seconds_count 7") != std::string::npos);
+    // The raw token never appears on the admin port.
+    CHECK(text.find("metrics\"") == std::string::npos);
+    request keys{http::verb::get, "/debug/keys?top=5", 11};
+    keys.set(http::field::host, "localhost");
+    auto doc = nlohmann::json::parse(admin.send(keys).body());
+    REQUIRE(doc["limited"].size() == 1);
+    CHECK(doc["limited"][0]["key_type"] == "tok");
+    CHECK(doc["limited"][0]["key"].get<std::string>().size() == 4 + 12);
+    CHECK(doc["limited"][0]["refused"] == 5);
+}
+
+TEST_CASE("the admin port answers while the proxy's slots are saturated", "[metrics]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 2;
+    running_proxy gw(cfg);
+    auto a = start_held(gw.port());
+    auto b = start_held(gw.port());
+    REQUIRE(up.wait_in_flight(2));
+    auto health = get(gw.admin_port(), "/healthz");
+    CHECK(health.result_int() == 200);
+    auto metrics = get(gw.admin_port(), "/metrics");
+    CHECK(metrics.body().find("tollgate_inflight_slots 2") != std::string::npos);
+    CHECK(metrics.body().find("tollgate_concurrency_capacity 2") != std::string::npos);
+    up.release_held();
+    CHECK(a->read().result_int() == 200);
+    CHECK(b->read().result_int() == 200);
+    CHECK(eventually([&] {
+        return get(gw.admin_port(), "/metrics").body().find("tollgate_inflight_slots 0") !=
+               std::string::npos;
+    }));
+}
