@@ -375,8 +375,14 @@ rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t 
 rate_limiter::~rate_limiter() = default;
 
 std::uint64_t rate_limiter::hash(std::string_view scope, std::string_view key,
-                                 algorithm_kind algorithm) const noexcept {
-    std::uint64_t seed = seed_ + static_cast<std::uint64_t>(algorithm) * wyp[2];
+                                 const bucket_policy& policy) const noexcept {
+    // The whole policy is part of the bucket's identity: a reload that
+    // changes a key's limit, window, burst or algorithm starts it on a fresh
+    // bucket (old state means something else under the new policy), while
+    // keys whose policy stayed keep their state.
+    std::uint64_t seed = seed_ + static_cast<std::uint64_t>(policy.algorithm) * wyp[2];
+    seed = wymix(seed ^ policy.limit, wyp[1] ^ static_cast<std::uint64_t>(policy.window.count()));
+    seed = wymix(seed ^ policy.burst, wyp[0]);
     if (!scope.empty()) {
         seed = wyhash(scope, seed ^ wyp[3]);
     }
@@ -389,7 +395,7 @@ decision rate_limiter::check(std::string_view key, const bucket_policy& policy) 
 
 decision rate_limiter::check(std::string_view scope, std::string_view key,
                              const bucket_policy& policy) {
-    const std::uint64_t h = hash(scope, key, policy.algorithm);
+    const std::uint64_t h = hash(scope, key, policy);
     // Read outside the lock; the algorithms treat a slightly older `now`
     // than the stored state as "no time passed".
     const nanoseconds now = clock_.now();

@@ -87,7 +87,7 @@ private:
     struct shard;  // rate_limiter.cpp
 
     std::uint64_t hash(std::string_view scope, std::string_view key,
-                       algorithm_kind algorithm) const noexcept;
+                       const bucket_policy& policy) const noexcept;
 
     const clock& clock_;
     std::size_t max_keys_;

@@ -1,0 +1,55 @@
+#pragma once
+// The real tollgate binary as a child process, for what only a process can
+// show: signals, exit codes, config files and environment.
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace tollgate::test {
+
+class tollgate_process {
+public:
+    /// Starts TOLLGATE_BINARY with `args` and `env` added to the environment.
+    tollgate_process(std::vector<std::string> args, std::map<std::string, std::string> env = {});
+    ~tollgate_process();
+
+    /// Waits (up to 10 s) for the "listening on" line; false if it exited first.
+    bool wait_listening();
+    std::uint16_t port() const { return port_; }
+    std::uint16_t admin_port() const { return admin_port_; }
+
+    void signal(int signo);
+    /// Waits up to `seconds` for the process to exit; its exit code, or nullopt.
+    std::optional<int> wait_exit(int seconds = 10);
+    /// Waits (up to 10 s) for a stderr line containing `text`.
+    bool wait_for_log(const std::string& text);
+    std::string stderr_text();
+    /// Everything printed on stdout (complete once the process has exited).
+    std::string stdout_text();
+
+private:
+    void read_stderr(int fd);
+
+    pid_t pid_ = -1;
+    std::thread reader_;
+    std::thread stdout_reader_;
+    std::string stdout_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::string stderr_;
+    bool eof_ = false;
+    std::uint16_t port_ = 0;
+    std::uint16_t admin_port_ = 0;
+};
+
+/// Writes `text` to a fresh file under the temp dir; returns its path.
+std::string write_temp_file(const std::string& name, const std::string& text);
+
+}  // namespace tollgate::test

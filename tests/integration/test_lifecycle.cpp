@@ -1,0 +1,120 @@
+// The tollgate process: config files, environment, signals and exit codes.
+
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+
+#include "process.hpp"
+#include "support.hpp"
+
+using namespace tollgate;
+using namespace tollgate::test;
+
+namespace {
+
+std::string config_yaml(std::uint16_t upstream_port, const std::string& rate_limit) {
+    return "listen: 127.0.0.1:0\n"
+           "admin: {listen: 127.0.0.1:0}\n"
+           "threads: 2\n"
+           "upstream:\n"
+           "  servers: [http://127.0.0.1:" +
+           std::to_string(upstream_port) +
+           "]\n"
+           "rate_limit:\n" +
+           rate_limit + "log: {access_log: false}\n";
+}
+
+}  // namespace
+
+TEST_CASE("SIGHUP with a valid file swaps the config", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("reload-good.yaml", config_yaml(up.port(), "  limit: 2\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    CHECK(get(p.port(), "/echo").result_int() == 200);
+    CHECK(get(p.port(), "/echo").result_int() == 200);
+    CHECK(get(p.port(), "/echo").result_int() == 429);
+
+    write_temp_file("reload-good.yaml", config_yaml(up.port(), "  limit: 50\n"));
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_for_log("configuration reloaded"));
+    auto res = get(p.port(), "/echo");
+    CHECK(res.result_int() == 200);
+    CHECK(res["X-RateLimit-Limit"] == "50");
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("SIGHUP with a broken file keeps the running config and counts the failure",
+          "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("reload-bad.yaml", config_yaml(up.port(), "  limit: 3\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    write_temp_file("reload-bad.yaml", config_yaml(up.port(), "  limit: ten\n"));
+    p.signal(SIGHUP);
+    CHECK(p.wait_for_log("reload failed, keeping the running configuration: " + path +
+                         ":7: rate_limit.limit: must be a positive integer, got \"ten\""));
+    auto res = get(p.port(), "/echo");
+    CHECK(res.result_int() == 200);
+    CHECK(res["X-RateLimit-Limit"] == "3");
+    auto metrics = get(p.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_config_reload_failures_total 1") != std::string::npos);
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("SIGTERM during a slow request: it completes, then the process exits 0", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("drain.yaml", config_yaml(up.port(), "  limit: 100\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    client slow(p.port());
+    slow.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_for_log("draining"));
+    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
+    up.release_held();
+    auto res = slow.read();
+    CHECK(res.result_int() == 200);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("bad configuration: --check-config names file, line and key; exit 1", "[lifecycle]") {
+    auto path = write_temp_file("bad.yaml", "listen: 127.0.0.1:0\nrate_limit:\n  limit: ten\n");
+    tollgate_process p({"--check-config", "--config", path});
+    CHECK(p.wait_exit() == 1);
+    CHECK(p.stderr_text().find(path + ":3: rate_limit.limit: must be a positive integer, got "
+                                      "\"ten\"") != std::string::npos);
+}
+
+TEST_CASE("an invalid environment value is an error naming the variable", "[lifecycle]") {
+    tollgate_process p({"--check-config"}, {{"RATE_LIMIT", "abc"}});
+    CHECK(p.wait_exit() == 1);
+    CHECK(p.stderr_text().find("RATE_LIMIT: must be a positive integer, got \"abc\"") !=
+          std::string::npos);
+}
+
+TEST_CASE("a listener that cannot bind is a clear error and a non-zero exit", "[lifecycle]") {
+    asio::io_context ioc;
+    tcp::acceptor taken(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    const auto port = std::to_string(taken.local_endpoint().port());
+    tollgate_process p({"--listen", "127.0.0.1:" + port, "--admin-listen", "127.0.0.1:0"});
+    auto code = p.wait_exit();
+    REQUIRE(code.has_value());
+    CHECK(*code != 0);
+    CHECK(p.stderr_text().find("cannot listen on 127.0.0.1:" + port) != std::string::npos);
+}
+
+TEST_CASE("print-config shows the effective config with secrets redacted", "[lifecycle]") {
+    tollgate_process p({"--print-config", "--rate-limit", "42"},
+                       {{"TOLLGATE_TOKEN_SECRET", "s3cr3t-value"}});
+    CHECK(p.wait_exit() == 0);
+    const auto out = p.stdout_text();
+    CHECK(out.find("limit: 42") != std::string::npos);
+    CHECK(out.find("token_secret: \"<redacted>\"") != std::string::npos);
+    CHECK(out.find("s3cr3t-value") == std::string::npos);
+    CHECK(p.stderr_text().find("s3cr3t-value") == std::string::npos);
+}
