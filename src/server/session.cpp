@@ -360,7 +360,34 @@ void session::decide_rate() {
         forward(admin::reason_kind::exempt);
         return;
     }
-    decision_ = owner_.gw.limiter.check(selection->scope, key_.key, selection->policy);
+    std::weak_ptr<session> weak = shared_from_this();
+    auto result = owner_.store->check(selection->scope, key_.key, selection->policy,
+                                      [weak](store::store_result r) {
+                                          if (auto self = weak.lock()) {
+                                              self->on_rate_decision(r);
+                                          }
+                                      });
+    if (result) {
+        on_rate_decision(*result);
+    }
+}
+
+void session::on_rate_decision(const store::store_result& result) {
+    if (closed_) {
+        return;
+    }
+    if (result.unavailable) {
+        slot_.release();
+        record(admin::decision_kind::rejected, admin::reason_kind::store_unavailable);
+        auto res =
+            make_error_reply(http::status::service_unavailable, "rate limit store unavailable",
+                             client_version_, client_keep_alive_);
+        res.set(http::field::retry_after,
+                std::to_string(limit::retry_after_seconds(result.decision.retry_after)));
+        send_local(std::move(res));
+        return;
+    }
+    decision_ = result.decision;
     if (decision_->allowed) {
         forward(admin::reason_kind::ok);
         return;

@@ -14,6 +14,15 @@ worker::worker(gateway& g, std::size_t idx, const config& cfg, std::size_t worke
     settings.max_connections = std::max<std::size_t>(1, cfg.upstream.max_connections / workers);
     settings.open_counter = &g.upstream_connections;
     pool = std::make_shared<proxy::upstream_pool>(ioc, settings);
+    store = make_store(cfg);
+}
+
+std::unique_ptr<store::rate_store> worker::make_store(const config& cfg) {
+    if (cfg.store.type == store_kind::redis) {
+        throw std::runtime_error(
+            "store.type redis: this build of tollgate has no Redis store yet; use memory");
+    }
+    return std::make_unique<store::memory_store>(gw.limiter);
 }
 
 worker::~worker() {

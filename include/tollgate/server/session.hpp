@@ -20,6 +20,7 @@
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/server/gateway.hpp"
+#include "tollgate/store/rate_store.hpp"
 
 namespace tollgate::server {
 
@@ -57,6 +58,7 @@ private:
     void wait_for_slot(const std::shared_ptr<limit::concurrency_limiter>& slots);
     void on_slot(std::optional<limit::concurrency_limiter::slot> granted);
     void decide_rate();
+    void on_rate_decision(const store::store_result& result);
     void refuse(admin::reason_kind reason);
     void reject(http::status status, std::string_view message, admin::reason_kind reason);
     void record(admin::decision_kind decision, admin::reason_kind reason);

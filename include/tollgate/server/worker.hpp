@@ -11,6 +11,7 @@
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/server/gateway.hpp"
+#include "tollgate/store/rate_store.hpp"
 
 namespace tollgate::server {
 
@@ -47,9 +48,12 @@ public:
     const std::size_t index;
     asio::io_context ioc{1};
     std::shared_ptr<proxy::upstream_pool> pool;
+    /// This worker's rate store (memory, or its own Redis connection).
+    std::unique_ptr<store::rate_store> store;
 
 private:
     friend class session;
+    std::unique_ptr<store::rate_store> make_store(const config& cfg);
     void do_accept();
     void on_accept(error_code ec, tcp::socket socket);
 

@@ -1,0 +1,55 @@
+#pragma once
+/// @file rate_store.hpp
+/// Where rate buckets live. `memory` (one process) decides at once from the
+/// shared in-process limiter; `redis` (many processes, one limit) decides in
+/// Redis and completes later on the worker's io_context. Each worker thread
+/// owns one store object, so a store never needs to be thread-safe itself
+/// (what it shares, like the in-process limiter, is).
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "tollgate/limit/algorithms.hpp"
+#include "tollgate/limit/rate_limiter.hpp"
+
+namespace tollgate::store {
+
+struct store_result {
+    limit::decision decision{};
+    /// The store could not decide (Redis unreachable with failure_mode
+    /// closed): the proxy answers 503 with Retry-After: decision.retry_after.
+    bool unavailable = false;
+};
+
+class rate_store {
+public:
+    using completion = std::function<void(store_result)>;
+
+    virtual ~rate_store() = default;
+
+    /// Decides one request for `key` under `policy` (buckets are separate
+    /// per `scope`). Returns the result at once when it has it; otherwise
+    /// returns nullopt and calls `done` exactly once later, on the worker's
+    /// io_context. `done` is never called when a result is returned.
+    virtual std::optional<store_result> check(std::string_view scope, std::string_view key,
+                                              const limit::bucket_policy& policy,
+                                              completion done) = 0;
+};
+
+/// The in-process store over the gateway's shared limiter.
+class memory_store final : public rate_store {
+public:
+    explicit memory_store(limit::rate_limiter& limiter) : limiter_(limiter) {}
+
+    std::optional<store_result> check(std::string_view scope, std::string_view key,
+                                      const limit::bucket_policy& policy, completion) override {
+        return store_result{limiter_.check(scope, key, policy), false};
+    }
+
+private:
+    limit::rate_limiter& limiter_;
+};
+
+}  // namespace tollgate::store
