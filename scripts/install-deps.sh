@@ -11,8 +11,10 @@ packages=(
   curl ca-certificates
 )
 if [[ "${TOLLGATE_DEPS:-}" == *test* ]]; then
-  # Servers and tools the test suite starts itself.
-  packages+=(redis-server)
+  # Servers and tools the test suite starts itself; Chromium for the
+  # status-page test (driven by playwright-core from npm, see tests/browser).
+  packages+=(redis-server chromium)
+  command -v node >/dev/null || packages+=(nodejs)
 fi
 
 missing=()

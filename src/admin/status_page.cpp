@@ -71,9 +71,9 @@ header .links a { color: var(--muted); margin-left: 12px; }
 .rate.rejected { border-top-color: var(--rejected); } .rate.rejected .big { color: var(--rejected); }
 .legend { display: flex; gap: 14px; font-size: 12px; color: var(--muted); margin: -2px 0 6px; }
 .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 5px; vertical-align: -1px; }
-canvas { display: block; width: 100%; height: 190px; }
+canvas { display: block; width: 100%; height: 170px; }
 .gauge { height: 18px; border-radius: 9px; background: var(--bg); border: 1px solid var(--line); overflow: hidden; margin: 8px 0 6px; }
-.gauge > div { height: 100%; width: 0; background: var(--slots); transition: width .4s ease; }
+.gauge > div { height: 100%; width: 0; background: var(--slots); }
 .gauge.hot > div { background: var(--rejected); }
 .kv { display: grid; grid-template-columns: 1fr auto; gap: 4px 12px; margin-top: 10px; font-size: 14px; }
 .kv span:nth-child(2n) { font-weight: 600; font-variant-numeric: tabular-nums; text-align: right; }
@@ -132,6 +132,14 @@ footer { color: var(--muted); font-size: 12px; margin-top: 6px; }
     </div></div>
 </div>
 
+<div class="grid g2">
+  <div class="card"><h2>Top limited keys <span id="limited-window"></span></h2>
+    <table><thead><tr><th>Key</th><th class="type">Type</th><th class="share"></th><th class="num">Refused</th></tr></thead>
+    <tbody id="limited-keys" data-testid="limited-keys"><tr><td class="empty" colspan="4">No refusals.</td></tr></tbody></table></div>
+  <div class="card"><h2>Top keys in flight</h2>
+    <table><thead><tr><th>Key</th><th class="type">Type</th><th class="share"></th><th class="num">In flight</th></tr></thead>
+    <tbody id="inflight-keys" data-testid="inflight-keys"><tr><td class="empty" colspan="4">Nothing in flight.</td></tr></tbody></table></div>
+</div>
 <div class="grid g3">
   <div class="card"><h2>Upstream latency p99</h2>
     <div class="mid" id="upstream-p99" data-testid="upstream-p99">–</div>
@@ -144,14 +152,6 @@ footer { color: var(--muted); font-size: 12px; margin-top: 6px; }
     <div class="sub" id="responses-note" data-testid="responses-note">since start</div></div>
 </div>
 
-<div class="grid g2">
-  <div class="card"><h2>Top limited keys <span id="limited-window"></span></h2>
-    <table><thead><tr><th>Key</th><th class="type">Type</th><th class="share"></th><th class="num">Refused</th></tr></thead>
-    <tbody id="limited-keys" data-testid="limited-keys"><tr><td class="empty" colspan="4">No refusals.</td></tr></tbody></table></div>
-  <div class="card"><h2>Top keys in flight</h2>
-    <table><thead><tr><th>Key</th><th class="type">Type</th><th class="share"></th><th class="num">In flight</th></tr></thead>
-    <tbody id="inflight-keys" data-testid="inflight-keys"><tr><td class="empty" colspan="4">Nothing in flight.</td></tr></tbody></table></div>
-</div>
 <footer>Rates are computed in the browser from counter deltas between polls (big numbers and headline: last 10 s; bars: each poll). Keys are shown in display form: <code>tok:</code> + 12 hex of the token hash, <code>org:</code> id, <code>ip:</code> address.</footer>
 </main>
 <script>
@@ -311,10 +311,13 @@ footer { color: var(--muted); font-size: 12px; margin-top: 6px; }
     if (q.over) return '> ' + fmtSecs(q.v);
     return fmtSecs(q.v);
   }
+  const LABELS = { ok: 'forwarded', dry_run: 'dry run (not refused)' };
   function breakdown(obj, prefix, unit) {
     const parts = [];
     for (const k of Object.keys(obj).sort()) {
-      if (obj[k] > 0 && k.startsWith(prefix)) parts.push(k.slice(prefix.length) + ' ' + (unit ? fmtRate(obj[k]) + unit : fmtInt(obj[k])));
+      if (!(obj[k] > 0) || !k.startsWith(prefix)) continue;
+      const name = k.slice(prefix.length);
+      parts.push((LABELS[name] || name) + ' ' + (unit ? fmtRate(obj[k]) + unit : fmtInt(obj[k])));
     }
     return parts.join(' · ');
   }
@@ -367,12 +370,14 @@ footer { color: var(--muted); font-size: 12px; margin-top: 6px; }
 
   function cssVar(name) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim(); }
 
-  function niceMax(x) {
-    if (x <= 1) return 1;
-    const p = Math.pow(10, Math.floor(Math.log10(x)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= x) return m * p;
+  // A round tick step (1, 2 or 5 times a power of ten) giving at most 4 ticks.
+  function tickStep(peak) {
+    const raw = Math.max(peak, 1) / 4;
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 5]) if (m * p >= raw) return m * p;
     return 10 * p;
   }
+  function fmtTick(v) { return Number.isInteger(v) ? v.toLocaleString('en-US') : String(Math.round(v * 100) / 100); }
 
   function drawChart() {
     const c = $('chart');
@@ -390,14 +395,16 @@ footer { color: var(--muted); font-size: 12px; margin-top: 6px; }
     const pw = w - left - right, ph = h - top - bottom;
     let peak = 0;
     for (const b of bars) peak = Math.max(peak, b.allowed + b.limited + b.rejected);
-    const ymax = niceMax(peak);
+    const step = tickStep(peak);
+    const ticks = Math.max(1, Math.ceil(Math.max(peak, 1) / step));
+    const ymax = step * ticks;
     const muted = cssVar('--muted'), line = cssVar('--line');
     ctx.font = '11px system-ui, "DejaVu Sans", sans-serif';
     ctx.textBaseline = 'middle';
     ctx.textAlign = 'right';
-    for (let i = 0; i <= 4; i++) {
-      const v = ymax * i / 4;
-      const y = top + ph - ph * i / 4;
+    for (let i = 0; i <= ticks; i++) {
+      const v = step * i;
+      const y = top + ph - ph * i / ticks;
       ctx.strokeStyle = line;
       ctx.lineWidth = 1;
       ctx.beginPath();
@@ -405,7 +412,7 @@ footer { color: var(--muted); font-size: 12px; margin-top: 6px; }
       ctx.lineTo(left + pw, Math.round(y) + 0.5);
       ctx.stroke();
       ctx.fillStyle = muted;
-      ctx.fillText(fmtRate(v), left - 6, y);
+      ctx.fillText(fmtTick(v), left - 6, y);
     }
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
@@ -471,7 +478,7 @@ footer { color: var(--muted); font-size: 12px; margin-top: 6px; }
     } else {
       const life = quantile(0.99, cur, null);
       setText('upstream-p99', '–');
-      setText('upstream-p99-note', life ? 'no upstream requests in the last ' + fmtSpan(LATENCY_MS) + ' (since start: p99 ' + fmtQ(life) + ')' : 'no upstream requests yet');
+      setText('upstream-p99-note', life ? 'no upstream response completed in the last ' + fmtSpan(LATENCY_MS) + ' (since start: p99 ' + fmtQ(life) + ')' : 'no upstream requests yet');
     }
     setText('upstream-errors', fmtInt(sum(cur.errors)));
     const errRate = sum(smooth.errors);

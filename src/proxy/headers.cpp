@@ -54,7 +54,11 @@ void strip_hop_by_hop(http::fields& fields) {
         for_each_token(f.value(), [&](std::string_view t) { named.emplace_back(t); });
     }
     for (const auto& name : named) {
-        fields.erase(name);
+        // A request without Host is invalid upstream; naming it in
+        // Connection is an attempt to break the next hop, not a hop header.
+        if (!beast::iequals(name, "host")) {
+            fields.erase(name);
+        }
     }
     static constexpr std::array<http::field, 6> known{
         http::field::connection, http::field::keep_alive,        http::field::te,

@@ -483,6 +483,12 @@ void session::on_upstream(error_code ec, proxy::upstream_pool::lease conn) {
 
 void session::do_write_request_header() {
     req_sr_.emplace(parser_->get());
+    if (!send_continue_ && (parser_->is_done() || buffer_.size() > 0)) {
+        // The body (or its start) is already here: the first write carries
+        // header and body together, one syscall instead of two.
+        do_read_request_body();
+        return;
+    }
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
     http::async_write_header(
         upstream_->stream, *req_sr_,
@@ -744,6 +750,14 @@ void session::on_response_head() {
         limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
             .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
     }
+    if (!header_only_response_ && (res_parser_->is_done() || upstream_->buffer.size() > 0)) {
+        // Body bytes already arrived with the head: send header and body in
+        // one write. Otherwise the header goes out first, so a slow or
+        // streaming body does not hold it back.
+        res_sr_.emplace(res_parser_->get());
+        do_read_response_body();
+        return;
+    }
     do_write_response_header();
 }
 
@@ -816,6 +830,7 @@ void session::on_read_response_body(error_code ec, std::size_t) {
 }
 
 void session::do_write_response_body() {
+    response_started_ = true;
     stream_.expires_after(rt_->cfg->client.body_timeout);
     http::async_write(
         stream_, *res_sr_,

@@ -13,7 +13,8 @@ namespace tollgate::proxy {
 /// Removes every field named in `Connection`, then `Connection`, `Keep-Alive`,
 /// `Proxy-Connection`, `TE`, `Trailer`, `Upgrade`, `HTTP2-Settings` and
 /// `Transfer-Encoding`. Framing (`Content-Length` / chunked) is regenerated
-/// by the caller from what the parser saw, never copied.
+/// by the caller from what the parser saw, never copied. `Host` is never
+/// removed, even when `Connection` names it.
 void strip_hop_by_hop(http::fields& fields);
 
 /// Appends `client_ip` to `X-Forwarded-For` (merging repeated fields into one
