@@ -58,6 +58,19 @@ void upstream_pool::lease::close() {
     }
 }
 
+void upstream_pool::lease::abort() {
+    if (!conn_) {
+        return;
+    }
+    error_code ignored;
+    conn_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    conn_->stream.socket().close(ignored);
+    if (pool_) {
+        pool_->released();
+        pool_.reset();
+    }
+}
+
 void upstream_pool::lease::recycle() {
     if (!conn_ || !pool_) {
         return;
@@ -200,10 +213,16 @@ bool upstream_pool::take_idle(const upstream_target* target, lease& out) {
         idle_.erase(it);
         // A server that closed the idle connection (or sent stray bytes)
         // shows it as readable; such a connection must not carry a request.
-        char probe;
-        ssize_t n =
-            ::recv(conn->stream.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-        const bool alive = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        // A connection back from its last exchange within the last second is
+        // not worth the extra syscall: servers do not close that fast, and a
+        // bodyless request that meets a closed one is retried anyway.
+        bool alive = true;
+        if (now - conn->idle_since > std::chrono::seconds(1)) {
+            char probe;
+            const ssize_t n =
+                ::recv(conn->stream.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+            alive = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        }
         if (!alive || now - conn->idle_since > settings_.idle_timeout) {
             // Closed here without serve_waiters(): we may be serving one already.
             conn.reset();

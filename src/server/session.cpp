@@ -8,6 +8,7 @@
 #include <boost/range/iterator_range.hpp>
 
 #include "tollgate/limit/headers.hpp"
+#include "tollgate/proxy/flat_write.hpp"
 #include "tollgate/proxy/framing.hpp"
 #include "tollgate/proxy/headers.hpp"
 #include "tollgate/server/worker.hpp"
@@ -96,7 +97,10 @@ void session::close() {
     header_timer_.cancel();
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.socket().close(ignored);
-    upstream_.close();
+    // An upstream operation may be pending (the client left while the
+    // upstream works): abort it, but keep its stream and buffer alive until
+    // this session, which its handler holds, goes away.
+    upstream_.abort();
 }
 
 // Wait for the first byte of the next request. A keep-alive connection may
@@ -141,10 +145,21 @@ void session::do_read_header() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(c.max_header_bytes));
     parser_->body_limit(c.max_body_bytes);
+    header_timed_out_ = false;
+    if (buffer_.size() > 0) {
+        // Most heads arrive whole with their first bytes: no timer needed.
+        const auto data = buffer_.data();
+        const std::string_view view(static_cast<const char*>(data.data()), data.size());
+        const std::size_t end =
+            proxy::find_head_end(view.substr(0, std::min(view.size(), c.max_header_bytes)));
+        if (end != std::string_view::npos) {
+            parse_request_head(view.substr(0, end));
+            return;
+        }
+    }
     // A deadline of our own rather than the stream's: the stream closes its
     // socket on timeout, and we still want to answer 408 on it.
     stream_.expires_never();
-    header_timed_out_ = false;
     header_timer_.expires_after(c.header_timeout);
     header_timer_.async_wait([self = shared_from_this()](error_code ec) {
         if (!ec) {
@@ -490,12 +505,15 @@ void session::do_write_request_header() {
         return;
     }
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
-    http::async_write_header(
-        upstream_->stream, *req_sr_,
+    proxy::async_write_flat(
+        upstream_->stream, *req_sr_, write_scratch_, true,
         beast::bind_front_handler(&session::on_write_request_header, shared_from_this()));
 }
 
 void session::on_write_request_header(error_code ec, std::size_t) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (ec) {
         upstream_failed(ec, upstream_phase::exchange);
         return;
@@ -512,6 +530,9 @@ void session::on_write_request_header(error_code ec, std::size_t) {
 }
 
 void session::on_continue_sent(error_code ec, std::size_t) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (ec) {
         close();
         return;
@@ -542,6 +563,9 @@ void session::do_read_request_body() {
 }
 
 void session::on_read_request_body(error_code ec, std::size_t) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (ec == http::error::need_buffer) {
         ec = {};
     }
@@ -581,12 +605,15 @@ void session::on_read_request_body(error_code ec, std::size_t) {
 
 void session::do_write_request_body() {
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
-    http::async_write(
-        upstream_->stream, *req_sr_,
+    proxy::async_write_flat(
+        upstream_->stream, *req_sr_, write_scratch_, false,
         beast::bind_front_handler(&session::on_write_request_body, shared_from_this()));
 }
 
 void session::on_write_request_body(error_code ec, std::size_t) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (ec == http::error::need_buffer) {
         ec = {};
     }
@@ -668,6 +695,9 @@ void session::read_response_head() {
 }
 
 void session::on_response_head_bytes(error_code ec, std::size_t n) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (!ec) {
         upstream_->buffer.commit(n);
         read_response_head();
@@ -765,12 +795,15 @@ void session::do_write_response_header() {
     response_started_ = true;
     res_sr_.emplace(res_parser_->get());
     stream_.expires_after(rt_->cfg->client.body_timeout);
-    http::async_write_header(
-        stream_, *res_sr_,
+    proxy::async_write_flat(
+        stream_, *res_sr_, write_scratch_, true,
         beast::bind_front_handler(&session::on_write_response_header, shared_from_this()));
 }
 
 void session::on_write_response_header(error_code ec, std::size_t) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (ec) {
         close();  // client went away; the upstream connection is not reusable
         return;
@@ -803,6 +836,9 @@ void session::do_read_response_body() {
 }
 
 void session::on_read_response_body(error_code ec, std::size_t) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (ec == http::error::need_buffer) {
         ec = {};
     }
@@ -832,12 +868,15 @@ void session::on_read_response_body(error_code ec, std::size_t) {
 void session::do_write_response_body() {
     response_started_ = true;
     stream_.expires_after(rt_->cfg->client.body_timeout);
-    http::async_write(
-        stream_, *res_sr_,
+    proxy::async_write_flat(
+        stream_, *res_sr_, write_scratch_, false,
         beast::bind_front_handler(&session::on_write_response_body, shared_from_this()));
 }
 
 void session::on_write_response_body(error_code ec, std::size_t) {
+    if (closed_) {
+        return;  // close() already ended the exchange
+    }
     if (ec == http::error::need_buffer) {
         ec = {};
     }

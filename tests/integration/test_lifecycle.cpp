@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <sstream>
+
 #include <catch2/catch.hpp>
 
 #include "process.hpp"
@@ -117,4 +119,39 @@ TEST_CASE("print-config shows the effective config with secrets redacted", "[lif
     CHECK(out.find("token_secret: \"<redacted>\"") != std::string::npos);
     CHECK(out.find("s3cr3t-value") == std::string::npos);
     CHECK(p.stderr_text().find("s3cr3t-value") == std::string::npos);
+}
+
+TEST_CASE("the access log has one JSON line per request and never the raw token", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file(
+        "access-log.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\nupstream:\n  servers: "
+        "[http://127.0.0.1:" +
+            std::to_string(up.port()) + "]\nrate_limit: {limit: 1}\nlog: {access_log: true}\n");
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    const std::string token = "raw-secret-token-4711";
+    CHECK(get(p.port(), "/echo?q=private", {{"Authorization", "Bearer " + token}}).result_int() ==
+          200);
+    CHECK(get(p.port(), "/echo", {{"Authorization", "Bearer " + token}}).result_int() == 429);
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_exit() == 0);
+    const std::string out = p.stdout_text();
+    std::vector<nlohmann::json> lines;
+    std::istringstream stream(out);
+    for (std::string line; std::getline(stream, line);) {
+        lines.push_back(nlohmann::json::parse(line));
+    }
+    REQUIRE(lines.size() == 2);
+    CHECK(lines[0]["status"] == 200);
+    CHECK(lines[0]["path"] == "/echo");  // no query string
+    CHECK(lines[0]["decision"] == "allowed");
+    CHECK(lines[0]["key_type"] == "tok");
+    CHECK(lines[0]["key"].get<std::string>().size() == 4 + 12);
+    CHECK(lines[1]["status"] == 429);
+    CHECK(lines[1]["decision"] == "limited");
+    CHECK(lines[1]["reason"] == "rate");
+    CHECK(out.find(token) == std::string::npos);
+    CHECK(out.find("private") == std::string::npos);
+    CHECK(p.stderr_text().find(token) == std::string::npos);
 }

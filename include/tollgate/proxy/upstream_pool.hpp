@@ -79,8 +79,13 @@ public:
         /// Returns the connection to the idle list. Call only after a complete
         /// exchange that both sides agreed to keep alive.
         void recycle();
-        /// Closes the connection now.
+        /// Closes the connection now. Only when no operation is pending on it.
         void close();
+        /// Closes the socket (pending operations complete with
+        /// operation_aborted) and gives the connection up for the pool, but
+        /// keeps the connection object alive until the lease is destroyed,
+        /// since a pending operation still refers to its stream and buffer.
+        void abort();
 
     private:
         friend class upstream_pool;

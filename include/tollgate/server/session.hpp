@@ -122,6 +122,7 @@ private:
     std::shared_ptr<const proxy::upstream_group> upstream_group_;
     proxy::upstream_pool::lease upstream_;
     std::unique_ptr<std::array<char, 32 * 1024>> body_buf_;
+    std::string write_scratch_;  ///< flattened heads (see proxy/flat_write.hpp)
     unsigned client_version_ = 11;
     bool client_keep_alive_ = true;
     bool upstream_keep_alive_ = true;
