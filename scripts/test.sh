@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds tollgate (Release) and runs the whole test suite with ctest.
-# Installs missing Debian packages first. Extra arguments go to ctest.
+# Builds tollgate and runs the whole test suite with ctest. Installs missing
+# Debian packages first. TOLLGATE_PRESET picks the build: release (default),
+# asan (ASan + UBSan) or tsan. Extra arguments go to ctest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+preset="${TOLLGATE_PRESET:-release}"
 TOLLGATE_DEPS=test scripts/install-deps.sh
-cmake --preset release >/dev/null
-cmake --build --preset release
-ctest --preset release -j "$(nproc)" "$@"
+cmake --preset "$preset" >/dev/null
+cmake --build --preset "$preset"
+ctest --preset "$preset" -j "$(nproc)" "$@"

@@ -86,28 +86,30 @@ private:
         asio::post(stream_.get_executor(), std::move(self));
     }
 
+    // One pass over the sequence (walking Beast's buffer views is the
+    // expensive part): gather up to gather_.size() pieces, and switch to
+    // copying into the scratch string once there are more.
     template <class Buffers>
     void collect(const Buffers& buffers) {
-        std::size_t pieces = 0;
+        scratch_.clear();
         for (auto it = asio::buffer_sequence_begin(buffers);
              it != asio::buffer_sequence_end(buffers); ++it) {
-            if (asio::const_buffer(*it).size() != 0) {
-                ++pieces;
+            const asio::const_buffer b(*it);
+            if (b.size() == 0) {
+                continue;
             }
-        }
-        if (pieces <= gather_.size()) {
-            for (auto it = asio::buffer_sequence_begin(buffers);
-                 it != asio::buffer_sequence_end(buffers); ++it) {
-                asio::const_buffer b(*it);
-                if (b.size() != 0) {
+            if (!flat_) {
+                if (count_ < gather_.size()) {
                     gather_[count_++] = b;
+                    continue;
+                }
+                flat_ = true;
+                for (std::size_t i = 0; i < count_; ++i) {
+                    scratch_.append(static_cast<const char*>(gather_[i].data()), gather_[i].size());
                 }
             }
-            return;
+            scratch_.append(static_cast<const char*>(b.data()), b.size());
         }
-        flat_ = true;
-        scratch_.resize(beast::buffer_bytes(buffers));
-        asio::buffer_copy(asio::buffer(scratch_), buffers);
     }
 
     Stream& stream_;
