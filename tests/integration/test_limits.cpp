@@ -434,3 +434,24 @@ TEST_CASE("the admin port answers while the proxy's slots are saturated", "[metr
                std::string::npos;
     }));
 }
+
+TEST_CASE("slots: a route with its own capacity is limited apart from the rest", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 8;
+    route_config narrow;
+    narrow.name = "narrow";
+    narrow.path_prefix = "/hold";
+    narrow.concurrency = 1;
+    cfg.routes = {narrow};
+    running_proxy gw(cfg);
+    auto held = start_held(gw.port());
+    REQUIRE(up.wait_in_flight(1));
+    // The route's single slot is taken; other paths still have the global capacity.
+    auto refused = get(gw.port(), "/hold");
+    CHECK(refused.result_int() == 429);
+    CHECK(nlohmann::json::parse(refused.body())["reason"] == "concurrency");
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+    up.release_held();
+    CHECK(held->read().result_int() == 200);
+}
