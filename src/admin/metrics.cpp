@@ -221,6 +221,19 @@ std::string metrics::serialize(const gauge_values& g) const {
     evictions.metric.push_back(counter_metric(static_cast<double>(g.ratelimit_evictions)));
     families.push_back(std::move(evictions));
 
+    auto per_route = family("tollgate_route_requests_total",
+                            "Requests matched to a configured route, by route name and decision",
+                            MetricType::Counter);
+    for (const auto& route : g.routes) {
+        for (std::size_t d = 0; d < route->decisions.size(); ++d) {
+            per_route.metric.push_back(counter_metric(
+                static_cast<double>(route->decisions[d].load(std::memory_order_relaxed)),
+                {{"route", route->name},
+                 {"decision", std::string(to_string(static_cast<decision_kind>(d)))}}));
+        }
+    }
+    families.push_back(std::move(per_route));
+
     auto connections = family("tollgate_connections", "Open connections", MetricType::Gauge);
     connections.metric.push_back(gauge_metric(g.client_connections, {{"side", "client"}}));
     connections.metric.push_back(gauge_metric(g.upstream_connections, {{"side", "upstream"}}));

@@ -62,6 +62,17 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
         const auto& route = cfg->routes[i];
         rt->route_upstreams.push_back(
             route.upstream.empty() ? rt->default_upstream : proxy::resolve_group(route.upstream));
+        // Counters follow the route's name across reloads.
+        std::shared_ptr<admin::route_counters> counters;
+        if (previous) {
+            for (const auto& c : previous->route_counters) {
+                if (c->name == route.name) {
+                    counters = c;
+                }
+            }
+        }
+        rt->route_counters.push_back(counters ? counters
+                                              : std::make_shared<admin::route_counters>(route.name));
         if (!route.concurrency) {
             rt->route_slots.push_back(rt->slots);
             continue;
@@ -101,6 +112,7 @@ admin::gauge_values gateway::gauges() const {
     g.client_connections = static_cast<double>(client_connections.load());
     g.upstream_connections = static_cast<double>(upstream_connections.load());
     g.draining = draining() ? 1 : 0;
+    g.routes.assign(rt->route_counters.begin(), rt->route_counters.end());
     return g;
 }
 

@@ -139,6 +139,7 @@ void session::do_read_header() {
     rt_ = owner_.gw.current();
     const auto& c = rt_->cfg->client;
     key_kind_ = admin::key_kind::none;
+    route_index_ = -1;
     client_version_ = 11;
     logged_ = false;
     t_start_ = std::chrono::steady_clock::now();
@@ -477,6 +478,11 @@ void session::record(admin::decision_kind decision, admin::reason_kind reason) {
     decision_kind_ = decision;
     reason_ = reason;
     owner_.gw.metrics.shard(owner_.index).request(decision, reason, key_kind_);
+    if (route_index_ >= 0) {
+        rt_->route_counters[static_cast<std::size_t>(route_index_)]
+            ->decisions[static_cast<std::size_t>(decision)]
+            .fetch_add(1, std::memory_order_relaxed);
+    }
 }
 
 void session::do_acquire_upstream() {

@@ -229,6 +229,14 @@ TEST_CASE("exempt routes, per-route limits and per-key overrides", "[limits][rou
     // /bulkhead is not under /bulk: the global limit applies.
     CHECK(c.send(make_get("/bulkhead")).result_int() == 200);
     CHECK(c.send(make_get("/bulkhead")).result_int() == 429);
+    // Per-route counters carry the route's name.
+    auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_route_requests_total{route=\"bulk\",decision=\"allowed\"} 3") !=
+          std::string::npos);
+    CHECK(metrics.find("tollgate_route_requests_total{route=\"bulk\",decision=\"limited\"} 1") !=
+          std::string::npos);
+    CHECK(metrics.find("tollgate_route_requests_total{route=\"health\",decision=\"allowed\"} 5") !=
+          std::string::npos);
 }
 
 TEST_CASE("ietf header mode adds RateLimit-Policy and RateLimit", "[limits]") {

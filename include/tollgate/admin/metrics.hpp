@@ -98,6 +98,15 @@ struct alignas(64) metrics_shard {
     }
 };
 
+/// Requests of one configured route by decision. Shared by all threads;
+/// kept across reloads while a route of the same name exists.
+struct route_counters {
+    explicit route_counters(std::string route_name) : name(std::move(route_name)) {}
+    const std::string name;
+    std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(decision_kind::count_)>
+        decisions{};
+};
+
 /// Values read at scrape time from the components that own them.
 struct gauge_values {
     double inflight_slots = 0;
@@ -109,6 +118,8 @@ struct gauge_values {
     double draining = 0;
     double store_fallback = 0;
     std::uint64_t ratelimit_evictions = 0;  ///< monotonic total
+    /// The current config's routes (`tollgate_route_requests_total`).
+    std::vector<std::shared_ptr<const route_counters>> routes;
 };
 
 class metrics {

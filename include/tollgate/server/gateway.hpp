@@ -36,6 +36,8 @@ struct runtime {
     std::shared_ptr<limit::concurrency_limiter> slots;
     /// One per `routes[i]`: the route's own when it sets `concurrency`, else `slots`.
     std::vector<std::shared_ptr<limit::concurrency_limiter>> route_slots;
+    /// One per `routes[i]`, for `tollgate_route_requests_total`.
+    std::vector<std::shared_ptr<admin::route_counters>> route_counters;
 
     /// The route for a request: among routes whose `host` is empty or equals
     /// the request's host (port ignored), the one with the longest matching
