@@ -71,8 +71,8 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
                 }
             }
         }
-        rt->route_counters.push_back(counters ? counters
-                                              : std::make_shared<admin::route_counters>(route.name));
+        rt->route_counters.push_back(
+            counters ? counters : std::make_shared<admin::route_counters>(route.name));
         if (!route.concurrency) {
             rt->route_slots.push_back(rt->slots);
             continue;
