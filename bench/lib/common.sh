@@ -68,7 +68,7 @@ find_tollgate() {
     echo "tollgate binary $TOLLGATE_BIN missing: building it (release preset)" >&2
     (cd "$REPO" && cmake --preset release >&2 && cmake --build --preset release --target tollgate >&2)
   fi
-  if [ -n "$(find "$REPO/src" "$REPO/include" -newer "$TOLLGATE_BIN" -type f 2>/dev/null | head -1)" ]; then
+  if [ -n "$(find "$REPO/src" "$REPO/include" -newer "$TOLLGATE_BIN" -type f 2>/dev/null | head -1 || true)" ]; then
     echo "warning: sources are newer than $TOLLGATE_BIN; rebuild it to measure the current code" >&2
   fi
 }
@@ -85,4 +85,37 @@ wait_port() {
     if [ $SECONDS -ge $deadline ]; then return 1; fi
     sleep 0.05
   done
+}
+
+# busy_pct SECONDS: how much of the machine's CPU time (all cores, percent)
+# was not idle during the next SECONDS: other work skews a benchmark.
+busy_pct() {
+  local a b
+  a=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  sleep "$1"
+  b=$(awk '/^cpu / {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN {
+    split(a, x, " "); split(b, y, " ");
+    busy = y[1] - x[1]; idle = y[2] - x[2];
+    total = busy + idle
+    printf "%.0f\n", (total > 0) ? 100 * busy / total : 0 }'
+}
+
+# snapshot_tollgate DIR: copies TOLLGATE_BIN into DIR and points TOLLGATE_BIN
+# at the copy, so a rebuild during the run neither breaks it nor mixes two
+# builds in one report. Waits up to a minute for a binary being linked.
+snapshot_tollgate() {
+  local deadline=$((SECONDS + 60))
+  mkdir -p "$1/bin"
+  while :; do
+    if cp "$TOLLGATE_BIN" "$1/bin/tollgate" 2>/dev/null && "$1/bin/tollgate" --version >/dev/null 2>&1; then
+      break
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      echo "cannot run $TOLLGATE_BIN (being rebuilt?)" >&2
+      return 1
+    fi
+    sleep 2
+  done
+  TOLLGATE_BIN="$1/bin/tollgate"
 }

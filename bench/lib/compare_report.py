@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--versions", required=True)
     ap.add_argument("--settings", required=True)
     ap.add_argument("--tollgate-headers", default="unknown")
+    ap.add_argument("--busy", default="0,0", help="machine busy %% before,after the run")
     a = ap.parse_args()
 
     groups = defaultdict(list)
@@ -69,6 +70,17 @@ def main():
             groups[(row["scenario"], row["target"])].append(row)
     scenarios = [s for s in SCENARIOS if any(k[0] == s for k in groups)]
     stats = {k: summarize(v) for k, v in groups.items()}
+    # Ratios are medians of per-round ratios: interleaved rounds share the
+    # machine's state of the moment, so drift cancels within a round.
+    by_round = {(r["scenario"], r["target"], r["round"]): r for rows in groups.values() for r in rows}
+
+    def ratio(s, t, ref, field, scale=1.0):
+        vals = []
+        for r in groups.get((s, t), []):
+            other = by_round.get((s, ref, r["round"]))
+            if other and float(other[field]) > 0:
+                vals.append(float(r[field]) / float(other[field]) * scale)
+        return statistics.median(vals) if vals else None
 
     md = []
     md.append("# tollgate side by side: nginx limit_req, HAProxy stick tables\n")
@@ -78,14 +90,21 @@ def main():
     md.append("Versions:\n\n" + a.versions.strip() + "\n")
     md.append(f"Settings: {a.settings}.\n")
     md.append(
-        "Columns: median over rounds; *x nginx* divides by nginx limit_req in the same run; "
-        "*% backend* divides by the backend alone; *spread* is (max - min) / median req/s over "
+        "Columns: median over rounds; *x nginx* (and *p99 x nginx*) is the median over rounds of "
+        "the ratio to nginx limit_req in the same round; *% backend* likewise against the backend "
+        "alone; *spread* is (max - min) / median req/s over "
         "rounds; CPU is the server's utime + stime during the wrk run (all its processes), "
         "per second of run and per request; RSS/HWM is VmRSS/VmHWM of the serving process "
         "(the nginx worker; the nginx master adds about 1-2 MiB), largest over rounds; "
         "*non-2xx* is the share of responses with a status above 399.\n"
     )
     notes = []
+    busy = [int(x) for x in a.busy.split(",")]
+    if max(busy) > 10:
+        notes.append(
+            f"Other processes kept the machine {busy[0]}% busy just before the run and {busy[1]}% "
+            "just after (all cores): absolute numbers are noisy; ratios within a round less so."
+        )
     if a.tollgate_headers == "no":
         notes.append(
             "tollgate sent no `X-RateLimit-*` headers: rate limiting and slots are not in its "
@@ -115,9 +134,12 @@ def main():
             if not st:
                 continue
             spread = (st["rps_max"] - st["rps_min"]) / st["rps"] * 100 if st["rps"] else 0
-            x_ng = f"{st['rps'] / ng['rps']:.2f}" if ng and ng["rps"] else "-"
-            p99_ng = f"{st['p99'] / ng['p99']:.2f}" if ng and ng["p99"] else "-"
-            pct_be = f"{st['rps'] / be['rps'] * 100:.0f}%" if be and be["rps"] and t != "backend" else "-"
+            x_ng = ratio(s, t, "nginx", "rps") if ng else None
+            p99_ng = ratio(s, t, "nginx", "p99_us") if ng else None
+            pct_be = ratio(s, t, "backend", "rps", 100) if be and t != "backend" else None
+            x_ng = f"{x_ng:.2f}" if x_ng is not None else "-"
+            p99_ng = f"{p99_ng:.2f}" if p99_ng is not None else "-"
+            pct_be = f"{pct_be:.0f}%" if pct_be is not None else "-"
             name = LABELS[t] if st["check"] == "ok" else f"{LABELS[t]} ({st['check']})"
             md.append(
                 f"| {name} | {fnum(st['rps'], 0)} | {spread:.0f}% | {x_ng} | {pct_be} "
@@ -145,12 +167,16 @@ def chart(out, scenarios, stats):
         for s in scenarios:
             f.write(s + " " + " ".join(
                 f"{stats[(s, t)]['p99']:.3f}" if (s, t) in stats else "-" for t in targets) + "\n")
+        f.write("\n\n")
+        for s in scenarios:
+            f.write(s + " " + " ".join(
+                f"{stats[(s, t)]['cpu_us_req']:.2f}" if (s, t) in stats else "-" for t in targets) + "\n")
     colors = {"backend": "#999999", "nginx": "#2ca02c", "haproxy": "#1f77b4", "tollgate": "#d62728"}
     plots = lambda idx: ", ".join(
         f"'{dat}' index {idx} using {i + 2}:xtic(1) title '{LABELS[t]}' lc rgb '{colors[t]}'"
         for i, t in enumerate(targets))
     gp = f"""
-set terminal pngcairo size 1200,560 font 'sans,10' noenhanced
+set terminal pngcairo size 1500,560 font 'sans,10' noenhanced
 set output '{os.path.join(out, "compare.png")}'
 set datafile missing '-'
 set style data histogram
@@ -159,7 +185,7 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set key below horizontal
 set grid ytics
-set multiplot layout 1,2 title 'tollgate vs nginx limit_req vs HAProxy, one worker each (median of rounds)'
+set multiplot layout 1,3 title 'tollgate vs nginx limit_req vs HAProxy, one worker each (median of rounds)'
 set title 'throughput (req/s, higher is better)'
 set yrange [0:*]
 set format y '%.0s%c'
@@ -167,6 +193,8 @@ plot {plots(0)}
 set title 'p99 latency (ms, lower is better)'
 set format y '%g'
 plot {plots(1)}
+set title 'server CPU per request (us, lower is better)'
+plot {plots(2)}
 unset multiplot
 """
     try:
