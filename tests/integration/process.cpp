@@ -131,7 +131,11 @@ std::string tollgate_process::stdout_text() {
 }
 
 std::string tollgate_process::stderr_text() {
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
+    if (pid_ < 0) {
+        // Exited: wait until the pipe has given up everything it printed.
+        cv_.wait_for(lock, std::chrono::seconds(5), [&] { return eof_; });
+    }
     return stderr_;
 }
 
