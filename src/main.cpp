@@ -71,6 +71,9 @@ int main(int argc, char** argv) {
                     wait_signal();
                     return;
                 }
+                // Readiness flips before the line is printed, so whoever
+                // reads the log sees /readyz already answering 503.
+                srv.gw().start_draining();
                 std::cerr << "tollgate: draining (signal " << signo << ")\n";
                 srv.drain_and_stop();
                 flush_timer.cancel();

@@ -176,7 +176,9 @@ void session::read_request_head() {
     const auto data = buffer_.data();
     const std::string_view view(static_cast<const char*>(data.data()), data.size());
     const std::size_t max = rt_->cfg->client.max_header_bytes;
-    const std::size_t end = proxy::find_head_end(view.substr(0, std::min(view.size(), max)));
+    const std::size_t end = view.empty()
+                                ? std::string_view::npos
+                                : proxy::find_head_end(view.substr(0, std::min(view.size(), max)));
     if (end != std::string_view::npos) {
         header_timer_.cancel();
         parse_request_head(view.substr(0, end));
@@ -685,8 +687,10 @@ void session::read_response_head() {
     auto& buffer = upstream_->buffer;
     const auto data = buffer.data();
     const std::string_view view(static_cast<const char*>(data.data()), data.size());
-    const std::size_t end =
-        proxy::find_head_end(view.substr(0, std::min(view.size(), max_response_header_bytes)));
+    const std::size_t end = view.empty()
+                                ? std::string_view::npos
+                                : proxy::find_head_end(view.substr(
+                                      0, std::min(view.size(), max_response_header_bytes)));
     if (end != std::string_view::npos) {
         parse_response_head(view.substr(0, end));
         return;

@@ -20,6 +20,14 @@
 
 namespace tollgate::proxy {
 
+/// Storage for one write: it must outlive the operation, so the caller owns
+/// it (the operation object itself moves between handlers, and buffers
+/// pointing into it would dangle).
+struct write_scratch {
+    std::string flat;
+    std::array<asio::const_buffer, 8> gather{};
+};
+
 /// A view of a few buffers, as a ConstBufferSequence.
 struct buffer_span {
     const asio::const_buffer* first;
@@ -31,7 +39,7 @@ struct buffer_span {
 template <class Stream, class Serializer>
 class write_flat_op {
 public:
-    write_flat_op(Stream& stream, Serializer& sr, std::string& scratch, bool header_only)
+    write_flat_op(Stream& stream, Serializer& sr, write_scratch& scratch, bool header_only)
         : stream_(stream), sr_(sr), scratch_(scratch), header_only_(header_only) {}
 
     template <class Self>
@@ -65,9 +73,10 @@ public:
             return finish(self, next_ec, initiating);
         }
         if (flat_) {
-            asio::async_write(stream_, asio::buffer(scratch_), std::move(self));
+            asio::async_write(stream_, asio::buffer(scratch_.flat), std::move(self));
         } else {
-            asio::async_write(stream_, buffer_span{gather_.data(), gather_.data() + count_},
+            asio::async_write(stream_,
+                              buffer_span{scratch_.gather.data(), scratch_.gather.data() + count_},
                               std::move(self));
         }
     }
@@ -87,11 +96,11 @@ private:
     }
 
     // One pass over the sequence (walking Beast's buffer views is the
-    // expensive part): gather up to gather_.size() pieces, and switch to
+    // expensive part): gather up to scratch_.gather.size() pieces, and switch to
     // copying into the scratch string once there are more.
     template <class Buffers>
     void collect(const Buffers& buffers) {
-        scratch_.clear();
+        scratch_.flat.clear();
         for (auto it = asio::buffer_sequence_begin(buffers);
              it != asio::buffer_sequence_end(buffers); ++it) {
             const asio::const_buffer b(*it);
@@ -99,34 +108,34 @@ private:
                 continue;
             }
             if (!flat_) {
-                if (count_ < gather_.size()) {
-                    gather_[count_++] = b;
+                if (count_ < scratch_.gather.size()) {
+                    scratch_.gather[count_++] = b;
                     continue;
                 }
                 flat_ = true;
                 for (std::size_t i = 0; i < count_; ++i) {
-                    scratch_.append(static_cast<const char*>(gather_[i].data()), gather_[i].size());
+                    scratch_.flat.append(static_cast<const char*>(scratch_.gather[i].data()),
+                                         scratch_.gather[i].size());
                 }
             }
-            scratch_.append(static_cast<const char*>(b.data()), b.size());
+            scratch_.flat.append(static_cast<const char*>(b.data()), b.size());
         }
     }
 
     Stream& stream_;
     Serializer& sr_;
-    std::string& scratch_;
+    write_scratch& scratch_;
     const bool header_only_;
     state state_ = state::starting;
     std::size_t total_ = 0;
     error_code result_{};
-    std::array<asio::const_buffer, 8> gather_{};
     std::size_t count_ = 0;
     bool flat_ = false;
 };
 
 /// Writes `sr` (or only its header) to `stream`; see the file comment.
 template <class Stream, class Serializer, class Handler>
-auto async_write_flat(Stream& stream, Serializer& sr, std::string& scratch, bool header_only,
+auto async_write_flat(Stream& stream, Serializer& sr, write_scratch& scratch, bool header_only,
                       Handler&& handler) {
     if (header_only) {
         sr.split(true);

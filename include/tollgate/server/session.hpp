@@ -18,6 +18,7 @@
 #include "tollgate/limit/algorithms.hpp"
 #include "tollgate/limit/concurrency.hpp"
 #include "tollgate/net.hpp"
+#include "tollgate/proxy/flat_write.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/server/gateway.hpp"
 #include "tollgate/store/rate_store.hpp"
@@ -122,7 +123,7 @@ private:
     std::shared_ptr<const proxy::upstream_group> upstream_group_;
     proxy::upstream_pool::lease upstream_;
     std::unique_ptr<std::array<char, 32 * 1024>> body_buf_;
-    std::string write_scratch_;  ///< flattened heads (see proxy/flat_write.hpp)
+    proxy::write_scratch write_scratch_;  ///< see proxy/flat_write.hpp
     unsigned client_version_ = 11;
     bool client_keep_alive_ = true;
     bool upstream_keep_alive_ = true;
