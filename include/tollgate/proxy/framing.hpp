@@ -4,16 +4,57 @@
 /// line) on its raw bytes, before Beast parses it. Beast's parser is
 /// lenient in ways a proxy cannot afford (RFC 9112 sections 2.2, 3, 5, 6.1,
 /// 6.3): anything a backend could frame differently must be refused here.
+///
+/// Each head is checked in one pass over its bytes, with no allocation.
+/// What is refused (request -> status; a response -> 502):
+///
+/// * Lines: anything but CRLF line endings (bare CR, bare LF); empty lines
+///   before the start line; whitespace before the first field or before a
+///   colon; obs-fold (a line starting with SP/HTAB); control characters
+///   other than HTAB (NUL, DEL, ...) anywhere; field names that are not
+///   tokens. Names containing `_` are refused in requests (CGI/WSGI
+///   backends alias `Content_Length` to `Content-Length`, `X_Org_Id` to
+///   `X-Org-Id`, ...), allowed in responses.
+/// * Request line: `method SP target SP HTTP/1.x CRLF` with single spaces;
+///   method a token; `CONNECT` -> 501 (not supported); other versions of
+///   the form `HTTP/d.d` -> 505, anything else -> 400. Targets:
+///   origin-form (`/path?query`), absolute-form (`http(s)://authority/...`,
+///   no userinfo, authority equal to Host), `*` for OPTIONS only. Routes
+///   and `keying.ip_paths` match on the raw path, so a path a backend would
+///   read as another one is refused: the path must be RFC 3986 pchars with
+///   valid %HH, no percent-encoded letter, digit, `-`, `.` or `_`
+///   (`/log%69n` is `/login` to a backend), and no dot segments (`.`/`..`,
+///   also before a `;param` or between `%2f`/`%5c`). The query may hold any
+///   visible ASCII but `#` (tollgate does not interpret it).
+/// * Host: exactly one in HTTP/1.1, at most one in HTTP/1.0, a valid
+///   `host[:port]` (empty allowed, RFC 9110 7.2) whose host is made of
+///   unreserved characters and %HH, or an IP literal: the sub-delims RFC
+///   3986 also allows (`a,b`) are in no DNS name and read as lists by some.
+/// * Connection and Proxy-Connection: lists of tokens; in a request no
+///   Connection option may name Host, Content-Length or Transfer-Encoding
+///   (RFC 9110 7.6.1: the proxy removes the fields options name).
+/// * Content-Length: 1*DIGIT fitting 64 bits; identical duplicates (as
+///   lines or as a list `5, 5`) are merged, different ones refused.
+/// * Transfer-Encoding: only exactly one `chunked` (case-insensitive,
+///   surrounding OWS allowed) is accepted. With Content-Length, in
+///   HTTP/1.0, malformed, or `chunked` not last/more than once -> 400;
+///   otherwise any other coding (`gzip, chunked`, `identity`, `xchunked`)
+///   -> 501. Several TE lines are one list.
+/// * Responses additionally: status 100..599, reason of HTAB/SP/VCHAR/
+///   obs-text, no Transfer-Encoding and no non-zero Content-Length in a
+///   1xx or 204 (the body bytes would be left on a pooled connection).
+///
 /// Pure functions over bytes; safe from any thread.
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
 namespace tollgate::proxy {
 
-/// Why a head is refused: the status to answer (400, 431, 501 for
-/// requests; the proxy answers 502 for a bad response) and a short reason.
+/// Why a head is refused: the status to answer (400, 431, 501, 505 for
+/// requests; 502 for a response) and a short reason.
 struct framing_error {
     unsigned status = 400;
     std::string_view message;
@@ -23,16 +64,72 @@ struct head_limits {
     std::size_t max_headers = 100;
 };
 
+/// How the request target was written (RFC 9112 3.2).
+enum class target_form { origin, absolute, asterisk };
+
+/// What the checks learned about an acceptable head. Views point into the
+/// head. Filled as far as the checks got when the head is refused.
+struct head_info {
+    unsigned version = 11;  ///< 10 or 11
+    std::size_t fields = 0;
+    bool chunked = false;
+    std::optional<std::uint64_t> content_length;
+    // Requests only.
+    std::string_view method;
+    std::string_view target;
+    target_form form = target_form::origin;
+    bool has_host = false;
+    std::string_view host;  ///< the Host value, OWS trimmed
+    // Responses only.
+    unsigned status = 0;
+};
+
 /// Index one past the blank line that ends the head at the start of `data`
 /// (`\r\n\r\n`, or a bare-LF variant so that it can be refused rather than
-/// waited on), or npos when the head is not complete yet.
+/// waited on), or npos when the head is not complete yet. A bare CR (one
+/// followed by anything but LF) also ends the search early: the index
+/// returned is just past it, so the caller hands validate_*_head a
+/// truncated head that it refuses, instead of waiting for a line end the
+/// peer may never send.
 std::size_t find_head_end(std::string_view data);
 
 /// Checks a complete request head. nullopt = acceptable.
 std::optional<framing_error> validate_request_head(std::string_view head,
                                                    const head_limits& limits);
+/// Same, and reports what it found in `info`.
+std::optional<framing_error> validate_request_head(std::string_view head, const head_limits& limits,
+                                                   head_info& info);
 
-/// Checks a complete response head from an upstream. nullopt = acceptable.
+/// Checks a complete response head from an upstream. nullopt = acceptable;
+/// an error always carries status 502.
 std::optional<framing_error> validate_response_head(std::string_view head);
+/// Same, and reports what it found in `info`.
+std::optional<framing_error> validate_response_head(std::string_view head, head_info& info);
+
+/// The path of an accepted request target, without the query: the target
+/// itself up to `?` for origin-form; for absolute-form the part after the
+/// authority (`/` when empty); `*` for asterisk-form. What routes and
+/// `keying.ip_paths` should match on.
+std::string_view request_path(std::string_view target);
+
+/// Chunk extensions of one message (RFC 9112 7.1.1), checked as Beast
+/// reports them (`on_chunk_header`): Beast validates their syntax but lets
+/// control characters (even LF and NUL) through inside quoted strings and
+/// sets no size limit. Extensions are never forwarded (framing is
+/// regenerated), so the only use a client has for them is to desynchronise
+/// a lenient front end or to make the proxy read bytes that carry no data.
+class chunk_extension_budget {
+public:
+    /// Total extension bytes allowed in one message (Node.js uses the same).
+    static constexpr std::size_t max_total = 16 * 1024;
+
+    /// Accounts for the extensions of one chunk header; an error (400) for
+    /// a control character other than HTAB, or once the total passes
+    /// max_total.
+    std::optional<framing_error> add(std::string_view extensions);
+
+private:
+    std::size_t used_ = 0;
+};
 
 }  // namespace tollgate::proxy
