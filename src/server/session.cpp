@@ -143,6 +143,9 @@ void session::do_read_header() {
     client_version_ = 11;
     logged_ = false;
     t_start_ = std::chrono::steady_clock::now();
+    // Bounded: a chunk header or extension that never ends must not grow
+    // the buffer without limit (Beast then fails the read, answered 400).
+    buffer_.max_size(std::max<std::size_t>(c.max_header_bytes, 64 * 1024));
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(c.max_header_bytes));
     parser_->body_limit(c.max_body_bytes);
