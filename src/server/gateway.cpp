@@ -112,6 +112,7 @@ admin::gauge_values gateway::gauges() const {
     g.client_connections = static_cast<double>(client_connections.load());
     g.upstream_connections = static_cast<double>(upstream_connections.load());
     g.draining = draining() ? 1 : 0;
+    g.store_fallback = redis.fallback() ? 1 : 0;
     g.routes.assign(rt->route_counters.begin(), rt->route_counters.end());
     return g;
 }

@@ -381,13 +381,11 @@ void session::decide_rate() {
         forward(admin::reason_kind::exempt);
         return;
     }
-    std::weak_ptr<session> weak = shared_from_this();
-    auto result = owner_.store->check(selection->scope, key_.key, selection->policy,
-                                      [weak](store::store_result r) {
-                                          if (auto self = weak.lock()) {
-                                              self->on_rate_decision(r);
-                                          }
-                                      });
+    // The completion holds the session: nothing else keeps it alive while
+    // a remote store decides.
+    auto result = owner_.store->check(
+        selection->scope, key_.key, selection->policy,
+        [self = shared_from_this()](store::store_result r) { self->on_rate_decision(r); });
     if (result) {
         on_rate_decision(*result);
     }

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include "tollgate/server/session.hpp"
+#include "tollgate/store/redis_store.hpp"
 
 namespace tollgate::server {
 
@@ -19,8 +20,10 @@ worker::worker(gateway& g, std::size_t idx, const config& cfg, std::size_t worke
 
 std::unique_ptr<store::rate_store> worker::make_store(const config& cfg) {
     if (cfg.store.type == store_kind::redis) {
-        throw std::runtime_error(
-            "store.type redis: this build of tollgate has no Redis store yet; use memory");
+        // This worker's own connection; fallback buckets live in the shared limiter.
+        return std::make_unique<store::redis_store>(ioc,
+                                                    store::redis_settings::from(cfg.store.redis),
+                                                    gw.limiter, gw.redis, gw.metrics.registry());
     }
     return std::make_unique<store::memory_store>(gw.limiter);
 }

@@ -18,6 +18,7 @@
 #include "tollgate/limit/rate_limiter.hpp"
 #include "tollgate/limit/rate_policy.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
+#include "tollgate/store/redis_shared.hpp"
 
 namespace tollgate::server {
 
@@ -82,6 +83,9 @@ public:
     /// existing bucket state from the next request on.
     limit::rate_limiter limiter;
     admin::metrics metrics;
+    /// Metrics and fallback state shared by the workers' Redis stores
+    /// (inert in memory mode).
+    store::redis_shared redis;
     /// Recently refused keys, for /debug/keys.
     admin::key_stats refused_keys{clock};
 

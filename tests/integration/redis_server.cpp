@@ -1,0 +1,256 @@
+#include "redis_server.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "support.hpp"
+
+namespace tollgate::test {
+namespace {
+
+constexpr const char* redis_binary = "/usr/bin/redis-server";
+
+/// A port nobody listens on right now (bound to port 0, then released).
+std::uint16_t free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    socklen_t len = sizeof addr;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+        throw std::runtime_error("cannot find a free port");
+    }
+    ::close(fd);
+    return ntohs(addr.sin_port);
+}
+
+redis_value copy(const redisReply* r) {
+    redis_value v;
+    switch (r->type) {
+        case REDIS_REPLY_INTEGER:
+            v.type = redis_value::kind::integer;
+            v.integer = r->integer;
+            break;
+        case REDIS_REPLY_STRING:
+            v.type = redis_value::kind::string;
+            v.text.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_STATUS:
+            v.type = redis_value::kind::status;
+            v.text.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_ERROR:
+            v.type = redis_value::kind::error;
+            v.text.assign(r->str, r->len);
+            break;
+        case REDIS_REPLY_ARRAY:
+            v.type = redis_value::kind::array;
+            for (std::size_t i = 0; i < r->elements; ++i) {
+                v.elements.push_back(copy(r->element[i]));
+            }
+            break;
+        default:
+            break;
+    }
+    return v;
+}
+
+}  // namespace
+
+redis_server::redis_server(std::vector<std::string> extra) : extra_(std::move(extra)) {
+    if (::access(redis_binary, X_OK) != 0) {
+        throw std::runtime_error(
+            "redis-server is not installed (apt-get install redis-server, or "
+            "TOLLGATE_DEPS=test scripts/install-deps.sh)");
+    }
+    for (int attempt = 0; attempt < 5; ++attempt) {
+        port_ = free_port();
+        start();
+        if (wait_ready(std::chrono::seconds(5))) {
+            return;
+        }
+        kill();  // lost the port to someone else: try another
+    }
+    throw std::runtime_error("redis-server did not start");
+}
+
+redis_server::~redis_server() {
+    conn_.reset();
+    kill();
+}
+
+std::string redis_server::url(std::string_view auth, int db) const {
+    std::string u = "redis://";
+    if (!auth.empty()) {
+        u += std::string(auth) + "@";
+    }
+    u += "127.0.0.1:" + std::to_string(port_);
+    if (db >= 0) {
+        u += "/" + std::to_string(db);
+    }
+    return u;
+}
+
+void redis_server::start() {
+    std::vector<std::string> args{redis_binary,
+                                  "--port",
+                                  std::to_string(port_),
+                                  "--bind",
+                                  "127.0.0.1",
+                                  "--save",
+                                  "",
+                                  "--appendonly",
+                                  "no",
+                                  "--daemonize",
+                                  "no",
+                                  "--loglevel",
+                                  "warning",
+                                  "--logfile",
+                                  ""};
+    args.insert(args.end(), extra_.begin(), extra_.end());
+    // Built before fork: the child of a threaded process may not allocate.
+    std::vector<char*> argv;
+    for (auto& a : args) {
+        argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
+    const pid_t parent = ::getpid();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+        // Dies with the test process, even one that crashes or is killed.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) {
+            ::_exit(127);
+        }
+        int devnull = ::open("/dev/null", O_RDWR);
+        ::dup2(devnull, STDIN_FILENO);
+        ::dup2(devnull, STDOUT_FILENO);
+        ::dup2(devnull, STDERR_FILENO);
+        // Nothing of the test process (listeners, connections) leaks into Redis.
+        if (::close_range(3, ~0u, 0) != 0) {
+            for (int fd = 3; fd < 4096; ++fd) {
+                ::close(fd);
+            }
+        }
+        ::execv(redis_binary, argv.data());
+        ::_exit(127);
+    }
+    if (pid_ < 0) {
+        throw std::runtime_error("fork failed");
+    }
+}
+
+bool redis_server::wait_ready(std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+            pid_ = -1;
+            return false;  // exited: port taken, or bad arguments
+        }
+        conn_.reset();
+        try {
+            auto pong = command({"PING"});
+            if ((pong.type == redis_value::kind::status && pong.text == "PONG") ||
+                (pong.type == redis_value::kind::error && pong.text.starts_with("NOAUTH"))) {
+                return true;  // up (with --requirepass it wants AUTH first)
+            }
+        } catch (const std::exception&) {
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return false;
+}
+
+void redis_server::kill() {
+    conn_.reset();
+    if (pid_ > 0) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+}
+
+void redis_server::restart() {
+    kill();
+    for (int attempt = 0; attempt < 50; ++attempt) {
+        start();
+        if (wait_ready(std::chrono::seconds(5))) {
+            return;
+        }
+        // The port may linger for a moment after SIGKILL; try again.
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    throw std::runtime_error("redis-server did not restart on port " + std::to_string(port_));
+}
+
+redis_value redis_server::command(std::initializer_list<std::string_view> words) {
+    std::vector<std::string> copy_of(words.begin(), words.end());
+    return command(copy_of);
+}
+
+redis_value redis_server::command(const std::vector<std::string>& words) {
+    if (!conn_) {
+        timeval tv{1, 0};
+        conn_.reset(redisConnectWithTimeout("127.0.0.1", port_, tv));
+        if (!conn_ || conn_->err) {
+            std::string why = conn_ ? conn_->errstr : "out of memory";
+            conn_.reset();
+            throw std::runtime_error("cannot connect to redis: " + why);
+        }
+        redisSetTimeout(conn_.get(), timeval{5, 0});
+        if (!password_.empty()) {
+            auto* r = static_cast<redisReply*>(
+                redisCommand(conn_.get(), "AUTH %b", password_.data(), password_.size()));
+            if (r) {
+                freeReplyObject(r);
+            }
+        }
+    }
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (const auto& w : words) {
+        argv.push_back(w.data());
+        lens.push_back(w.size());
+    }
+    auto* r = static_cast<redisReply*>(
+        redisCommandArgv(conn_.get(), static_cast<int>(argv.size()), argv.data(), lens.data()));
+    if (r == nullptr) {
+        std::string why = conn_->errstr;
+        conn_.reset();
+        throw std::runtime_error("redis command failed: " + why);
+    }
+    redis_value v = copy(r);
+    freeReplyObject(r);
+    return v;
+}
+
+long long redis_server::calls(std::string_view command_name) {
+    auto info = command({"INFO", "commandstats"});
+    const std::string needle = "cmdstat_" + std::string(command_name) + ":calls=";
+    auto at = info.text.find(needle);
+    if (at == std::string::npos) {
+        return 0;
+    }
+    return std::stoll(info.text.substr(at + needle.size()));
+}
+
+config redis_test_config(std::uint16_t upstream_port, const redis_server& server) {
+    config cfg = test_config(upstream_port);
+    cfg.store.type = store_kind::redis;
+    cfg.store.redis.url = server.url();
+    return cfg;
+}
+
+}  // namespace tollgate::test

@@ -1,0 +1,487 @@
+// Distributed limiting (DESIGN.md section 9): several tollgate instances
+// in-process, each with its own Redis connections, on one real redis-server
+// that the test starts on a free port — and kills, pauses and restarts.
+
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "process.hpp"
+#include "redis_server.hpp"
+#include "support.hpp"
+
+using namespace tollgate;
+using namespace tollgate::test;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+request make_get(std::string_view target) {
+    request req{http::verb::get, target, 11};
+    req.set(http::field::host, "localhost");
+    return req;
+}
+
+/// Polls `condition` until it holds or `limit` has passed.
+template <class F>
+bool eventually(F condition, std::chrono::milliseconds limit = 10s) {
+    const auto deadline = steady::now() + limit;
+    while (!condition()) {
+        if (steady::now() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(2ms);
+    }
+    return true;
+}
+
+struct outcome {
+    int status = 0;
+    std::string limit;
+    std::string remaining;
+    std::string retry_after;
+    std::chrono::nanoseconds took{0};
+};
+
+outcome timed_get(client& c) {
+    const auto start = steady::now();
+    auto res = c.send(make_get("/echo"));
+    outcome o;
+    o.took = steady::now() - start;
+    o.status = res.result_int();
+    o.limit = std::string(res["X-RateLimit-Limit"]);
+    o.remaining = std::string(res["X-RateLimit-Remaining"]);
+    o.retry_after = std::string(res[http::field::retry_after]);
+    return o;
+}
+
+/// `threads` keep-alive clients, client i on ports[i % n], `each` requests each.
+std::vector<outcome> hammer(const std::vector<std::uint16_t>& ports, int threads, int each) {
+    std::mutex mutex;
+    std::vector<outcome> all;
+    std::vector<std::thread> clients;
+    for (int t = 0; t < threads; ++t) {
+        clients.emplace_back([&, t] {
+            std::vector<outcome> mine;
+            try {
+                client c(ports[static_cast<std::size_t>(t) % ports.size()]);
+                for (int i = 0; i < each; ++i) {
+                    mine.push_back(timed_get(c));
+                }
+            } catch (const std::exception&) {
+                mine.push_back(outcome{});  // status 0: counted as neither 200 nor 429
+            }
+            std::lock_guard lock(mutex);
+            all.insert(all.end(), mine.begin(), mine.end());
+        });
+    }
+    for (auto& c : clients) {
+        c.join();
+    }
+    return all;
+}
+
+int count_status(const std::vector<outcome>& all, int status) {
+    return static_cast<int>(std::count_if(all.begin(), all.end(),
+                                          [&](const outcome& o) { return o.status == status; }));
+}
+
+std::string metrics_of(running_proxy& p) {
+    return get(p.admin_port(), "/metrics").body();
+}
+
+/// One request on a fresh connection (so the kernel spreads them over workers).
+outcome fresh_get(std::uint16_t port) {
+    client c(port);
+    return timed_get(c);
+}
+
+const char* name_of(algorithm_kind a) {
+    switch (a) {
+        case algorithm_kind::gcra:
+            return "gcra";
+        case algorithm_kind::token_bucket:
+            return "token_bucket";
+        case algorithm_kind::fixed_window:
+            return "fixed_window";
+        case algorithm_kind::sliding_window:
+            return "sliding_window";
+    }
+    return "?";
+}
+
+}  // namespace
+
+TEST_CASE("two and three instances on one Redis pass exactly `limit` requests in total",
+          "[redis][distributed]") {
+    redis_server redis;
+    test_upstream up;
+    for (auto algorithm : {algorithm_kind::gcra, algorithm_kind::token_bucket,
+                           algorithm_kind::fixed_window, algorithm_kind::sliding_window}) {
+        for (int instances : {2, 3}) {
+            INFO(name_of(algorithm) << " with " << instances << " instances");
+            redis.command({"FLUSHALL"});
+            constexpr int limit = 40;
+            auto cfg = redis_test_config(up.port(), redis);
+            cfg.rate_limit.algorithm = algorithm;
+            cfg.rate_limit.limit = limit;
+            cfg.rate_limit.window = std::chrono::hours(1);  // nothing refills during the test
+            // Generous here: this test is about exactness, not about timeouts
+            // on a loaded CI machine (those are the failure tests below).
+            cfg.store.redis.timeout = 2000ms;
+            cfg.store.redis.instances = static_cast<std::uint32_t>(instances);
+            std::vector<std::unique_ptr<running_proxy>> proxies;
+            std::vector<std::uint16_t> ports;
+            for (int i = 0; i < instances; ++i) {
+                proxies.push_back(std::make_unique<running_proxy>(cfg));
+                ports.push_back(proxies.back()->port());
+            }
+
+            // One key (ip:127.0.0.1) from 12 concurrent clients over all instances.
+            auto all = hammer(ports, 12, 4 * limit / 12 + 1);
+            CHECK(count_status(all, 200) == limit);
+            CHECK(count_status(all, 429) == static_cast<int>(all.size()) - limit);
+
+            // Headers agree across instances: every pass saw a different
+            // remaining count, exactly limit-1 down to 0, as one bucket would.
+            std::multiset<int> remaining;
+            std::set<std::string> retry_after;
+            for (const auto& o : all) {
+                CHECK(o.limit == std::to_string(limit));
+                if (o.status == 200) {
+                    remaining.insert(std::stoi(o.remaining));
+                } else {
+                    CHECK(o.remaining == "0");
+                    retry_after.insert(o.retry_after);
+                }
+            }
+            std::multiset<int> expected;
+            for (int r = 0; r < limit; ++r) {
+                expected.insert(r);
+            }
+            CHECK(remaining == expected);
+            // Refusals agree on Retry-After (allowing one rounding step).
+            REQUIRE_FALSE(retry_after.empty());
+            CHECK(std::stoll(*retry_after.rbegin()) - std::stoll(*retry_after.begin()) <= 1);
+
+            for (auto& p : proxies) {
+                CHECK_FALSE(p->srv().gw().redis.fallback());
+                CHECK(p->srv().gw().redis.errors(store::redis_error_kind::timeout) == 0);
+            }
+        }
+    }
+}
+
+TEST_CASE("refused traffic is answered from the over-limit cache, not by Redis", "[redis][cache]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.rate_limit.limit = 5;
+    cfg.rate_limit.window = std::chrono::hours(1);
+    running_proxy gw(cfg);
+    client c(gw.port());
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(c.send(make_get("/echo")).result_int() == 200);
+    }
+    const auto before = redis.calls("evalsha");
+    auto all = hammer({gw.port()}, 4, 50);
+    CHECK(count_status(all, 429) == 200);
+    // Only requests already in flight when a worker learnt the refusal went
+    // to Redis (at most one per client here); the rest is answered locally
+    // until the retry time, 12 minutes away.
+    const auto calls = redis.calls("evalsha") - before;
+    CHECK(calls <= 4);
+    for (const auto& o : all) {
+        CHECK(o.remaining == "0");
+        CHECK(o.limit == "5");
+        CHECK(std::stoll(o.retry_after) > 700);
+    }
+    auto metrics = metrics_of(gw);
+    CHECK(metrics.find("tollgate_store_duration_seconds_count") != std::string::npos);
+    CHECK(metrics.find("tollgate_store_errors_total{kind=\"timeout\"} 0") != std::string::npos);
+}
+
+TEST_CASE("under load, refills pass as in one bucket while Redis sees few calls",
+          "[redis][cache]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.rate_limit.limit = 10;
+    cfg.rate_limit.window = 1000ms;   // gcra: 10 at once, then one every 100 ms
+    cfg.store.redis.timeout = 500ms;  // exactness here, not timeouts on a busy machine
+    std::vector<std::unique_ptr<running_proxy>> proxies;
+    proxies.push_back(std::make_unique<running_proxy>(cfg));
+    proxies.push_back(std::make_unique<running_proxy>(cfg));
+    const auto before = redis.calls("evalsha");
+    std::atomic<int> passed{0};
+    std::atomic<int> total{0};
+    const auto start = steady::now();
+    std::vector<std::thread> clients;
+    for (int t = 0; t < 8; ++t) {
+        clients.emplace_back([&, t] {
+            try {
+                client c(proxies[static_cast<std::size_t>(t) % 2]->port());
+                while (steady::now() - start < 1500ms) {
+                    passed += timed_get(c).status == 200 ? 1 : 0;
+                    ++total;
+                }
+            } catch (const std::exception&) {
+            }
+        });
+    }
+    for (auto& c : clients) {
+        c.join();
+    }
+    const auto elapsed = steady::now() - start;
+    const auto refills = static_cast<int>(elapsed / 100ms);
+    INFO(total.load() << " requests in " << elapsed / 1ms << " ms");
+    // The burst plus one per 100 ms, never more; cached refusals expire early
+    // rather than late, so at most a boundary's worth fewer.
+    CHECK(passed <= 10 + refills + 1);
+    CHECK(passed >= 10 + refills - 2);
+    // Redis saw about two calls per refill and instance worker, not one per request.
+    const auto calls = redis.calls("evalsha") - before;
+    CHECK(calls < 10 + 4 * 4 * (refills + 1));
+    CHECK(calls * 10 < total);
+    for (auto& p : proxies) {
+        CHECK(p->srv().gw().redis.errors(store::redis_error_kind::timeout) == 0);
+    }
+}
+
+TEST_CASE("Redis killed: fail-open keeps serving within limit / instances, then recovers",
+          "[redis][failure]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.rate_limit.limit = 20;
+    cfg.rate_limit.window = std::chrono::hours(1);
+    cfg.store.redis.instances = 2;  // local bound: 10
+    running_proxy gw(cfg);
+    auto& shared = gw.srv().gw().redis;
+    client c(gw.port());
+    for (int i = 0; i < 3; ++i) {
+        auto o = timed_get(c);
+        CHECK(o.status == 200);
+        CHECK(o.limit == "20");  // decided in Redis
+    }
+
+    redis.kill();
+    std::vector<outcome> during;
+    for (int i = 0; i < 30; ++i) {
+        during.push_back(fresh_get(gw.port()));
+    }
+    // Exactly the local bucket's 10 pass, the rest is refused, nothing fails.
+    CHECK(count_status(during, 200) == 10);
+    CHECK(count_status(during, 429) == 20);
+    auto slowest = std::max_element(during.begin(), during.end(), [](auto& a, auto& b) {
+                       return a.took < b.took;
+                   })->took;
+    CHECK(slowest < 20ms + 300ms);  // no request waits for a dead Redis
+    for (const auto& o : during) {
+        CHECK(o.limit == "10");
+    }
+    CHECK(shared.fallback());
+    CHECK(shared.errors(store::redis_error_kind::connection) >= 1);
+    CHECK(shared.errors(store::redis_error_kind::connect) >= 1);
+    CHECK(metrics_of(gw).find("tollgate_store_errors_total{kind=\"connect\"}") !=
+          std::string::npos);
+
+    // Back in Redis within seconds of its return, on every worker.
+    redis.restart();
+    const auto back = steady::now();
+    CHECK(eventually([&] { return fresh_get(gw.port()).limit == "20" && !shared.fallback(); }, 5s));
+    CHECK(steady::now() - back < 3s);
+}
+
+TEST_CASE("Redis killed: fail-closed answers 503 with Retry-After, then recovers",
+          "[redis][failure]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.rate_limit.limit = 100;
+    cfg.store.redis.on_failure = failure_mode::closed;
+    running_proxy gw(cfg);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+
+    redis.kill();
+    for (int i = 0; i < 10; ++i) {
+        const auto start = steady::now();
+        auto res = get(gw.port(), "/echo");
+        CHECK(steady::now() - start < 320ms);
+        CHECK(res.result_int() == 503);
+        CHECK(res[http::field::retry_after] == "1");
+        auto body = nlohmann::json::parse(res.body());
+        CHECK(body["error"] == "rate limit store unavailable");
+    }
+    CHECK(up.stats.requests.load() == 1);  // nothing reached the upstream
+
+    redis.restart();
+    CHECK(eventually([&] { return get(gw.port(), "/echo").result_int() == 200; }, 5s));
+}
+
+TEST_CASE("Redis paused: decisions wait at most the timeout, then Redis decides again",
+          "[redis][failure]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.rate_limit.limit = 1000;
+    cfg.rate_limit.window = std::chrono::hours(1);
+    cfg.store.redis.instances = 2;
+    cfg.store.redis.timeout = 20ms;
+    running_proxy gw(cfg);
+    auto& shared = gw.srv().gw().redis;
+    client c(gw.port());
+    REQUIRE(timed_get(c).limit == "1000");
+
+    redis.command({"CLIENT", "PAUSE", "2000"});
+    const auto paused = steady::now();
+    std::vector<outcome> during;
+    while (steady::now() - paused < 1500ms) {
+        during.push_back(timed_get(c));
+        std::this_thread::sleep_for(5ms);  // paced: at most ~300, within the local 500
+    }
+    REQUIRE(during.size() >= 5);
+    for (const auto& o : during) {
+        CHECK(o.status == 200);
+        CHECK(o.limit == "500");  // the local bucket: limit / instances
+        // Bounded: about the timeout (20 ms) for the first, nothing after.
+        CHECK(o.took < 20ms + 300ms);
+    }
+    CHECK(shared.errors(store::redis_error_kind::timeout) >= 1);
+    CHECK(shared.fallback());
+
+    // The pause ends at 2 s; within seconds Redis decides again.
+    CHECK(eventually([&] { return timed_get(c).limit == "1000"; }, 6s));
+    CHECK(steady::now() - paused < 5s);
+    CHECK(
+        eventually([&] { return fresh_get(gw.port()).limit == "1000" && !shared.fallback(); }, 5s));
+}
+
+TEST_CASE("a worker shuts down promptly while Redis hangs", "[redis][failure]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    auto gw = std::make_unique<running_proxy>(cfg);
+    client c(gw->port());
+    REQUIRE(timed_get(c).status == 200);
+    redis.command({"CLIENT", "PAUSE", "4000"});
+    // Decided locally after the timeout; the script call stays unanswered.
+    auto o = timed_get(c);
+    CHECK(o.status == 200);
+    CHECK(o.took < 20ms + 300ms);
+    const auto start = steady::now();
+    gw.reset();  // drain: nothing of the store may keep a worker's io_context busy
+    // At most the dead-connection limit (1 s) for the unanswered command.
+    CHECK(steady::now() - start < 2500ms);
+}
+
+TEST_CASE("scripts flushed from Redis are loaded again (NOSCRIPT)", "[redis]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.threads = 1;
+    cfg.rate_limit.limit = 50;
+    running_proxy gw(cfg);
+    client c(gw.port());
+    CHECK(timed_get(c).remaining == "49");
+    redis.command({"SCRIPT", "FLUSH"});
+    auto o = timed_get(c);
+    CHECK(o.status == 200);
+    CHECK(o.limit == "50");
+    CHECK(o.remaining == "48");  // still the same bucket in Redis
+    CHECK(gw.srv().gw().redis.errors(store::redis_error_kind::noscript) == 1);
+    CHECK(timed_get(c).remaining == "47");
+}
+
+TEST_CASE("AUTH and SELECT come from the URL; a wrong password falls back", "[redis]") {
+    redis_server redis({"--requirepass", "s3cret"});
+    redis.set_password("s3cret");
+    redis.command({"ACL", "SETUSER", "alice", "on", ">wonder", "~*", "&*", "+@all"});
+    test_upstream up;
+    auto keys_in = [&](int db) {
+        redis.command({"SELECT", std::to_string(db)});
+        auto keys = redis.command({"KEYS", "tollgate:*"});
+        return keys.elements.size();
+    };
+    {
+        auto cfg = redis_test_config(up.port(), redis);
+        cfg.store.redis.url = redis.url(":s3cret", 3);
+        running_proxy gw(cfg);
+        auto res = get(gw.port(), "/echo");
+        CHECK(res.result_int() == 200);
+        CHECK(res["X-RateLimit-Remaining"] == "599");
+        CHECK(keys_in(3) == 1);
+        CHECK(keys_in(0) == 0);
+    }
+    {
+        auto cfg = redis_test_config(up.port(), redis);
+        cfg.store.redis.url = redis.url("alice:wonder", 5);
+        running_proxy gw(cfg);
+        CHECK(get(gw.port(), "/echo").result_int() == 200);
+        CHECK(keys_in(5) == 1);
+    }
+    {
+        auto cfg = redis_test_config(up.port(), redis);
+        cfg.store.redis.url = redis.url(":wrong");
+        cfg.store.redis.instances = 3;
+        running_proxy gw(cfg);
+        auto res = get(gw.port(), "/echo");
+        CHECK(res.result_int() == 200);
+        CHECK(res["X-RateLimit-Limit"] == "200");  // decided locally: 600 / 3
+        CHECK(eventually(
+            [&] { return gw.srv().gw().redis.errors(store::redis_error_kind::connect) >= 1; }));
+    }
+}
+
+TEST_CASE("bucket keys use the prefix and expire when the bucket is fresh again", "[redis]") {
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.rate_limit.limit = 10;
+    cfg.rate_limit.window = 1000ms;
+    cfg.store.redis.key_prefix = "tg-test:";
+    running_proxy gw(cfg);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+    auto keys = redis.command({"KEYS", "*"});
+    REQUIRE(keys.elements.size() == 1);
+    const std::string key = keys.elements[0].text;
+    CHECK(key == "tg-test:gcra:10:1s:0:0::ip:127.0.0.1");
+    const auto ttl = redis.command({"PTTL", key}).integer;
+    CHECK(ttl > 0);
+    CHECK(ttl <= 100);  // one emission interval: 1 s / 10
+    CHECK(eventually([&] { return redis.command({"EXISTS", key}).integer == 0; }, 2s));
+}
+
+TEST_CASE("the tollgate binary uses Redis from TOLLGATE_REDIS_URL", "[redis][lifecycle]") {
+    redis_server redis;
+    test_upstream up;
+    auto path = write_temp_file("redis.yaml",
+                                "listen: 127.0.0.1:0\n"
+                                "admin: {listen: 127.0.0.1:0}\n"
+                                "threads: 2\n"
+                                "upstream: {servers: [http://127.0.0.1:" +
+                                    std::to_string(up.port()) +
+                                    "]}\n"
+                                    "rate_limit: {limit: 3, window: 1h}\n"
+                                    "log: {access_log: false}\n");
+    tollgate_process p({"--config", path}, {{"TOLLGATE_REDIS_URL", redis.url()}});
+    REQUIRE(p.wait_listening());
+    for (int i = 0; i < 3; ++i) {
+        CHECK(get(p.port(), "/echo").result_int() == 200);
+    }
+    CHECK(get(p.port(), "/echo").result_int() == 429);
+    CHECK(redis.command({"KEYS", "tollgate:*"}).elements.size() == 1);
+    auto metrics = get(p.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_store_duration_seconds_bucket") != std::string::npos);
+    CHECK(metrics.find("tollgate_store_errors_total{kind=\"connection\"} 0") != std::string::npos);
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}

@@ -1,0 +1,143 @@
+// The pure parts of the Redis store: bucket key names, script arguments,
+// replies to decisions, the fallback policy and the over-limit cache.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <set>
+
+#include "tollgate/store/redis_cache.hpp"
+#include "tollgate/store/redis_scripts.hpp"
+
+using namespace tollgate;
+using namespace std::chrono_literals;
+using std::chrono::nanoseconds;
+
+TEST_CASE("bucket keys carry the prefix, the policy, the scope and the key", "[redis][keys]") {
+    const limit::bucket_policy p{algorithm_kind::gcra, 600, 60s, 0};
+    CHECK(store::redis_bucket_key("tollgate:", "", "ip:127.0.0.1", p) ==
+          "tollgate:gcra:600:60s:0:0::ip:127.0.0.1");
+    CHECK(store::redis_bucket_key("t:", "api", "org:acme",
+                                  {algorithm_kind::sliding_window, 5, 1500ms, 0}) ==
+          "t:sliding_window:5:1500ms:0:3:api:org:acme");
+
+    // A changed limit, window, burst or algorithm is a different bucket.
+    std::set<std::string> names;
+    names.insert(store::redis_bucket_key("p:", "", "k", p));
+    names.insert(store::redis_bucket_key("p:", "", "k", {algorithm_kind::gcra, 601, 60s, 0}));
+    names.insert(store::redis_bucket_key("p:", "", "k", {algorithm_kind::gcra, 600, 61s, 0}));
+    names.insert(store::redis_bucket_key("p:", "", "k", {algorithm_kind::gcra, 600, 60s, 10}));
+    names.insert(
+        store::redis_bucket_key("p:", "", "k", {algorithm_kind::token_bucket, 600, 60s, 0}));
+    CHECK(names.size() == 5);
+
+    // Scope and key cannot be confused, whatever they contain.
+    CHECK(store::redis_bucket_key("p:", "a:org", "ip:1", p) !=
+          store::redis_bucket_key("p:", "a", "org:ip:1", p));
+    CHECK(store::redis_bucket_key("p:", "", "x", p) != store::redis_bucket_key("p:", "x", "", p));
+}
+
+TEST_CASE("script arguments: window in microseconds, burst defaulted", "[redis][keys]") {
+    auto a = store::script_args({algorithm_kind::gcra, 600, 60s, 0});
+    CHECK(a.limit == "600");
+    CHECK(a.window_us == "60000000");
+    CHECK(a.burst == "600");
+    auto b = store::script_args({algorithm_kind::token_bucket, 10, 500ns, 40});
+    CHECK(b.window_us == "1");  // below Redis' resolution: one microsecond
+    CHECK(b.burst == "40");
+}
+
+TEST_CASE("a reply becomes the decision limit::check would return", "[redis][keys]") {
+    const limit::bucket_policy p{algorithm_kind::fixed_window, 100, 60s, 0};
+    auto allowed = store::decision_from_reply(1, 99, 60'000'000'000, 0, p);
+    CHECK(allowed.allowed);
+    CHECK(allowed.limit == 100);
+    CHECK(allowed.remaining == 99);
+    CHECK(allowed.reset == 60s);
+    CHECK(allowed.retry_after == 0ns);
+    CHECK(allowed.window == 60s);
+    auto refused = store::decision_from_reply(0, -3, 5'000, 1'234, p);
+    CHECK_FALSE(refused.allowed);
+    CHECK(refused.remaining == 0);
+    CHECK(refused.reset == 5us);
+    CHECK(refused.retry_after == 1234ns);
+    // An allowed decision never carries a retry time.
+    CHECK(store::decision_from_reply(1, 0, 10, 99, p).retry_after == 0ns);
+}
+
+TEST_CASE("the fallback bucket is limit / instances, never below one", "[redis][keys]") {
+    const limit::bucket_policy p{algorithm_kind::gcra, 600, 60s, 900};
+    auto three = store::fallback_policy(p, 3);
+    CHECK(three.limit == 200);
+    CHECK(three.burst == 300);
+    CHECK(three.window == 60s);
+    CHECK(three.algorithm == algorithm_kind::gcra);
+    CHECK(store::fallback_policy(p, 1).limit == 600);
+    CHECK(store::fallback_policy(p, 0).limit == 600);
+    CHECK(store::fallback_policy({algorithm_kind::gcra, 2, 1s, 0}, 5).limit == 1);
+    CHECK(store::fallback_policy({algorithm_kind::gcra, 2, 1s, 0}, 5).burst == 0);
+}
+
+TEST_CASE("the over-limit cache answers a refusal until its retry time, shortened",
+          "[redis][cache]") {
+    store::over_limit_cache cache(16);
+    limit::decision refused;
+    refused.allowed = false;
+    refused.limit = 10;
+    refused.remaining = 0;
+    refused.reset = 5s;
+    refused.retry_after = 2s;
+    refused.window = 60s;
+    const nanoseconds t0{1'000'000'000};
+    cache.remember("k", refused, t0);
+    CHECK_FALSE(cache.lookup("other", t0));
+
+    auto at_once = cache.lookup("k", t0);
+    REQUIRE(at_once);
+    CHECK_FALSE(at_once->allowed);
+    CHECK(at_once->retry_after == 2s);
+    CHECK(at_once->reset == 5s);
+    CHECK(at_once->limit == 10);
+    CHECK(at_once->window == 60s);
+
+    auto later = cache.lookup("k", t0 + 1500ms);
+    REQUIRE(later);
+    CHECK(later->retry_after == 500ms);
+    CHECK(later->reset == 3500ms);
+
+    // At the exact retry time capacity is back: Redis decides again.
+    CHECK(cache.lookup("k", t0 + 2s - 1ns));
+    CHECK_FALSE(cache.lookup("k", t0 + 2s));
+    CHECK(cache.size() == 0);
+
+    // Allowed decisions are never cached.
+    limit::decision ok = refused;
+    ok.allowed = true;
+    ok.retry_after = 0ns;
+    cache.remember("ok", ok, t0);
+    CHECK_FALSE(cache.lookup("ok", t0));
+}
+
+TEST_CASE("the over-limit cache is bounded and drops its oldest entries first", "[redis][cache]") {
+    store::over_limit_cache cache(100);
+    limit::decision refused;
+    refused.retry_after = 1h;
+    refused.reset = 1h;
+    const nanoseconds t0{0};
+    for (int i = 0; i < 1000; ++i) {
+        cache.remember("k" + std::to_string(i), refused, t0);
+        CHECK(cache.size() <= 100);
+    }
+    CHECK(cache.size() == 100);
+    CHECK_FALSE(cache.lookup("k0", t0));
+    CHECK_FALSE(cache.lookup("k899", t0));
+    CHECK(cache.lookup("k900", t0));
+    CHECK(cache.lookup("k999", t0));
+
+    // Refreshing one key many times does not grow anything.
+    for (int i = 0; i < 10000; ++i) {
+        cache.remember("k999", refused, t0 + nanoseconds{i});
+    }
+    CHECK(cache.size() == 100);
+    CHECK(cache.lookup("k999", t0));
+}
