@@ -14,12 +14,18 @@ struct override_flag {
     std::string_view help;
 };
 
-constexpr std::array<override_flag, 9> override_flags{{
+constexpr std::array<override_flag, 13> override_flags{{
     {"--listen", setting::listen, "ADDR:PORT", "client listener (TOLLGATE_LISTEN)"},
     {"--admin-listen", setting::admin_listen, "ADDR:PORT",
      "metrics/health listener (TOLLGATE_ADMIN_LISTEN)"},
+    {"--tls-listen", setting::tls_listen, "ADDR:PORT",
+     "TLS listener, needs --tls-cert/--tls-key (TOLLGATE_TLS_LISTEN)"},
+    {"--tls-cert", setting::tls_cert, "FILE", "PEM certificate chain (TOLLGATE_TLS_CERT)"},
+    {"--tls-key", setting::tls_key, "FILE", "PEM private key (TOLLGATE_TLS_KEY)"},
     {"--upstream", setting::upstream, "URL[,URL...]",
-     "upstream servers, http:// only (TOLLGATE_UPSTREAM)"},
+     "upstream servers, http:// or https:// (TOLLGATE_UPSTREAM)"},
+    {"--upstream-ca-file", setting::upstream_ca_file, "FILE",
+     "PEM CAs for https:// upstreams (TOLLGATE_UPSTREAM_CA_FILE)"},
     {"--threads", setting::threads, "N", "I/O threads, 0 = one per core (TOLLGATE_THREADS)"},
     {"--rate-limit", setting::rate_limit, "N", "requests per window per key (RATE_LIMIT)"},
     {"--rate-limit-window", setting::rate_limit_window, "DURATION",
@@ -130,9 +136,10 @@ std::string cli_usage() {
     text +=
         "\n"
         "Environment: RATE_LIMIT, RATE_LIMIT_WINDOW, TOLLGATE_LISTEN, TOLLGATE_ADMIN_LISTEN,\n"
-        "TOLLGATE_UPSTREAM, TOLLGATE_THREADS, TOLLGATE_CONCURRENCY, TOLLGATE_REDIS_URL,\n"
+        "TOLLGATE_TLS_LISTEN, TOLLGATE_TLS_CERT, TOLLGATE_TLS_KEY, TOLLGATE_UPSTREAM,\n"
+        "TOLLGATE_UPSTREAM_CA_FILE, TOLLGATE_THREADS, TOLLGATE_CONCURRENCY, TOLLGATE_REDIS_URL,\n"
         "TOLLGATE_TOKEN_SECRET, TOLLGATE_LOG_LEVEL, TOLLGATE_CONFIG. A variable that is set but\n"
-        "empty is an error.\n";
+        "empty is an error. Relative file paths are relative to the working directory.\n";
     return text;
 }
 

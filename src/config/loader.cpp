@@ -1,8 +1,10 @@
 #include "tollgate/config/loader.hpp"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
 #include <array>
@@ -10,10 +12,12 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <map>
 #include <set>
 #include <span>
+#include <sstream>
 
 #include "tollgate/config/values.hpp"
 
@@ -57,8 +61,8 @@ const value_kind<failure_mode> failure{"one of open, closed", parse_failure_mode
 const value_kind<log_level> level{"one of debug, info, warn, error", parse_log_level};
 const value_kind<listen_address> listen{"address:port, e.g. 0.0.0.0:8080 or \"[::1]:8080\"",
                                         parse_listen_address};
-const value_kind<upstream_server> upstream_url{"an http:// URL like http://127.0.0.1:9000",
-                                               parse_upstream_url};
+const value_kind<upstream_server> upstream_url{
+    "an http:// or https:// URL like http://127.0.0.1:9000", parse_upstream_url};
 const value_kind<cidr> cidr_range{"a CIDR range like 10.0.0.0/8", parse_cidr};
 const value_kind<std::string> any_text{
     "a string", [](std::string_view t) { return parse_result<std::string>::ok(std::string(t)); }};
@@ -168,6 +172,103 @@ const value_kind<std::string> key_prefix{
 
 const value_kind<std::string> rate_key{"a rate key like org:acme", parse_rate_key};
 
+/// `tls.listen`: an address, or "" for no TLS listener (so render_config can
+/// write the unset value back).
+const value_kind<std::optional<listen_address>> optional_listen{
+    "address:port, e.g. 0.0.0.0:8443 or \"[::]:8443\"", [](std::string_view t) {
+        using result = parse_result<std::optional<listen_address>>;
+        if (t.empty()) {
+            return result::ok(std::nullopt);
+        }
+        auto parsed = parse_listen_address(t);
+        return parsed ? result::ok(*parsed) : result::fail(parsed.error());
+    }};
+
+/// Why `path` cannot be read, or nullopt. Only opened, never read: a
+/// certificate is parsed by whoever uses it. O_NONBLOCK so a FIFO cannot hang
+/// the loader.
+std::optional<std::string> unreadable(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        return std::strerror(errno);
+    }
+    struct stat st {};
+    int problem = ::fstat(fd, &st) != 0 ? errno : (S_ISDIR(st.st_mode) ? EISDIR : 0);
+    ::close(fd);
+    if (problem != 0) {
+        return std::strerror(problem);
+    }
+    return std::nullopt;
+}
+
+/// A file that must be readable now (and at every reload); "" = not set. The
+/// path is kept as written, so a relative one stays relative to the working
+/// directory, where it is checked and later opened.
+const value_kind<std::string> readable_file{
+    "a file path", [](std::string_view t) {
+        std::string path(t);
+        if (path.empty()) {
+            return parse_result<std::string>::ok(std::move(path));
+        }
+        if (auto problem = unreadable(path)) {
+            std::string where;
+            if (path[0] != '/') {
+                std::error_code ec;
+                auto cwd = std::filesystem::current_path(ec);
+                where =
+                    ec ? " (relative to the working directory)"
+                       : " (relative to the working directory " + quote_value(cwd.string()) + ")";
+            }
+            return parse_result<std::string>::fail("cannot read " + quote_value(path) + where +
+                                                   ": " + *problem);
+        }
+        return parse_result<std::string>::ok(std::move(path));
+    }};
+
+const value_kind<std::string> tls_version{
+    "\"1.2\" or \"1.3\"", [](std::string_view t) {
+        if (t == "1.2" || t == "1.3") {
+            return parse_result<std::string>::ok(std::string(t));
+        }
+        std::string why =
+            t == "1.0" || t == "1.1" ? " (TLS 1.0 and 1.1 are deprecated, RFC 8996)" : "";
+        return parse_result<std::string>::fail("must be \"1.2\" or \"1.3\"" + why + ", got " +
+                                               quote_value(t));
+    }};
+
+const value_kind<std::string> alpn_protocol{
+    "\"http/1.1\"", [](std::string_view t) {
+        if (t == "http/1.1") {
+            return parse_result<std::string>::ok(std::string(t));
+        }
+        return parse_result<std::string>::fail(
+            "must be \"http/1.1\" (tollgate speaks HTTP/1.1 only), got " + quote_value(t));
+    }};
+
+const value_kind<std::string> upgrade_protocol{
+    "a protocol name like websocket", [](std::string_view t) {
+        bool ok = !t.empty();
+        std::string lowered;
+        for (char c : t) {
+            ok = ok && is_tchar(c);
+            lowered += (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+        }
+        if (!ok) {
+            return parse_result<std::string>::fail(
+                "must be a protocol name like websocket (RFC 9110 token characters, no "
+                "/version), got " +
+                quote_value(t));
+        }
+        if (lowered == "h2c") {
+            // Passing it through would hand the client an HTTP/2 connection
+            // that tollgate can neither parse nor rate-limit.
+            return parse_result<std::string>::fail(
+                "\"h2c\" is an upgrade to HTTP/2, which tollgate does not speak (it proxies "
+                "HTTP/1.1 only)");
+        }
+        return parse_result<std::string>::ok(std::move(lowered));
+    }};
+
 /// Upper bound for `threads`: more would only mean a typo (and 1024 acceptors).
 constexpr u64 max_threads = 1024;
 /// Beast's header_limit is 32-bit.
@@ -180,9 +281,25 @@ constexpr u64 max_header_bytes = UINT32_MAX;
 struct error_list {
     static constexpr int after_file = INT_MAX;
     std::vector<std::pair<int, std::string>> items;
+    /// Key paths that had an error ("" = the whole file), so a check on the
+    /// merged result can stay quiet about keys that already failed.
+    std::set<std::string, std::less<>> failed;
 
-    void add(int line, std::string message) { items.emplace_back(line, std::move(message)); }
+    void add(int line, std::string message, std::string path) {
+        items.emplace_back(line, std::move(message));
+        failed.insert(std::move(path));
+    }
     bool empty() const { return items.empty(); }
+
+    /// True when `section` or anything under it had an error.
+    bool touches(std::string_view section) const {
+        return std::any_of(failed.begin(), failed.end(), [section](std::string_view p) {
+            if (p.empty() || p == section) {
+                return true;
+            }
+            return p.starts_with(section) && (p[section.size()] == '.' || p[section.size()] == '[');
+        });
+    }
 
     [[noreturn]] void raise() {
         std::stable_sort(items.begin(), items.end(),
@@ -207,23 +324,26 @@ using origin_map = std::map<std::string, std::string, std::less<>>;
 
 using key_list = std::span<const std::string_view>;
 
-constexpr std::array<std::string_view, 12> root_keys{
-    "listen",     "threads",     "admin",  "upstream", "client", "keying",
-    "rate_limit", "concurrency", "routes", "store",    "log",    "shutdown"};
+constexpr std::array<std::string_view, 14> root_keys{
+    "listen",     "threads",     "admin",     "tls",    "upstream", "client", "keying",
+    "rate_limit", "concurrency", "websocket", "routes", "store",    "log",    "shutdown"};
 constexpr std::array<std::string_view, 1> admin_keys{"listen"};
-constexpr std::array<std::string_view, 5> upstream_keys{
-    "servers", "connect_timeout", "response_timeout", "idle_timeout", "max_connections"};
-constexpr std::array<std::string_view, 7> client_keys{
-    "header_timeout", "idle_timeout",   "body_timeout",   "max_header_bytes",
-    "max_headers",    "max_body_bytes", "max_connections"};
+constexpr std::array<std::string_view, 5> tls_keys{"listen", "cert", "key", "min_version", "alpn"};
+constexpr std::array<std::string_view, 7> upstream_keys{
+    "servers",         "connect_timeout", "response_timeout",    "idle_timeout",
+    "max_connections", "ca_file",         "insecure_skip_verify"};
+constexpr std::array<std::string_view, 8> client_keys{
+    "header_timeout",   "idle_timeout", "body_timeout",   "tunnel_idle_timeout",
+    "max_header_bytes", "max_headers",  "max_body_bytes", "max_connections"};
 constexpr std::array<std::string_view, 5> keying_keys{
     "org_header", "trusted_org_sources", "trusted_proxies", "token_secret", "ip_paths"};
 constexpr std::array<std::string_view, 8> rate_limit_keys{
     "algorithm", "limit", "window", "burst", "headers", "dry_run", "max_keys", "overrides"};
 constexpr std::array<std::string_view, 4> override_keys{"key", "limit", "window", "burst"};
 constexpr std::array<std::string_view, 2> concurrency_keys{"capacity", "queue_timeout"};
-constexpr std::array<std::string_view, 7> route_keys{
-    "name", "path_prefix", "host", "upstream", "rate_limit", "exempt", "concurrency"};
+constexpr std::array<std::string_view, 2> websocket_keys{"max_per_key", "max_tunnels"};
+constexpr std::array<std::string_view, 8> route_keys{
+    "name", "path_prefix", "host", "upstream", "rate_limit", "exempt", "concurrency", "upgrade"};
 constexpr std::array<std::string_view, 4> route_rate_limit_keys{"algorithm", "limit", "window",
                                                                 "burst"};
 constexpr std::array<std::string_view, 2> store_keys{"type", "redis"};
@@ -237,15 +357,17 @@ struct section_keys {
     std::string_view path;
     key_list keys;
 };
-const std::array<section_keys, 14> all_sections{{
+const std::array<section_keys, 16> all_sections{{
     {"", root_keys},
     {"admin", admin_keys},
+    {"tls", tls_keys},
     {"upstream", upstream_keys},
     {"client", client_keys},
     {"keying", keying_keys},
     {"rate_limit", rate_limit_keys},
     {"rate_limit.overrides[]", override_keys},
     {"concurrency", concurrency_keys},
+    {"websocket", websocket_keys},
     {"routes[]", route_keys},
     {"routes[].rate_limit", route_rate_limit_keys},
     {"store", store_keys},
@@ -380,7 +502,12 @@ public:
             text += std::string(path) + ": ";
         }
         text += message;
-        errors_.add(line, std::move(text));
+        errors_.add(line, std::move(text), std::string(path));
+    }
+
+    /// Notes where a section key is, for merged checks that point at it.
+    void record_origin(const std::string& path, int line) {
+        origins_[path] = file_ + ":" + std::to_string(line);
     }
 
     std::size_t error_count() const { return errors_.items.size(); }
@@ -584,6 +711,7 @@ public:
         if (auto admin = in_.section(*top, "admin", "admin", admin_keys)) {
             in_.get(*admin, "listen", cfg_.admin.listen, listen);
         }
+        read_tls(*top);
         read_upstream(*top);
         read_client(*top);
         read_keying(*top);
@@ -592,6 +720,14 @@ public:
             in_.get(*c, "capacity", cfg_.concurrency.capacity,
                     non_negative_integer(std::numeric_limits<std::size_t>::max()));
             in_.get(*c, "queue_timeout", cfg_.concurrency.queue_timeout, duration);
+        }
+        if (auto w = in_.section(*top, "websocket", "websocket", websocket_keys)) {
+            in_.get(*w, "max_per_key", cfg_.websocket.max_per_key,
+                    non_negative_integer(std::numeric_limits<std::size_t>::max()));
+            // 0 is refused rather than read as "unlimited" (concurrency.capacity)
+            // or "none" (max_per_key): say which with max_per_key instead.
+            in_.get(*w, "max_tunnels", cfg_.websocket.max_tunnels,
+                    positive_integer(std::numeric_limits<std::size_t>::max()));
         }
         read_routes(*top);
         read_store(*top);
@@ -605,6 +741,25 @@ public:
     }
 
 private:
+    void read_tls(const mapping& top) {
+        auto t = in_.section(top, "tls", "tls", tls_keys);
+        if (!t) {
+            return;
+        }
+        // Where a missing cert or key belongs, for the merged check.
+        in_.record_origin("tls", top.find("tls")->key_line);
+        tls_config& out = cfg_.tls;
+        in_.get(*t, "listen", out.listen, optional_listen);
+        in_.get(*t, "cert", out.cert, readable_file);
+        in_.get(*t, "key", out.key, readable_file);
+        in_.get(*t, "min_version", out.min_version, tls_version);
+        if (in_.get_list(*t, "alpn", out.alpn, alpn_protocol, "[http/1.1]", false) &&
+            out.alpn.empty()) {
+            in_.error(t->find("alpn")->value_line(), t->child("alpn"),
+                      "must list \"http/1.1\" (tollgate speaks HTTP/1.1 only)");
+        }
+    }
+
     void read_upstream(const mapping& top) {
         auto u = in_.section(top, "upstream", "upstream", upstream_keys);
         if (!u) {
@@ -614,12 +769,14 @@ private:
                          "[http://127.0.0.1:9000]", false) &&
             cfg_.upstream.servers.empty()) {
             in_.error(u->find("servers")->value_line(), u->child("servers"),
-                      "must list at least one http:// URL");
+                      "must list at least one http:// or https:// URL");
         }
         in_.get(*u, "connect_timeout", cfg_.upstream.connect_timeout, positive_duration);
         in_.get(*u, "response_timeout", cfg_.upstream.response_timeout, positive_duration);
         in_.get(*u, "idle_timeout", cfg_.upstream.idle_timeout, positive_duration);
         in_.get(*u, "max_connections", cfg_.upstream.max_connections, positive_integer());
+        in_.get(*u, "ca_file", cfg_.upstream.ca_file, readable_file);
+        in_.get(*u, "insecure_skip_verify", cfg_.upstream.insecure_skip_verify, boolean);
     }
 
     void read_client(const mapping& top) {
@@ -631,6 +788,7 @@ private:
         in_.get(*c, "header_timeout", out.header_timeout, positive_duration);
         in_.get(*c, "idle_timeout", out.idle_timeout, positive_duration);
         in_.get(*c, "body_timeout", out.body_timeout, positive_duration);
+        in_.get(*c, "tunnel_idle_timeout", out.tunnel_idle_timeout, positive_duration);
         in_.get(*c, "max_header_bytes", out.max_header_bytes, positive_size(max_header_bytes));
         in_.get(*c, "max_headers", out.max_headers, positive_integer());
         in_.get(*c, "max_body_bytes", out.max_body_bytes, positive_size());
@@ -744,6 +902,21 @@ private:
             in_.get(*m, "exempt", route.exempt, boolean);
             in_.get(*m, "concurrency", route.concurrency,
                     positive_integer(std::numeric_limits<std::size_t>::max()));
+            if (in_.get_list(*m, "upgrade", route.upgrade, upgrade_protocol, "[websocket]",
+                             false)) {
+                for (std::size_t i = 1; i < route.upgrade.size(); ++i) {
+                    auto first = std::find(route.upgrade.begin(), route.upgrade.begin() + i,
+                                           route.upgrade[i]);
+                    if (first != route.upgrade.begin() + i) {
+                        const entry* e = m->find("upgrade");
+                        in_.error(line_of(e->value[i], e->value_line()),
+                                  m->child("upgrade") + "[" + std::to_string(i) + "]",
+                                  "duplicate protocol " + quote_value(route.upgrade[i]) +
+                                      " (also upgrade[" +
+                                      std::to_string(first - route.upgrade.begin()) + "])");
+                    }
+                }
+            }
             if (auto rl =
                     in_.section(*m, "rate_limit", "routes[].rate_limit", route_rate_limit_keys)) {
                 route_rate_limit limits;
@@ -785,29 +958,105 @@ private:
     config& cfg_;
 };
 
+/// Where each YAML document starts and where its root node is; the rest of
+/// the events are not needed.
+class document_marks : public YAML::EventHandler {
+public:
+    struct document {
+        YAML::Mark start;
+        std::optional<YAML::Mark> root;
+    };
+    std::vector<document> documents;
+
+    void OnDocumentStart(const YAML::Mark& mark) override { documents.push_back({mark, {}}); }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+    void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+    void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+        node(mark);
+    }
+    void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+        node(mark);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+        node(mark);
+    }
+    void OnMapEnd() override {}
+
+private:
+    void node(const YAML::Mark& mark) {
+        if (!documents.empty() && !documents.back().root) {
+            documents.back().root = mark;
+        }
+    }
+};
+
+/// nullopt when the text holds at most one YAML document, else (line, why).
+std::optional<std::pair<int, std::string>> extra_document(std::string_view text,
+                                                          const document_marks& marks) {
+    if (marks.documents.size() < 2) {
+        return std::nullopt;
+    }
+    const auto& first = marks.documents[0];
+    const auto& second = marks.documents[1];
+    const YAML::Mark& at = second.root.value_or(second.start);
+    int line = at.line >= 0 ? at.line + 1 : 1;
+    std::string_view rest;
+    if (second.start.pos >= 0 && static_cast<std::size_t>(second.start.pos) < text.size()) {
+        rest = text.substr(static_cast<std::size_t>(second.start.pos));
+    }
+    // yaml-cpp 0.7 answers a token that cannot start a node (a "," outside a
+    // flow collection) with an empty document that consumes nothing, again
+    // and again: that is a syntax error, not a second document.
+    if (rest.starts_with(",") || second.start.pos == first.start.pos) {
+        std::string what = rest.empty() ? "text" : quote_value(rest.substr(0, 1));
+        std::string hint =
+            rest.starts_with(",") ? " (a comma separates items only inside [ ] or { })" : "";
+        return std::pair{second.start.line >= 0 ? second.start.line + 1 : 1,
+                         "invalid YAML: unexpected " + what + hint};
+    }
+    std::string marker = rest.starts_with("---") ? "---" : "the ... end marker";
+    return std::pair{line,
+                     "only one YAML document is allowed (found a second after " + marker + ")"};
+}
+
 void read_yaml(config& cfg, std::string_view text, const std::string& file, error_list& errors,
                origin_map& origins) {
-    std::vector<YAML::Node> documents;
+    yaml_reader in(file, errors, origins);
+    std::string source(text);
+    YAML::Node root;
     try {
-        documents = YAML::LoadAll(std::string(text));
+        // Count the documents with a bounded loop first: YAML::LoadAll never
+        // returns on input like "," with yaml-cpp 0.7 (see extra_document).
+        // Two are enough to know there is more than one.
+        constexpr std::size_t max_documents = 2;
+        std::istringstream stream(source);
+        YAML::Parser parser(stream);
+        document_marks marks;
+        while (marks.documents.size() < max_documents && parser.HandleNextDocument(marks)) {
+        }
+        if (marks.documents.empty()) {
+            return;  // empty or comments only: all defaults
+        }
+        if (auto problem = extra_document(source, marks)) {
+            in.error(problem->first, "", problem->second);
+            return;
+        }
+        // Builds the first document only, which the loop above parsed already.
+        root = YAML::Load(source);
     } catch (const YAML::ParserException& e) {
         int line = e.mark.line >= 0 ? e.mark.line + 1 : 1;
-        errors.add(line, file + ":" + std::to_string(line) + ": invalid YAML: " + e.msg);
+        errors.add(line, file + ":" + std::to_string(line) + ": invalid YAML: " + e.msg, "");
         return;
     } catch (const YAML::Exception& e) {
-        errors.add(1, file + ":1: invalid YAML: " + e.msg);
+        errors.add(1, file + ":1: invalid YAML: " + e.msg, "");
         return;
     }
-    yaml_reader in(file, errors, origins);
-    if (documents.empty()) {
-        return;  // empty or comments only: all defaults
-    }
-    if (documents.size() > 1) {
-        in.error(line_of(documents[1], 1), "",
-                 "only one YAML document is allowed (found a second after ---)");
-        return;
-    }
-    config_reader(in, cfg).read(documents[0]);
+    config_reader(in, cfg).read(root);
 }
 
 // ---- environment and flags -----------------------------------------------------
@@ -818,7 +1067,7 @@ struct setting_info {
     std::string_view path;
 };
 
-constexpr std::array<setting_info, 10> settings{{
+constexpr std::array<setting_info, 14> settings{{
     {setting::rate_limit, "RATE_LIMIT", "rate_limit.limit"},
     {setting::rate_limit_window, "RATE_LIMIT_WINDOW", "rate_limit.window"},
     {setting::listen, "TOLLGATE_LISTEN", "listen"},
@@ -829,6 +1078,10 @@ constexpr std::array<setting_info, 10> settings{{
     {setting::redis_url, "TOLLGATE_REDIS_URL", "store.redis.url"},
     {setting::token_secret, "TOLLGATE_TOKEN_SECRET", "keying.token_secret"},
     {setting::log_level, "TOLLGATE_LOG_LEVEL", "log.level"},
+    {setting::tls_listen, "TOLLGATE_TLS_LISTEN", "tls.listen"},
+    {setting::tls_cert, "TOLLGATE_TLS_CERT", "tls.cert"},
+    {setting::tls_key, "TOLLGATE_TLS_KEY", "tls.key"},
+    {setting::upstream_ca_file, "TOLLGATE_UPSTREAM_CA_FILE", "upstream.ca_file"},
 }};
 
 const setting_info& info(setting which) {
@@ -861,11 +1114,12 @@ void apply_env(config& cfg, const env_lookup& env, error_list& errors, origin_ma
             errors.add(error_list::after_file,
                        name +
                            ": is set but empty (unset it to keep the file's value or the "
-                           "default)");
+                           "default)",
+                       std::string(s.path));
             continue;
         }
         if (auto problem = apply_setting(cfg, s.which, *value)) {
-            errors.add(error_list::after_file, name + ": " + *problem);
+            errors.add(error_list::after_file, name + ": " + *problem, std::string(s.path));
             continue;
         }
         origins[std::string(s.path)] = name;
@@ -905,22 +1159,89 @@ bool listeners_collide(const listen_address& a, const listen_address& b) {
            (any(*y) && (same_family || !y->is_v4()));
 }
 
-void check_merged(const config& cfg, error_list& errors, const origin_map& origins) {
-    if (listeners_collide(cfg.listen, cfg.admin.listen)) {
-        // Blame whichever was set by the later layer: that is the one just changed.
-        bool blame_listen = layer(origins, "listen") > layer(origins, "admin.listen");
-        std::string path = blame_listen ? "listen" : "admin.listen";
-        std::string other = blame_listen ? "admin.listen" : "listen";
-        const listen_address& other_address = blame_listen ? cfg.admin.listen : cfg.listen;
-        auto it = origins.find(path);
-        std::string where = it == origins.end() ? "" : it->second + ": ";
-        int line = error_list::after_file;
-        if (layer(origins, path) == 1) {
-            line = std::atoi(it->second.substr(it->second.rfind(':') + 1).c_str());
+/// Adds `path: message`, prefixed with where `located_at` was set (file and
+/// line, variable or flag; nothing for a built-in default).
+void merged_error(error_list& errors, const origin_map& origins, std::string_view located_at,
+                  std::string_view path, std::string_view message) {
+    auto it = origins.find(located_at);
+    std::string where = it == origins.end() ? "" : it->second + ": ";
+    int line = error_list::after_file;
+    if (layer(origins, located_at) == 1) {
+        line = std::atoi(it->second.substr(it->second.rfind(':') + 1).c_str());
+    }
+    errors.add(line, where + std::string(path) + ": " + std::string(message), std::string(path));
+}
+
+/// One listener.
+struct named_listener {
+    std::string_view path;
+    const listen_address* address;
+};
+
+void check_ports(const named_listener& a, const named_listener& b, error_list& errors,
+                 const origin_map& origins) {
+    if (a.address == nullptr || b.address == nullptr ||
+        !listeners_collide(*a.address, *b.address)) {
+        return;
+    }
+    // Blame whichever was set by the later layer: that is the one just changed.
+    bool blame_a = layer(origins, a.path) > layer(origins, b.path);
+    const named_listener& blamed = blame_a ? a : b;
+    const named_listener& other = blame_a ? b : a;
+    merged_error(errors, origins, blamed.path, blamed.path,
+                 "port " + std::to_string(blamed.address->port) + " is also used by " +
+                     std::string(other.path) + " (" + format_listen_address(*other.address) + ")");
+}
+
+/// tls.listen needs tls.cert and tls.key; either of those without tls.listen
+/// is a mistake too (the operator believes TLS is on).
+void check_tls(const tls_config& tls, error_list& errors, const origin_map& origins) {
+    if (tls.listen) {
+        // Set in the file: point at the tls: line, where the missing key belongs.
+        std::string_view at =
+            layer(origins, "tls.listen") == 1 && origins.contains("tls") ? "tls" : "tls.listen";
+        if (tls.cert.empty()) {
+            merged_error(errors, origins, at, "tls.cert",
+                         "is required when tls.listen is set (the PEM certificate chain file)");
         }
-        errors.add(line, where + path + ": port " + std::to_string(cfg.listen.port) +
-                             " is also used by " + other + " (" +
-                             format_listen_address(other_address) + ")");
+        if (tls.key.empty()) {
+            merged_error(errors, origins, at, "tls.key",
+                         "is required when tls.listen is set (the PEM private key file)");
+        }
+        return;
+    }
+    for (std::string_view path : {"tls.cert", "tls.key"}) {
+        const std::string& value = path == "tls.cert" ? tls.cert : tls.key;
+        if (!value.empty()) {
+            merged_error(errors, origins, path, path,
+                         "tls.listen is not set, so nothing would use this file (set tls.listen "
+                         "or remove " +
+                             std::string(path) + ")");
+        }
+    }
+}
+
+void check_merged(const config& cfg, error_list& errors, const origin_map& origins) {
+    // Decided before any merged error is added, on the layers' errors alone.
+    bool clean = errors.empty();
+    bool tls_clean = !errors.touches("tls");
+    if (tls_clean) {
+        check_tls(cfg.tls, errors, origins);
+    }
+    if (cfg.upstream.insecure_skip_verify && !cfg.upstream.ca_file.empty()) {
+        merged_error(errors, origins, "upstream.insecure_skip_verify",
+                     "upstream.insecure_skip_verify",
+                     "is true, so upstream.ca_file is never used (remove one of them)");
+    }
+    if (clean) {
+        // A port clash check on a config that is already broken would only add noise.
+        const listen_address* tls_listen = cfg.tls.listen ? &*cfg.tls.listen : nullptr;
+        named_listener plain{"listen", &cfg.listen};
+        named_listener admin{"admin.listen", &cfg.admin.listen};
+        named_listener secure{"tls.listen", tls_listen};
+        check_ports(plain, admin, errors, origins);
+        check_ports(plain, secure, errors, origins);
+        check_ports(admin, secure, errors, origins);
     }
 }
 
@@ -961,20 +1282,18 @@ config load_layers(const std::optional<std::string>& file, const std::string* te
     }
     apply_env(cfg, env, errors, origins);
     for (const auto& o : overrides) {
+        std::string path(info(o.which).path);
         if (o.value.empty()) {
-            errors.add(error_list::after_file, o.source + ": has an empty value");
+            errors.add(error_list::after_file, o.source + ": has an empty value", path);
             continue;
         }
         if (auto problem = apply_setting(cfg, o.which, o.value)) {
-            errors.add(error_list::after_file, o.source + ": " + *problem);
+            errors.add(error_list::after_file, o.source + ": " + *problem, path);
             continue;
         }
-        origins[std::string(info(o.which).path)] = o.source;
+        origins[path] = o.source;
     }
-    if (errors.empty()) {
-        // Merged checks on a config that is already broken would only add noise.
-        check_merged(cfg, errors, origins);
-    }
+    check_merged(cfg, errors, origins);
     if (!errors.empty()) {
         errors.raise();
     }
@@ -995,7 +1314,7 @@ std::string render_upstream(const upstream_server& s) {
     // Keep the URL as written when it still says the same thing, so a
     // round trip does not turn http://backend into http://backend:80.
     auto parsed = parse_upstream_url(s.url);
-    if (parsed && parsed->host == s.host && parsed->port == s.port) {
+    if (parsed && parsed->scheme == s.scheme && parsed->host == s.host && parsed->port == s.port) {
         return s.url;
     }
     return format_upstream_url(s);
@@ -1070,6 +1389,14 @@ std::optional<std::string> apply_setting(config& cfg, setting which, std::string
             return std::nullopt;
         case setting::log_level:
             return assign(cfg.log.level, value, level);
+        case setting::tls_listen:
+            return assign(cfg.tls.listen, value, optional_listen);
+        case setting::tls_cert:
+            return assign(cfg.tls.cert, value, readable_file);
+        case setting::tls_key:
+            return assign(cfg.tls.key, value, readable_file);
+        case setting::upstream_ca_file:
+            return assign(cfg.upstream.ca_file, value, readable_file);
     }
     return "unknown setting";
 }
@@ -1102,6 +1429,20 @@ std::string render_config(const config& cfg) {
     out << YAML::Key << "listen" << YAML::Value << format_listen_address(cfg.admin.listen);
     out << YAML::EndMap;
 
+    const tls_config& tls = cfg.tls;
+    out << YAML::Key << "tls" << YAML::Value << YAML::BeginMap;
+    if (tls.listen) {
+        out << YAML::Key << "listen" << YAML::Value << format_listen_address(*tls.listen);
+    } else {
+        out << YAML::Key << "listen" << YAML::Value << YAML::DoubleQuoted << "";
+    }
+    out << YAML::Key << "cert" << YAML::Value << YAML::DoubleQuoted << tls.cert;
+    out << YAML::Key << "key" << YAML::Value << YAML::DoubleQuoted << tls.key;
+    out << YAML::Key << "min_version" << YAML::Value << YAML::DoubleQuoted << tls.min_version;
+    out << YAML::Key << "alpn" << YAML::Value;
+    emit_list(out, tls.alpn);
+    out << YAML::EndMap;
+
     const upstream_config& up = cfg.upstream;
     out << YAML::Key << "upstream" << YAML::Value << YAML::BeginMap;
     out << YAML::Key << "servers" << YAML::Value;
@@ -1110,6 +1451,8 @@ std::string render_config(const config& cfg) {
     out << YAML::Key << "response_timeout" << YAML::Value << format_duration(up.response_timeout);
     out << YAML::Key << "idle_timeout" << YAML::Value << format_duration(up.idle_timeout);
     out << YAML::Key << "max_connections" << YAML::Value << up.max_connections;
+    out << YAML::Key << "ca_file" << YAML::Value << YAML::DoubleQuoted << up.ca_file;
+    out << YAML::Key << "insecure_skip_verify" << YAML::Value << up.insecure_skip_verify;
     out << YAML::EndMap;
 
     const client_config& cl = cfg.client;
@@ -1117,6 +1460,8 @@ std::string render_config(const config& cfg) {
     out << YAML::Key << "header_timeout" << YAML::Value << format_duration(cl.header_timeout);
     out << YAML::Key << "idle_timeout" << YAML::Value << format_duration(cl.idle_timeout);
     out << YAML::Key << "body_timeout" << YAML::Value << format_duration(cl.body_timeout);
+    out << YAML::Key << "tunnel_idle_timeout" << YAML::Value
+        << format_duration(cl.tunnel_idle_timeout);
     out << YAML::Key << "max_header_bytes" << YAML::Value << format_size(cl.max_header_bytes);
     out << YAML::Key << "max_headers" << YAML::Value << cl.max_headers;
     out << YAML::Key << "max_body_bytes" << YAML::Value << format_size(cl.max_body_bytes);
@@ -1172,6 +1517,11 @@ std::string render_config(const config& cfg) {
         << format_duration(cfg.concurrency.queue_timeout);
     out << YAML::EndMap;
 
+    out << YAML::Key << "websocket" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "max_per_key" << YAML::Value << cfg.websocket.max_per_key;
+    out << YAML::Key << "max_tunnels" << YAML::Value << cfg.websocket.max_tunnels;
+    out << YAML::EndMap;
+
     out << YAML::Key << "routes" << YAML::Value;
     if (cfg.routes.empty()) {
         out << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
@@ -1206,6 +1556,8 @@ std::string render_config(const config& cfg) {
             if (r.concurrency) {
                 out << YAML::Key << "concurrency" << YAML::Value << *r.concurrency;
             }
+            out << YAML::Key << "upgrade" << YAML::Value;
+            emit_list(out, r.upgrade);
             out << YAML::EndMap;
         }
         out << YAML::EndSeq;

@@ -508,10 +508,13 @@ parse_result<upstream_server> parse_upstream_url(std::string_view text) {
     using result = parse_result<upstream_server>;
     std::size_t scheme_end = text.find("://");
     if (scheme_end == std::string_view::npos) {
-        return result::fail("must be an http:// URL like http://127.0.0.1:9000" + got(text));
+        return result::fail("must be an http:// or https:// URL like http://127.0.0.1:9000" +
+                            got(text));
     }
-    if (!iequals(text.substr(0, scheme_end), "http")) {
-        return result::fail("only http:// upstreams are supported" + got(text));
+    std::string_view scheme = text.substr(0, scheme_end);
+    bool https = iequals(scheme, "https");
+    if (!https && !iequals(scheme, "http")) {
+        return result::fail("only http:// and https:// upstreams are supported" + got(text));
     }
     std::string_view rest = text.substr(scheme_end + 3);
     std::size_t authority_end = rest.find_first_of("/?#");
@@ -530,9 +533,9 @@ parse_result<upstream_server> parse_upstream_url(std::string_view text) {
         return result::fail(split.error() + got(text));
     }
     upstream_server out;
-    out.scheme = "http";
+    out.scheme = https ? "https" : "http";
     out.host = split->host;
-    out.port = 80;
+    out.port = https ? 443 : 80;
     if (split->port) {
         auto port = read_port(*split->port, 1);
         if (!port) {
@@ -570,8 +573,9 @@ parse_result<std::vector<upstream_server>> parse_upstream_list(std::string_view 
         std::string where = items.size() == 1 ? "" : "item " + std::to_string(i + 1) + ": ";
         if (items[i].empty()) {
             return result::fail(
-                items.size() == 1 ? "must list at least one http:// URL"
-                                  : where + "is empty (comma-separated http:// URLs)" + got(text));
+                items.size() == 1
+                    ? "must list at least one http:// or https:// URL"
+                    : where + "is empty (comma-separated http:// or https:// URLs)" + got(text));
         }
         auto server = parse_upstream_url(items[i]);
         if (!server) {

@@ -3,6 +3,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 
@@ -22,8 +25,45 @@ using std::chrono::milliseconds;
 
 namespace {
 
+namespace fs = std::filesystem;
+
 const std::string source_dir = TOLLGATE_SOURCE_DIR;
 const std::string data_dir = std::string(TOLLGATE_TEST_DATA_DIR) + "/config";
+
+/// A private directory with cert.pem, key.pem and ca.pem, removed again at
+/// the end of the test. The loader only checks that the files can be opened,
+/// so they hold placeholder text, not real PEM.
+struct pem_files {
+    fs::path dir;
+    std::string cert;
+    std::string key;
+    std::string ca;
+
+    pem_files() {
+        static int made = 0;
+        dir = fs::temp_directory_path() /
+              ("tollgate-config-test-" + std::to_string(::getpid()) + "-" + std::to_string(++made));
+        fs::create_directories(dir);
+        cert = write("cert.pem");
+        key = write("key.pem");
+        ca = write("ca.pem");
+    }
+    ~pem_files() {
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+    }
+    pem_files(const pem_files&) = delete;
+    pem_files& operator=(const pem_files&) = delete;
+
+    std::string write(const std::string& name) const {
+        std::ofstream(dir / name) << "placeholder for " << name << "\n";
+        return (dir / name).string();
+    }
+    /// `tls:` with a listener and both files, as YAML.
+    std::string tls_yaml(const std::string& listen = "0.0.0.0:8443") const {
+        return "tls:\n  listen: " + listen + "\n  cert: \"" + cert + "\"\n  key: \"" + key + "\"\n";
+    }
+};
 
 env_lookup env_of(std::map<std::string, std::string> vars) {
     return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
@@ -79,15 +119,28 @@ void check_same(const config& a, const config& b, bool compare_secret = true) {
     CHECK(a.admin.listen.host == b.admin.listen.host);
     CHECK(a.admin.listen.port == b.admin.listen.port);
 
+    REQUIRE(a.tls.listen.has_value() == b.tls.listen.has_value());
+    if (a.tls.listen) {
+        CHECK(a.tls.listen->host == b.tls.listen->host);
+        CHECK(a.tls.listen->port == b.tls.listen->port);
+    }
+    CHECK(a.tls.cert == b.tls.cert);
+    CHECK(a.tls.key == b.tls.key);
+    CHECK(a.tls.min_version == b.tls.min_version);
+    CHECK(a.tls.alpn == b.tls.alpn);
+
     check_same_servers(a.upstream.servers, b.upstream.servers);
     CHECK(a.upstream.connect_timeout == b.upstream.connect_timeout);
     CHECK(a.upstream.response_timeout == b.upstream.response_timeout);
     CHECK(a.upstream.idle_timeout == b.upstream.idle_timeout);
     CHECK(a.upstream.max_connections == b.upstream.max_connections);
+    CHECK(a.upstream.ca_file == b.upstream.ca_file);
+    CHECK(a.upstream.insecure_skip_verify == b.upstream.insecure_skip_verify);
 
     CHECK(a.client.header_timeout == b.client.header_timeout);
     CHECK(a.client.idle_timeout == b.client.idle_timeout);
     CHECK(a.client.body_timeout == b.client.body_timeout);
+    CHECK(a.client.tunnel_idle_timeout == b.client.tunnel_idle_timeout);
     CHECK(a.client.max_header_bytes == b.client.max_header_bytes);
     CHECK(a.client.max_headers == b.client.max_headers);
     CHECK(a.client.max_body_bytes == b.client.max_body_bytes);
@@ -120,6 +173,8 @@ void check_same(const config& a, const config& b, bool compare_secret = true) {
 
     CHECK(a.concurrency.capacity == b.concurrency.capacity);
     CHECK(a.concurrency.queue_timeout == b.concurrency.queue_timeout);
+    CHECK(a.websocket.max_per_key == b.websocket.max_per_key);
+    CHECK(a.websocket.max_tunnels == b.websocket.max_tunnels);
 
     REQUIRE(a.routes.size() == b.routes.size());
     for (std::size_t i = 0; i < a.routes.size(); ++i) {
@@ -138,6 +193,7 @@ void check_same(const config& a, const config& b, bool compare_secret = true) {
         }
         CHECK(x.exempt == y.exempt);
         CHECK(x.concurrency == y.concurrency);
+        CHECK(x.upgrade == y.upgrade);
     }
 
     CHECK(a.store.type == b.store.type);
@@ -196,6 +252,16 @@ TEST_CASE("config: conf/examples all load", "[config][loader]") {
     CHECK(redis.store.type == store_kind::redis);
     CHECK(redis.store.redis.instances == 3);
     CHECK(redis.store.redis.key_prefix == "tollgate:prod:");
+
+    config ws = load("tls-websocket.yaml");
+    CHECK_FALSE(ws.tls.listen.has_value());  // needs cert files; commented out
+    REQUIRE(ws.upstream.servers.size() == 2);
+    CHECK(ws.upstream.servers[0].scheme == "https");
+    CHECK(ws.upstream.servers[0].port == 443);
+    CHECK(ws.websocket.max_per_key == 8);
+    REQUIRE(ws.routes.size() == 2);
+    CHECK(ws.routes[0].upgrade == std::vector<std::string>{"websocket"});
+    CHECK(ws.routes[1].upgrade.empty());
 }
 
 TEST_CASE("config: every key is read", "[config][loader]") {
@@ -205,6 +271,9 @@ TEST_CASE("config: every key is read", "[config][loader]") {
     CHECK(c.threads == 4);
     CHECK(c.admin.listen.host == "127.0.0.2");
     CHECK(c.admin.listen.port == 9191);
+    CHECK_FALSE(c.tls.listen.has_value());
+    CHECK(c.tls.min_version == "1.3");
+    CHECK(c.tls.alpn == std::vector<std::string>{"http/1.1"});
     REQUIRE(c.upstream.servers.size() == 3);
     CHECK(c.upstream.servers[1].host == "fd00::2");
     CHECK(c.upstream.servers[1].port == 8001);
@@ -213,9 +282,12 @@ TEST_CASE("config: every key is read", "[config][loader]") {
     CHECK(c.upstream.response_timeout == milliseconds{120000});
     CHECK(c.upstream.idle_timeout == milliseconds{3600000});
     CHECK(c.upstream.max_connections == 64);
+    CHECK(c.upstream.insecure_skip_verify);
+    CHECK(c.upstream.ca_file.empty());
     CHECK(c.client.header_timeout == milliseconds{5000});
     CHECK(c.client.idle_timeout == milliseconds{20000});
     CHECK(c.client.body_timeout == milliseconds{45000});
+    CHECK(c.client.tunnel_idle_timeout == milliseconds{600000});
     CHECK(c.client.max_header_bytes == 32768);
     CHECK(c.client.max_headers == 50);
     CHECK(c.client.max_body_bytes == 1000000000);
@@ -242,12 +314,19 @@ TEST_CASE("config: every key is read", "[config][loader]") {
     CHECK_FALSE(c.rate_limit.overrides[1].window.has_value());
     CHECK(c.concurrency.capacity == 0);
     CHECK(c.concurrency.queue_timeout == milliseconds{250});
+    CHECK(c.websocket.max_per_key == 0);
+    CHECK(c.websocket.max_tunnels == 100);
     REQUIRE(c.routes.size() == 2);
     CHECK(c.routes[0].name == "uploads");
     CHECK(c.routes[0].path_prefix == "/v1/uploads");
     CHECK(c.routes[0].host == "api.example.com");
-    REQUIRE(c.routes[0].upstream.size() == 1);
+    REQUIRE(c.routes[0].upstream.size() == 2);
     CHECK(c.routes[0].upstream[0].host == "10.2.0.1");
+    CHECK(c.routes[0].upstream[1].scheme == "https");
+    CHECK(c.routes[0].upstream[1].host == "fd00::3");
+    CHECK(c.routes[0].upstream[1].port == 443);
+    CHECK(c.routes[0].upgrade == std::vector<std::string>{"websocket", "x-custom.v2"});
+    CHECK(c.routes[1].upgrade.empty());
     REQUIRE(c.routes[0].rate_limit.has_value());
     CHECK(c.routes[0].rate_limit->algorithm == algorithm_kind::gcra);
     CHECK(c.routes[0].rate_limit->limit == std::optional<std::uint64_t>{10});
@@ -279,9 +358,9 @@ TEST_CASE("config: value errors name file, line and key path", "[config][loader]
     CHECK(error_of("client:\n  max_body_bytes: 10mb\n") ==
           "conf/x.yaml:2: client.max_body_bytes: must be a size like 16384, 512KiB, 10MiB or 1GB "
           "(units: B, KiB, MiB, GiB, TiB, KB, MB, GB, TB; case-sensitive), got \"10mb\"");
-    CHECK(error_of("upstream:\n  servers:\n    - http://a:1\n    - https://b\n") ==
-          "conf/x.yaml:4: upstream.servers[1]: only http:// upstreams are supported, got "
-          "\"https://b\"");
+    CHECK(error_of("upstream:\n  servers:\n    - http://a:1\n    - ftp://b\n") ==
+          "conf/x.yaml:4: upstream.servers[1]: only http:// and https:// upstreams are supported, "
+          "got \"ftp://b\"");
     CHECK(error_of("keying:\n  trusted_proxies: [10.0.0.0/8, 10.1.2.3/16]\n") ==
           "conf/x.yaml:2: keying.trusted_proxies[1]: has host bits set after the /16 prefix (did "
           "you mean 10.1.0.0/16?), got \"10.1.2.3/16\"");
@@ -312,8 +391,9 @@ TEST_CASE("config: value errors name file, line and key path", "[config][loader]
 
 TEST_CASE("config: unknown keys are errors at every level", "[config][loader]") {
     CHECK(error_of("listen: 0.0.0.0:8080\nlisten_addr: 1.2.3.4:80\n") ==
-          "conf/x.yaml:2: listen_addr: unknown key; expected one of: listen, threads, admin, "
-          "upstream, client, keying, rate_limit, concurrency, routes, store, log, shutdown");
+          "conf/x.yaml:2: listen_addr: unknown key; expected one of: listen, threads, admin, tls, "
+          "upstream, client, keying, rate_limit, concurrency, websocket, routes, store, log, "
+          "shutdown");
     CHECK(error_of("rate_limit:\n  limt: 5\n") ==
           "conf/x.yaml:2: rate_limit.limt: unknown key (did you mean \"limit\"?)");
     CHECK(error_of("limit: 5\n") ==
@@ -324,7 +404,7 @@ TEST_CASE("config: unknown keys are errors at every level", "[config][loader]") 
           "failure_mode, instances, key_prefix");
     CHECK(error_of("routes:\n  - name: a\n    path: /a\n") ==
           "conf/x.yaml:3: routes[0].path: unknown key; expected one of: name, path_prefix, host, "
-          "upstream, rate_limit, exempt, concurrency");
+          "upstream, rate_limit, exempt, concurrency, upgrade");
     // Where a key exists only in another section, say so.
     CHECK(error_of("routes:\n  - name: a\n    rate_limit: {limit: 5, dry_run: true}\n") ==
           "conf/x.yaml:3: routes[0].rate_limit.dry_run: unknown key here (it belongs at "
@@ -358,12 +438,13 @@ TEST_CASE("config: wrong node types are errors", "[config][loader]") {
     CHECK(error_of("just text\n") ==
           "conf/x.yaml:1: the top level must be a mapping of keys, got \"just text\"");
     CHECK(error_of("upstream:\n  servers:\n    - [http://a:1]\n") ==
-          "conf/x.yaml:3: upstream.servers[0]: must be an http:// URL like "
+          "conf/x.yaml:3: upstream.servers[0]: must be an http:// or https:// URL like "
           "http://127.0.0.1:9000, got a list");
     CHECK(error_of("[a]: 1\n") == "conf/x.yaml:1: keys must be plain names, got a list");
     CHECK(error_of("base: &b {limit: 5}\nrate_limit:\n  <<: *b\n") ==
-          "conf/x.yaml:1: base: unknown key; expected one of: listen, threads, admin, upstream, "
-          "client, keying, rate_limit, concurrency, routes, store, log, shutdown\n"
+          "conf/x.yaml:1: base: unknown key; expected one of: listen, threads, admin, tls, "
+          "upstream, client, keying, rate_limit, concurrency, websocket, routes, store, log, "
+          "shutdown\n"
           "conf/x.yaml:3: rate_limit: YAML merge keys (<<) are not supported; write the keys "
           "out");
 }
@@ -398,6 +479,43 @@ TEST_CASE("config: duplicate keys, YAML syntax, several documents", "[config][lo
     CHECK(error_of("a: b: c\n") == "conf/x.yaml:1: invalid YAML: illegal map value");
     CHECK(error_of("listen: 0.0.0.0:1\n---\nlisten: 0.0.0.0:2\n") ==
           "conf/x.yaml:3: only one YAML document is allowed (found a second after ---)");
+    CHECK(error_of("listen: 0.0.0.0:1\n...\nthreads: 2\n") ==
+          "conf/x.yaml:3: only one YAML document is allowed (found a second after the ... end "
+          "marker)");
+    // More documents than two are not even parsed: the second is enough to refuse.
+    CHECK(error_of("threads: 1\n---\nthreads: 2\n---\n]\n") ==
+          "conf/x.yaml:3: only one YAML document is allowed (found a second after ---)");
+    // An explicit start of the one document, or an end marker after it, is fine.
+    CHECK(parse("---\nthreads: 3\n...\n").threads == 3);
+}
+
+TEST_CASE("config: garbage YAML ends in an error, never a hang", "[config][loader]") {
+    // yaml-cpp 0.7's LoadAll loops forever on a lone ",": each call returns an
+    // empty document and consumes nothing. The loader must stop and say why.
+    CHECK(error_of(",") ==
+          "conf/x.yaml:1: invalid YAML: unexpected \",\" (a comma separates items only inside "
+          "[ ] or { })");
+    CHECK(error_of(", ,\n") ==
+          "conf/x.yaml:1: invalid YAML: unexpected \",\" (a comma separates items only inside "
+          "[ ] or { })");
+    CHECK(error_of("\n\n  ,a\n") ==
+          "conf/x.yaml:3: invalid YAML: unexpected \",\" (a comma separates items only inside "
+          "[ ] or { })");
+    // After a complete document, a stray comma is a syntax error, not a second document.
+    CHECK(error_of("- a\n,\n") ==
+          "conf/x.yaml:2: invalid YAML: unexpected \",\" (a comma separates items only inside "
+          "[ ] or { })");
+    CHECK(error_of("listen: 0.0.0.0:1\n,\n") ==
+          "conf/x.yaml:2: invalid YAML: end of map not found");
+    CHECK(error_of("]") == "conf/x.yaml:1: invalid YAML: illegal flow end");
+    CHECK(error_of("{") == "conf/x.yaml:1: invalid YAML: end of map flow not found");
+    CHECK(error_of("*a") == "conf/x.yaml:1: invalid YAML: the referenced anchor is not defined");
+    for (const char* garbage :
+         {",", ",,,,", "[,", "{,}", "- ,", ": ,", "\t,", "%YAML 1.2\n,", "--- ,", "...\n,", "'",
+          "\"", "|\n,", "&x ,", "!t ,", "? ", "a: b: c,"}) {
+        INFO(garbage);
+        CHECK_FALSE(error_of(garbage).empty());
+    }
 }
 
 TEST_CASE("config: all errors are reported, in line order", "[config][loader]") {
@@ -444,9 +562,9 @@ TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
     CHECK(error_of("routes:\n  - {name: a, host: \"a.example/x\"}\n") ==
           "conf/x.yaml:2: routes[0].host: must be a host name or address, optionally with :port, "
           "got \"a.example/x\"");
-    CHECK(error_of("routes:\n  - {name: a, upstream: [https://x]}\n") ==
-          "conf/x.yaml:2: routes[0].upstream[0]: only http:// upstreams are supported, got "
-          "\"https://x\"");
+    CHECK(error_of("routes:\n  - {name: a, upstream: [ftp://x]}\n") ==
+          "conf/x.yaml:2: routes[0].upstream[0]: only http:// and https:// upstreams are "
+          "supported, got \"ftp://x\"");
     CHECK(error_of("routes:\n  - {name: a, concurrency: 0}\n") ==
           "conf/x.yaml:2: routes[0].concurrency: must be a positive integer, got \"0\"");
     CHECK(error_of("routes:\n  - name: a\n    exempt: true\n    rate_limit: {limit: 5}\n") ==
@@ -462,7 +580,7 @@ TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
 
 TEST_CASE("config: upstream.servers must not be empty", "[config][loader]") {
     CHECK(error_of("upstream:\n  servers: []\n") ==
-          "conf/x.yaml:2: upstream.servers: must list at least one http:// URL");
+          "conf/x.yaml:2: upstream.servers: must list at least one http:// or https:// URL");
 }
 
 TEST_CASE("config: burst only for gcra and token_bucket", "[config][loader]") {
@@ -505,6 +623,276 @@ TEST_CASE("config: overrides: keys and required fields", "[config][loader]") {
           "(first in rate_limit.overrides[0] on line 3)");
 }
 
+// ---- TLS, WebSocket tunnels, https upstreams -----------------------------------
+
+TEST_CASE("config: tls, websocket and upgrade defaults", "[config][loader][tls]") {
+    config d;
+    CHECK_FALSE(d.tls.listen.has_value());
+    CHECK(d.tls.cert.empty());
+    CHECK(d.tls.key.empty());
+    CHECK(d.tls.min_version == "1.2");
+    CHECK(d.tls.alpn == std::vector<std::string>{"http/1.1"});
+    CHECK(d.websocket.max_per_key == 64);
+    CHECK(d.websocket.max_tunnels == 4096);
+    CHECK(d.client.tunnel_idle_timeout == milliseconds{3600000});
+    CHECK(d.upstream.ca_file.empty());
+    CHECK_FALSE(d.upstream.insecure_skip_verify);
+    CHECK(route_config{}.upgrade == std::vector<std::string>{"websocket"});
+    // A file that does not mention them gets the same, and so does a route.
+    config c = parse("routes:\n  - name: a\n");
+    check_same(parse(""), d);
+    REQUIRE(c.routes.size() == 1);
+    CHECK(c.routes[0].upgrade == std::vector<std::string>{"websocket"});
+    // Sections with every key commented out.
+    check_same(parse("tls:\n#  listen: 0.0.0.0:8443\nwebsocket:\n"), d);
+}
+
+TEST_CASE("config: tls keys are read", "[config][loader][tls]") {
+    pem_files files;
+    config c =
+        parse(files.tls_yaml("\"[::]:8443\"") + "  min_version: \"1.3\"\n  alpn: [http/1.1]\n");
+    REQUIRE(c.tls.listen.has_value());
+    CHECK(c.tls.listen->host == "::");
+    CHECK(c.tls.listen->port == 8443);
+    CHECK(c.tls.cert == files.cert);
+    CHECK(c.tls.key == files.key);
+    CHECK(c.tls.min_version == "1.3");
+    CHECK(c.tls.alpn == std::vector<std::string>{"http/1.1"});
+    // An unquoted 1.2 is the text "1.2", not a number.
+    CHECK(parse("tls: {min_version: 1.2}\n").tls.min_version == "1.2");
+    // "" means unset (render_config writes it so).
+    CHECK_FALSE(parse("tls: {listen: \"\", cert: \"\", key: \"\"}\n").tls.listen.has_value());
+}
+
+TEST_CASE("config: tls.listen, tls.cert and tls.key go together", "[config][loader][tls]") {
+    pem_files files;
+    const std::string cert = "  cert: \"" + files.cert + "\"\n";
+    const std::string key = "  key: \"" + files.key + "\"\n";
+    // The missing key is reported at the tls: line, where it belongs.
+    CHECK(error_of("threads: 1\ntls:\n  listen: 0.0.0.0:8443\n") ==
+          "conf/x.yaml:2: tls.cert: is required when tls.listen is set (the PEM certificate "
+          "chain file)\n"
+          "conf/x.yaml:2: tls.key: is required when tls.listen is set (the PEM private key file)");
+    CHECK(error_of("tls:\n  listen: 0.0.0.0:8443\n" + cert) ==
+          "conf/x.yaml:1: tls.key: is required when tls.listen is set (the PEM private key file)");
+    CHECK(error_of("tls:\n  listen: 0.0.0.0:8443\n" + key) ==
+          "conf/x.yaml:1: tls.cert: is required when tls.listen is set (the PEM certificate "
+          "chain file)");
+    // A certificate or key without a listener: the operator thinks TLS is on.
+    CHECK(error_of("tls:\n" + cert + key) ==
+          "conf/x.yaml:2: tls.cert: tls.listen is not set, so nothing would use this file (set "
+          "tls.listen or remove tls.cert)\n"
+          "conf/x.yaml:3: tls.key: tls.listen is not set, so nothing would use this file (set "
+          "tls.listen or remove tls.key)");
+    CHECK(error_of("tls:\n  min_version: \"1.3\"\n" + key) ==
+          "conf/x.yaml:3: tls.key: tls.listen is not set, so nothing would use this file (set "
+          "tls.listen or remove tls.key)");
+    // Reported together with unrelated errors...
+    CHECK(error_of("rate_limit: {limit: ten}\ntls:\n  listen: 0.0.0.0:8443\n" + cert) ==
+          "conf/x.yaml:1: rate_limit.limit: must be a positive integer, got \"ten\"\n"
+          "conf/x.yaml:2: tls.key: is required when tls.listen is set (the PEM private key file)");
+    // ...but not as a consequence of a tls key that is itself wrong.
+    CHECK(error_of("tls:\n  listen: localhost:8443\n" + cert + key) ==
+          "conf/x.yaml:2: tls.listen: must use an IP address, not a host name, e.g. "
+          "127.0.0.1:8080, got \"localhost:8443\"");
+    CHECK(error_of("tls:\n  lisen: 0.0.0.0:8443\n" + cert + key) ==
+          "conf/x.yaml:2: tls.lisen: unknown key (did you mean \"listen\"?)");
+    // The layers combine: the file names the files, the environment the listener.
+    config c = parse("tls:\n" + cert + key, env_of({{"TOLLGATE_TLS_LISTEN", "0.0.0.0:8443"}}));
+    REQUIRE(c.tls.listen.has_value());
+    CHECK(c.tls.listen->port == 8443);
+    CHECK(error_from([] {
+              load_defaults(env_of({{"TOLLGATE_TLS_LISTEN", "0.0.0.0:8443"}}));
+          }) ==
+          "TOLLGATE_TLS_LISTEN: tls.cert: is required when tls.listen is set (the PEM "
+          "certificate chain file)\n"
+          "TOLLGATE_TLS_LISTEN: tls.key: is required when tls.listen is set (the PEM private "
+          "key file)");
+    CHECK(error_from([&] {
+              load_defaults(env_of({{"TOLLGATE_TLS_CERT", files.cert}}));
+          }) ==
+          "TOLLGATE_TLS_CERT: tls.cert: tls.listen is not set, so nothing would use this file "
+          "(set tls.listen or remove tls.cert)");
+}
+
+TEST_CASE("config: tls files must be readable", "[config][loader][tls]") {
+    pem_files files;
+    const std::string missing = (files.dir / "missing.pem").string();
+    CHECK(error_of("tls:\n  listen: 0.0.0.0:8443\n  cert: \"" + missing + "\"\n  key: \"" +
+                   files.key + "\"\n") ==
+          "conf/x.yaml:3: tls.cert: cannot read \"" + missing + "\": No such file or directory");
+    CHECK(error_of("tls:\n  listen: 0.0.0.0:8443\n  cert: \"" + files.cert + "\"\n  key: \"" +
+                   files.dir.string() + "\"\n") ==
+          "conf/x.yaml:4: tls.key: cannot read \"" + files.dir.string() + "\": Is a directory");
+    CHECK(error_of("upstream:\n  ca_file: \"" + missing + "\"\n") ==
+          "conf/x.yaml:2: upstream.ca_file: cannot read \"" + missing +
+              "\": No such file or directory");
+    CHECK(error_from([&] {
+              load_defaults(env_of({{"TOLLGATE_UPSTREAM_CA_FILE", missing}}));
+          }) ==
+          "TOLLGATE_UPSTREAM_CA_FILE: cannot read \"" + missing + "\": No such file or directory");
+    // Relative paths are kept as written and resolved against the working
+    // directory (not the config file's directory), where they are opened later.
+    std::string relative = fs::relative(files.cert).string();
+    REQUIRE(fs::path(relative).is_relative());
+    CHECK(parse("upstream: {ca_file: \"" + relative + "\"}\n").upstream.ca_file == relative);
+    std::string cwd = fs::current_path().string();
+    CHECK(error_of("upstream: {ca_file: no-such-dir/ca.pem}\n") ==
+          "conf/x.yaml:1: upstream.ca_file: cannot read \"no-such-dir/ca.pem\" (relative to the "
+          "working directory " +
+              quote_value(cwd) + "): No such file or directory");
+}
+
+TEST_CASE("config: tls value rejections", "[config][loader][tls]") {
+    CHECK(error_of("tls:\n  min_version: \"1.1\"\n") ==
+          "conf/x.yaml:2: tls.min_version: must be \"1.2\" or \"1.3\" (TLS 1.0 and 1.1 are "
+          "deprecated, RFC 8996), got \"1.1\"");
+    CHECK(error_of("tls:\n  min_version: TLSv1.3\n") ==
+          "conf/x.yaml:2: tls.min_version: must be \"1.2\" or \"1.3\", got \"TLSv1.3\"");
+    CHECK(error_of("tls: {min_version: 1.30}\n") ==
+          "conf/x.yaml:1: tls.min_version: must be \"1.2\" or \"1.3\", got \"1.30\"");
+    CHECK(error_of("tls:\n  alpn: [h2, http/1.1]\n") ==
+          "conf/x.yaml:2: tls.alpn[0]: must be \"http/1.1\" (tollgate speaks HTTP/1.1 only), "
+          "got \"h2\"");
+    CHECK(error_of("tls:\n  alpn: [HTTP/1.1]\n") ==
+          "conf/x.yaml:2: tls.alpn[0]: must be \"http/1.1\" (tollgate speaks HTTP/1.1 only), "
+          "got \"HTTP/1.1\"");
+    CHECK(error_of("tls:\n  alpn: []\n") ==
+          "conf/x.yaml:2: tls.alpn: must list \"http/1.1\" (tollgate speaks HTTP/1.1 only)");
+    CHECK(error_of("tls:\n  alpn: http/1.1\n") ==
+          "conf/x.yaml:2: tls.alpn: must be a list like [http/1.1], got \"http/1.1\"");
+    CHECK(error_of("tls:\n  listen: 8443\n") ==
+          "conf/x.yaml:2: tls.listen: must be address:port, e.g. 0.0.0.0:8080 or [::1]:8080, got "
+          "\"8443\"");
+    CHECK(error_of("tls:\n  ciphers: HIGH\n") ==
+          "conf/x.yaml:2: tls.ciphers: unknown key; expected one of: listen, cert, key, "
+          "min_version, alpn");
+    CHECK(error_of("tls:\n  crt: a.pem\n") ==
+          "conf/x.yaml:2: tls.crt: unknown key (did you mean \"cert\"?)");
+    CHECK(error_of("tls: on\n") == "conf/x.yaml:1: tls: must be a mapping of keys, got \"on\"");
+    CHECK(error_of("tls:\n  cert: [a.pem]\n") ==
+          "conf/x.yaml:2: tls.cert: must be a file path, got a list");
+    CHECK(error_of("min_version: \"1.3\"\n") ==
+          "conf/x.yaml:1: min_version: unknown key here (it belongs at tls.min_version)");
+}
+
+TEST_CASE("config: the TLS listener needs a port of its own", "[config][loader][tls]") {
+    pem_files files;
+    CHECK(error_of(files.tls_yaml("0.0.0.0:8080")) ==
+          "conf/x.yaml:2: tls.listen: port 8080 is also used by listen (0.0.0.0:8080)");
+    CHECK(error_of(files.tls_yaml("127.0.0.1:9090")) ==
+          "conf/x.yaml:2: tls.listen: port 9090 is also used by admin.listen (127.0.0.1:9090)");
+    // The later layer is blamed.
+    CHECK(error_of(files.tls_yaml(), env_of({{"TOLLGATE_LISTEN", "0.0.0.0:8443"}})) ==
+          "TOLLGATE_LISTEN: listen: port 8443 is also used by tls.listen (0.0.0.0:8443)");
+    CHECK(parse(files.tls_yaml("127.0.0.1:0") + "listen: 127.0.0.1:0\n").tls.listen->port == 0);
+}
+
+TEST_CASE("config: upstream TLS settings", "[config][loader][tls]") {
+    pem_files files;
+    config c = parse(
+        "upstream:\n  servers: [https://api.example.com, \"https://[::1]:8443\"]\n"
+        "  ca_file: \"" +
+        files.ca + "\"\n");
+    REQUIRE(c.upstream.servers.size() == 2);
+    CHECK(c.upstream.servers[0].scheme == "https");
+    CHECK(c.upstream.servers[0].port == 443);
+    CHECK(c.upstream.servers[1].host == "::1");
+    CHECK(c.upstream.servers[1].port == 8443);
+    CHECK(c.upstream.ca_file == files.ca);
+    CHECK_FALSE(c.upstream.insecure_skip_verify);
+    CHECK(parse("upstream: {insecure_skip_verify: true}\n").upstream.insecure_skip_verify);
+    CHECK(error_of("upstream: {insecure_skip_verify: yes}\n") ==
+          "conf/x.yaml:1: upstream.insecure_skip_verify: must be true or false, got \"yes\"");
+    // Both at once: the operator believes the CA file protects them.
+    CHECK(error_of("upstream:\n  ca_file: \"" + files.ca + "\"\n  insecure_skip_verify: true\n") ==
+          "conf/x.yaml:3: upstream.insecure_skip_verify: is true, so upstream.ca_file is never "
+          "used (remove one of them)");
+    CHECK(error_of("upstream:\n  insecure_skip_verify: true\n",
+                   env_of({{"TOLLGATE_UPSTREAM_CA_FILE", files.ca}})) ==
+          "conf/x.yaml:2: upstream.insecure_skip_verify: is true, so upstream.ca_file is never "
+          "used (remove one of them)");
+    CHECK(
+        error_of("upstream:\n  ca_path: /etc/ssl/certs\n") ==
+        "conf/x.yaml:2: upstream.ca_path: unknown key; expected one of: servers, connect_timeout, "
+        "response_timeout, idle_timeout, max_connections, ca_file, insecure_skip_verify");
+}
+
+TEST_CASE("config: websocket limits and tunnel timeout", "[config][loader][websocket]") {
+    config c = parse(
+        "websocket:\n  max_per_key: 0\n  max_tunnels: 1\n"
+        "client: {tunnel_idle_timeout: 90s}\n");
+    CHECK(c.websocket.max_per_key == 0);
+    CHECK(c.websocket.max_tunnels == 1);
+    CHECK(c.client.tunnel_idle_timeout == milliseconds{90000});
+    CHECK(error_of("websocket:\n  max_tunnels: 0\n") ==
+          "conf/x.yaml:2: websocket.max_tunnels: must be a positive integer, got \"0\"");
+    CHECK(error_of("websocket:\n  max_per_key: -1\n") ==
+          "conf/x.yaml:2: websocket.max_per_key: must be a non-negative integer, got \"-1\"");
+    CHECK(error_of("websocket:\n  max_per_ip: 5\n") ==
+          "conf/x.yaml:2: websocket.max_per_ip: unknown key; expected one of: max_per_key, "
+          "max_tunnels");
+    CHECK(error_of("websocket:\n  tunnel_idle_timeout: 5m\n") ==
+          "conf/x.yaml:2: websocket.tunnel_idle_timeout: unknown key here (it belongs at "
+          "client.tunnel_idle_timeout)");
+    CHECK(error_of("client:\n  tunnel_idle_timeout: 0s\n") ==
+          "conf/x.yaml:2: client.tunnel_idle_timeout: must be greater than 0, got \"0s\"");
+    CHECK(error_of("websocket: [64]\n") ==
+          "conf/x.yaml:1: websocket: must be a mapping of keys, got a list");
+}
+
+TEST_CASE("config: routes[].upgrade", "[config][loader][websocket]") {
+    config c = parse(
+        "routes:\n  - {name: a, path_prefix: /a, upgrade: [WebSocket, My_Proto]}\n"
+        "  - {name: b, path_prefix: /b, upgrade: []}\n");
+    REQUIRE(c.routes.size() == 2);
+    CHECK(c.routes[0].upgrade == std::vector<std::string>{"websocket", "my_proto"});
+    CHECK(c.routes[1].upgrade.empty());
+    CHECK(error_of("routes:\n  - name: a\n    upgrade: [websocket, h2c]\n") ==
+          "conf/x.yaml:3: routes[0].upgrade[1]: \"h2c\" is an upgrade to HTTP/2, which tollgate "
+          "does not speak (it proxies HTTP/1.1 only)");
+    CHECK(error_of("routes:\n  - name: a\n    upgrade: [H2C]\n") ==
+          "conf/x.yaml:3: routes[0].upgrade[0]: \"h2c\" is an upgrade to HTTP/2, which tollgate "
+          "does not speak (it proxies HTTP/1.1 only)");
+    CHECK(error_of("routes:\n  - name: a\n    upgrade: [\"web socket\"]\n") ==
+          "conf/x.yaml:3: routes[0].upgrade[0]: must be a protocol name like websocket (RFC 9110 "
+          "token characters, no /version), got \"web socket\"");
+    CHECK_FALSE(error_of("routes:\n  - name: a\n    upgrade: [HTTP/2.0]\n").empty());
+    CHECK_FALSE(error_of("routes:\n  - name: a\n    upgrade: [\"\"]\n").empty());
+    CHECK_FALSE(error_of("routes:\n  - name: a\n    upgrade: [\"ws\\u00e9\"]\n").empty());
+    CHECK(error_of("routes:\n  - name: a\n    upgrade:\n      - websocket\n      - WEBSOCKET\n") ==
+          "conf/x.yaml:5: routes[0].upgrade[1]: duplicate protocol \"websocket\" (also "
+          "upgrade[0])");
+    CHECK(error_of("routes:\n  - name: a\n    upgrade:\n") ==
+          "conf/x.yaml:3: routes[0].upgrade: must be a list like [websocket], got nothing (write "
+          "[] for an empty list)");
+    CHECK(error_of("routes:\n  - name: a\n    upgrade: websocket\n") ==
+          "conf/x.yaml:3: routes[0].upgrade: must be a list like [websocket], got "
+          "\"websocket\"");
+}
+
+TEST_CASE("config: https upstreams in every place an upstream is named", "[config][loader]") {
+    config c =
+        parse("routes:\n  - {name: a, upstream: [\"HTTPS://Api.Example.com\"]}\n",
+              env_of({{"TOLLGATE_UPSTREAM", "https://a, http://b, https://[fd00::1]:9443"}}));
+    REQUIRE(c.upstream.servers.size() == 3);
+    CHECK(c.upstream.servers[0].scheme == "https");
+    CHECK(c.upstream.servers[0].port == 443);
+    CHECK(c.upstream.servers[1].scheme == "http");
+    CHECK(c.upstream.servers[1].port == 80);
+    CHECK(c.upstream.servers[2].host == "fd00::1");
+    CHECK(c.upstream.servers[2].port == 9443);
+    REQUIRE(c.routes[0].upstream.size() == 1);
+    CHECK(c.routes[0].upstream[0].scheme == "https");
+    CHECK(c.routes[0].upstream[0].host == "Api.Example.com");
+    cli_options o;
+    o.overrides = {{"--upstream", "https://u"}};
+    config f = load_effective_config(o, no_env());
+    REQUIRE(f.upstream.servers.size() == 1);
+    CHECK(f.upstream.servers[0].scheme == "https");
+    CHECK(f.upstream.servers[0].port == 443);
+}
+
 // ---- environment ---------------------------------------------------------------
 
 TEST_CASE("config: environment overrides the file", "[config][env]") {
@@ -537,6 +925,85 @@ TEST_CASE("config: environment overrides the file", "[config][env]") {
     CHECK(parse(yaml, env_of({{"RATE_LIMIT", "50"}})).threads == 2);
 }
 
+TEST_CASE("config: environment sets the TLS listener and files", "[config][env][tls]") {
+    pem_files file_layer;
+    pem_files env_layer;
+    const std::string yaml =
+        file_layer.tls_yaml("0.0.0.0:8443") + "upstream:\n  ca_file: \"" + file_layer.ca + "\"\n";
+    config c = parse(yaml, env_of({{"TOLLGATE_TLS_LISTEN", "[::1]:9443"},
+                                   {"TOLLGATE_TLS_CERT", env_layer.cert},
+                                   {"TOLLGATE_TLS_KEY", env_layer.key},
+                                   {"TOLLGATE_UPSTREAM_CA_FILE", env_layer.ca}}));
+    REQUIRE(c.tls.listen.has_value());
+    CHECK(c.tls.listen->host == "::1");
+    CHECK(c.tls.listen->port == 9443);
+    CHECK(c.tls.cert == env_layer.cert);
+    CHECK(c.tls.key == env_layer.key);
+    CHECK(c.upstream.ca_file == env_layer.ca);
+    // Untouched keys keep the file's value.
+    config only_key = parse(yaml, env_of({{"TOLLGATE_TLS_KEY", env_layer.key}}));
+    CHECK(only_key.tls.cert == file_layer.cert);
+    CHECK(only_key.tls.key == env_layer.key);
+    CHECK(only_key.tls.listen->port == 8443);
+    // The environment alone can turn TLS on.
+    config env_only = load_defaults(env_of({{"TOLLGATE_TLS_LISTEN", "0.0.0.0:8443"},
+                                            {"TOLLGATE_TLS_CERT", env_layer.cert},
+                                            {"TOLLGATE_TLS_KEY", env_layer.key}}));
+    CHECK(env_only.tls.listen.has_value());
+    CHECK(env_only.tls.key == env_layer.key);
+}
+
+TEST_CASE("config: invalid TLS environment values name the variable", "[config][env][tls]") {
+    pem_files files;
+    auto env_error = [](std::map<std::string, std::string> vars) {
+        return error_from([&] { load_defaults(env_of(std::move(vars))); });
+    };
+    CHECK(env_error({{"TOLLGATE_TLS_LISTEN", "localhost:443"}}) ==
+          "TOLLGATE_TLS_LISTEN: must use an IP address, not a host name, e.g. 127.0.0.1:8080, "
+          "got \"localhost:443\"");
+    CHECK(env_error({{"TOLLGATE_TLS_LISTEN", "0.0.0.0:8443"},
+                     {"TOLLGATE_TLS_CERT", "/nonexistent/cert.pem"},
+                     {"TOLLGATE_TLS_KEY", files.key}}) ==
+          "TOLLGATE_TLS_CERT: cannot read \"/nonexistent/cert.pem\": No such file or directory");
+    CHECK(env_error({{"TOLLGATE_TLS_LISTEN", "0.0.0.0:8443"},
+                     {"TOLLGATE_TLS_CERT", files.cert},
+                     {"TOLLGATE_TLS_KEY", "/nonexistent/key.pem"}}) ==
+          "TOLLGATE_TLS_KEY: cannot read \"/nonexistent/key.pem\": No such file or directory");
+    for (const char* name : {"TOLLGATE_TLS_LISTEN", "TOLLGATE_TLS_CERT", "TOLLGATE_TLS_KEY",
+                             "TOLLGATE_UPSTREAM_CA_FILE"}) {
+        CHECK(env_error({{name, ""}}) ==
+              std::string(name) +
+                  ": is set but empty (unset it to keep the file's value or the default)");
+    }
+}
+
+TEST_CASE("config: TLS flags override the environment", "[config][cli][tls]") {
+    pem_files env_layer;
+    pem_files flag_layer;
+    cli_options o;
+    o.overrides = {{"--tls-listen", "127.0.0.1:7443"},
+                   {"--tls-cert", flag_layer.cert},
+                   {"--tls-key", flag_layer.key},
+                   {"--upstream-ca-file", flag_layer.ca}};
+    config c = load_effective_config(o, env_of({{"TOLLGATE_TLS_LISTEN", "0.0.0.0:8443"},
+                                                {"TOLLGATE_TLS_CERT", env_layer.cert},
+                                                {"TOLLGATE_TLS_KEY", env_layer.key},
+                                                {"TOLLGATE_UPSTREAM_CA_FILE", env_layer.ca}}));
+    REQUIRE(c.tls.listen.has_value());
+    CHECK(c.tls.listen->port == 7443);
+    CHECK(c.tls.cert == flag_layer.cert);
+    CHECK(c.tls.key == flag_layer.key);
+    CHECK(c.upstream.ca_file == flag_layer.ca);
+    cli_options missing;
+    missing.overrides = {{"--tls-listen", "127.0.0.1:7443"}, {"--tls-cert", flag_layer.cert}};
+    CHECK(error_from([&] { load_effective_config(missing, no_env()); }) ==
+          "--tls-listen: tls.key: is required when tls.listen is set (the PEM private key file)");
+    const char* argv[] = {"tollgate", "--tls-cert=a.pem", "--tls-key", "b.pem"};
+    cli_options parsed = parse_cli(4, argv);
+    REQUIRE(parsed.overrides.size() == 2);
+    CHECK(parsed.overrides[0] == std::pair<std::string, std::string>{"--tls-cert", "a.pem"});
+}
+
 TEST_CASE("config: TOLLGATE_REDIS_URL implies the redis store", "[config][env]") {
     config c = load_defaults(env_of({{"TOLLGATE_REDIS_URL", "redis://cache:6380"}}));
     CHECK(c.store.type == store_kind::redis);
@@ -555,8 +1022,9 @@ TEST_CASE("config: invalid environment values are errors naming the variable", "
     CHECK(env_error("TOLLGATE_LISTEN", ":8080") ==
           "TOLLGATE_LISTEN: needs an address before the port: 0.0.0.0:PORT (all IPv4) or "
           "[::]:PORT (all IPv6), got \":8080\"");
-    CHECK(env_error("TOLLGATE_UPSTREAM", "http://a,https://b") ==
-          "TOLLGATE_UPSTREAM: item 2: only http:// upstreams are supported, got \"https://b\"");
+    CHECK(env_error("TOLLGATE_UPSTREAM", "http://a,ftp://b") ==
+          "TOLLGATE_UPSTREAM: item 2: only http:// and https:// upstreams are supported, got "
+          "\"ftp://b\"");
     CHECK(env_error("TOLLGATE_THREADS", "1025") ==
           "TOLLGATE_THREADS: must be at most 1024, got \"1025\"");
     CHECK(env_error("TOLLGATE_CONCURRENCY", "-1") ==
@@ -688,8 +1156,8 @@ TEST_CASE("config: flag errors name the flag", "[config][cli]") {
     CHECK(flag_error("--threads", "5000") == "--threads: must be at most 1024, got \"5000\"");
     CHECK(flag_error("--rate-limit", "ten") ==
           "--rate-limit: must be a positive integer, got \"ten\"");
-    CHECK(flag_error("--upstream", "https://x") ==
-          "--upstream: only http:// upstreams are supported, got \"https://x\"");
+    CHECK(flag_error("--upstream", "ftp://x") ==
+          "--upstream: only http:// and https:// upstreams are supported, got \"ftp://x\"");
     CHECK(flag_error("--listen", "") == "--listen: has an empty value");
     CHECK(flag_error("--admin-listen", "0.0.0.0:8080") ==
           "--admin-listen: admin.listen: port 8080 is also used by listen (0.0.0.0:8080)");
@@ -714,10 +1182,28 @@ TEST_CASE("config: config file from --config or TOLLGATE_CONFIG", "[config][cli]
 
 TEST_CASE("config: cli_usage lists every flag", "[config][cli]") {
     std::string usage = cli_usage();
-    for (const char* flag :
-         {"--config", "--check-config", "--print-config", "--version", "--help", "--listen",
-          "--admin-listen", "--upstream", "--threads", "--rate-limit ", "--rate-limit-window",
-          "--concurrency", "--log-level", "--redis-url"}) {
+    for (const char* flag : {"--config",
+                             "--check-config",
+                             "--print-config",
+                             "--version",
+                             "--help",
+                             "--listen",
+                             "--admin-listen",
+                             "--upstream",
+                             "--threads",
+                             "--rate-limit ",
+                             "--rate-limit-window",
+                             "--concurrency",
+                             "--log-level",
+                             "--redis-url",
+                             "--tls-listen",
+                             "--tls-cert",
+                             "--tls-key",
+                             "--upstream-ca-file",
+                             "TOLLGATE_TLS_LISTEN",
+                             "TOLLGATE_TLS_CERT",
+                             "TOLLGATE_TLS_KEY",
+                             "TOLLGATE_UPSTREAM_CA_FILE"}) {
         CHECK(usage.find(flag) != std::string::npos);
     }
 }
@@ -759,6 +1245,22 @@ TEST_CASE("config: render_config round-trips", "[config][render]") {
         config back = parse(render_config(c));
         check_same(back, c);
     }
+    SECTION("https servers keep their scheme") {
+        config c;
+        c.upstream.servers = *parse_upstream_list("https://a, HTTPS://b:8443, https://[::1]");
+        config back = parse(render_config(c));
+        check_same_servers(back.upstream.servers, c.upstream.servers);
+        upstream_server s;
+        s.scheme = "https";
+        s.host = "c";
+        s.port = 443;
+        s.url = "http://c:443";  // stale text: rendered from the fields instead
+        c.upstream.servers = {s};
+        config again = parse(render_config(c));
+        REQUIRE(again.upstream.servers.size() == 1);
+        CHECK(again.upstream.servers[0].scheme == "https");
+        CHECK(again.upstream.servers[0].url == "https://c:443");
+    }
     SECTION("a server whose url text was never set is rendered from host and port") {
         config c;
         upstream_server s;
@@ -774,6 +1276,28 @@ TEST_CASE("config: render_config round-trips", "[config][render]") {
     }
 }
 
+TEST_CASE("config: render_config prints the TLS and WebSocket keys", "[config][render][tls]") {
+    std::string defaults = render_config(config{});
+    for (const char* line :
+         {"tls:\n  listen: \"\"\n  cert: \"\"\n  key: \"\"\n  min_version: \"1.2\"\n"
+          "  alpn: [http/1.1]\n",
+          "  ca_file: \"\"\n  insecure_skip_verify: false\n", "  tunnel_idle_timeout: 1h\n",
+          "websocket:\n  max_per_key: 64\n  max_tunnels: 4096\n"}) {
+        INFO(line);
+        CHECK(defaults.find(line) != std::string::npos);
+    }
+    pem_files files;
+    config c = parse(files.tls_yaml("\"[::]:8443\"") + "upstream:\n  ca_file: \"" + files.ca +
+                     "\"\nroutes:\n  - {name: a, upgrade: [websocket, foo]}\n");
+    std::string text = render_config(c);
+    // The key is a path, not a secret: shown as is.
+    CHECK(text.find("  key: \"" + files.key + "\"\n") != std::string::npos);
+    CHECK(text.find("  cert: \"" + files.cert + "\"\n") != std::string::npos);
+    CHECK(text.find("  listen: \"[::]:8443\"\n") != std::string::npos);
+    CHECK(text.find("    upgrade: [websocket, foo]\n") != std::string::npos);
+    check_same(parse(text), c);
+}
+
 TEST_CASE("config: apply_setting validates exactly like the YAML key", "[config][env]") {
     config c;
     CHECK(apply_setting(c, setting::threads, "3") == std::nullopt);
@@ -783,4 +1307,11 @@ TEST_CASE("config: apply_setting validates exactly like the YAML key", "[config]
     CHECK(c.threads == 3);  // unchanged on error
     CHECK(apply_setting(c, setting::redis_url, "redis://x") == std::nullopt);
     CHECK(c.store.type == store_kind::redis);
+    CHECK(apply_setting(c, setting::tls_listen, "[::]:8443") == std::nullopt);
+    REQUIRE(c.tls.listen.has_value());
+    CHECK(c.tls.listen->port == 8443);
+    CHECK(
+        apply_setting(c, setting::tls_cert, "/nonexistent.pem") ==
+        std::optional<std::string>{"cannot read \"/nonexistent.pem\": No such file or directory"});
+    CHECK(c.tls.cert.empty());
 }

@@ -205,15 +205,53 @@ TEST_CASE("config: upstream URLs: accepted forms", "[config][values]") {
     CHECK(v6->host == "::1");
     CHECK(v6->port == 9000);
     CHECK(parse_upstream_url("HTTP://api-1:8000")->host == "api-1");
+    CHECK(parse_upstream_url("HTTP://api-1:8000")->scheme == "http");
+}
+
+TEST_CASE("config: upstream URLs: https", "[config][values]") {
+    auto secure = parse_upstream_url("https://api.example.com");
+    REQUIRE(secure);
+    CHECK(secure->scheme == "https");
+    CHECK(secure->host == "api.example.com");
+    CHECK(secure->port == 443);
+    CHECK(secure->url == "https://api.example.com");
+
+    auto v6 = parse_upstream_url("https://[2001:db8::7]:8443/");
+    REQUIRE(v6);
+    CHECK(v6->scheme == "https");
+    CHECK(v6->host == "2001:db8::7");
+    CHECK(v6->port == 8443);
+    CHECK(parse_upstream_url("https://[::1]")->port == 443);
+    CHECK(parse_upstream_url("https://10.0.0.1:80")->port == 80);  // explicit port wins
+    // The scheme is case-insensitive and stored lower-case; the url is kept as written.
+    auto upper = parse_upstream_url("HTTPS://Backend:9443");
+    REQUIRE(upper);
+    CHECK(upper->scheme == "https");
+    CHECK(upper->url == "HTTPS://Backend:9443");
+    CHECK(format_upstream_url(*v6) == "https://[2001:db8::7]:8443");
+    CHECK(format_upstream_url(*secure) == "https://api.example.com:443");
+    // The same rules as for http:// apply to the rest of the URL.
+    CHECK(error_of(parse_upstream_url("https://a:b@backend")) ==
+          "must not contain user info (user:password@)");
+    CHECK(error_of(parse_upstream_url("https://backend/api")) ==
+          "must not have a path, query or fragment (the request path is forwarded as is), got "
+          "\"https://backend/api\"");
+    CHECK(error_of(parse_upstream_url("https://backend:0")) ==
+          "port must be 1-65535, got \"https://backend:0\"");
+    CHECK(error_of(parse_upstream_url("https://::1")) ==
+          "needs brackets around an IPv6 host, e.g. [::1], got \"https://::1\"");
 }
 
 TEST_CASE("config: upstream URLs: rejections", "[config][values]") {
-    CHECK(error_of(parse_upstream_url("https://example.com")) ==
-          "only http:// upstreams are supported, got \"https://example.com\"");
     CHECK(error_of(parse_upstream_url("ftp://example.com")) ==
-          "only http:// upstreams are supported, got \"ftp://example.com\"");
+          "only http:// and https:// upstreams are supported, got \"ftp://example.com\"");
+    CHECK(error_of(parse_upstream_url("ws://example.com")) ==
+          "only http:// and https:// upstreams are supported, got \"ws://example.com\"");
+    CHECK(error_of(parse_upstream_url("httpss://example.com")) ==
+          "only http:// and https:// upstreams are supported, got \"httpss://example.com\"");
     CHECK(error_of(parse_upstream_url("127.0.0.1:9000")) ==
-          "must be an http:// URL like http://127.0.0.1:9000, got \"127.0.0.1:9000\"");
+          "must be an http:// or https:// URL like http://127.0.0.1:9000, got "
+          "\"127.0.0.1:9000\"");
     CHECK(error_of(parse_upstream_url("http://a:b@backend")) ==
           "must not contain user info (user:password@)");
     CHECK(error_of(parse_upstream_url("http://backend/api")) ==
@@ -247,12 +285,19 @@ TEST_CASE("config: upstream lists (TOLLGATE_UPSTREAM form)", "[config][values]")
     CHECK((*two)[1].port == 2);
     CHECK((*two)[1].url == "http://b:2");
     CHECK(error_of(parse_upstream_list("http://a:1,,http://b:2")) ==
-          "item 2: is empty (comma-separated http:// URLs), got \"http://a:1,,http://b:2\"");
-    CHECK(error_of(parse_upstream_list("http://a:1,https://b")) ==
-          "item 2: only http:// upstreams are supported, got \"https://b\"");
-    CHECK(error_of(parse_upstream_list("https://b")) ==
-          "only http:// upstreams are supported, got \"https://b\"");
-    CHECK(error_of(parse_upstream_list(" ")) == "must list at least one http:// URL");
+          "item 2: is empty (comma-separated http:// or https:// URLs), got "
+          "\"http://a:1,,http://b:2\"");
+    auto mixed = parse_upstream_list("http://a:1,https://b");
+    REQUIRE(mixed);
+    REQUIRE(mixed->size() == 2);
+    CHECK((*mixed)[0].scheme == "http");
+    CHECK((*mixed)[1].scheme == "https");
+    CHECK((*mixed)[1].port == 443);
+    CHECK(error_of(parse_upstream_list("http://a:1,ftp://b")) ==
+          "item 2: only http:// and https:// upstreams are supported, got \"ftp://b\"");
+    CHECK(error_of(parse_upstream_list("ftp://b")) ==
+          "only http:// and https:// upstreams are supported, got \"ftp://b\"");
+    CHECK(error_of(parse_upstream_list(" ")) == "must list at least one http:// or https:// URL");
 }
 
 TEST_CASE("config: CIDRs explain what is wrong", "[config][values]") {

@@ -23,9 +23,9 @@ struct listen_address {
     std::uint16_t port = 8080;
 };
 
-/// One upstream server URL, `http://host[:port]`.
+/// One upstream server URL, `http://host[:port]` or `https://host[:port]`.
 struct upstream_server {
-    std::string scheme = "http";
+    std::string scheme = "http";  ///< "http" or "https", always lower-case
     std::string host = "127.0.0.1";
     std::uint16_t port = 9000;
     /// The URL as written, for logs.
@@ -38,12 +38,19 @@ struct upstream_config {
     milliseconds response_timeout{30000};
     milliseconds idle_timeout{60000};
     std::size_t max_connections = 1024;
+    /// PEM CA bundle that verifies https:// upstreams (routes[].upstream too);
+    /// empty = the system's default trust store. Checked readable at load.
+    std::string ca_file{};
+    /// Do not verify https:// upstream certificates or host names (testing only).
+    bool insecure_skip_verify = false;
 };
 
 struct client_config {
     milliseconds header_timeout{10000};
     milliseconds idle_timeout{15000};
     milliseconds body_timeout{30000};
+    /// A WebSocket tunnel with no data in either direction for this long is closed.
+    milliseconds tunnel_idle_timeout{3600000};
     std::size_t max_header_bytes = 16384;
     std::size_t max_headers = 100;
     std::uint64_t max_body_bytes = 10ull * 1024 * 1024;
@@ -96,6 +103,9 @@ struct route_config {
     std::optional<route_rate_limit> rate_limit{};
     bool exempt = false;
     std::optional<std::size_t> concurrency{};  ///< per-route slot capacity
+    /// Protocols a client may switch to with `Upgrade` on this route: RFC 9110
+    /// tokens, stored lower-case; empty = no upgrades. Never "h2c".
+    std::vector<std::string> upgrade{"websocket"};
 };
 
 struct concurrency_config {
@@ -126,6 +136,24 @@ struct log_config {
     bool access_log = true;
 };
 
+/// `tls:`. A TLS client listener beside the plain `listen` one. Validated
+/// together: `listen` requires `cert` and `key`, and `cert`/`key` without
+/// `listen` are errors. Relative paths are relative to the working directory.
+struct tls_config {
+    std::optional<listen_address> listen{};  ///< unset = no TLS listener
+    std::string cert{};                      ///< PEM certificate chain file, leaf first
+    std::string key{};                       ///< PEM private key file
+    std::string min_version = "1.2";         ///< "1.2" or "1.3"
+    /// ALPN protocols offered; only "http/1.1" (tollgate speaks HTTP/1.1 only).
+    std::vector<std::string> alpn{"http/1.1"};
+};
+
+/// `websocket:` limits on open tunnels (upgraded connections).
+struct websocket_config {
+    std::size_t max_per_key = 64;    ///< open tunnels per rate key; 0 = no tunnels
+    std::size_t max_tunnels = 4096;  ///< open tunnels in all (at least 1)
+};
+
 struct admin_config {
     listen_address listen{"127.0.0.1", 9090};
 };
@@ -138,11 +166,13 @@ struct config {
     listen_address listen{};
     unsigned threads = 0;  ///< 0 = one per core
     admin_config admin{};
+    tls_config tls{};
     upstream_config upstream{};
     client_config client{};
     keying_config keying{};
     rate_limit_config rate_limit{};
     concurrency_config concurrency{};
+    websocket_config websocket{};
     std::vector<route_config> routes{};
     store_config store{};
     log_config log{};

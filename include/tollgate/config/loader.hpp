@@ -20,8 +20,15 @@
 ///   errors, then flag errors. A file error reads `file:line: key.path:
 ///   message` (line 1-based; list items as `routes[0].name`, 0-based), an
 ///   environment error `VARIABLE: message`, a flag error `--flag: message`.
-///   Checks on the merged result (listen and admin.listen on one port) run
-///   only when nothing else failed and name whichever layer set the key last.
+///   Checks on the merged result name whichever layer set the key last. Port
+///   clashes between listen, admin.listen and tls.listen are checked only
+///   when nothing else failed; the TLS pairing (tls.listen needs tls.cert and
+///   tls.key, which are errors without it) unless a tls key itself failed.
+/// * File paths (tls.cert, tls.key, upstream.ca_file) are kept as written and
+///   must name readable files when the config is loaded or reloaded. A
+///   relative path is relative to the process's working directory, not to the
+///   config file (no other key names a file, so there is no other convention
+///   to follow); the empty string means "not set".
 /// * Environment overrides the file (table in DESIGN.md section 6). A set but
 ///   empty variable is an error: `RATE_LIMIT=` is far more often a broken
 ///   deployment template than a wish for the default, so unset it instead.
@@ -83,6 +90,10 @@ enum class setting {
     redis_url,          ///< TOLLGATE_REDIS_URL, --redis-url (also sets store.type: redis)
     token_secret,       ///< TOLLGATE_TOKEN_SECRET (no flag: argv is visible in ps)
     log_level,          ///< TOLLGATE_LOG_LEVEL, --log-level
+    tls_listen,         ///< TOLLGATE_TLS_LISTEN, --tls-listen
+    tls_cert,           ///< TOLLGATE_TLS_CERT, --tls-cert
+    tls_key,            ///< TOLLGATE_TLS_KEY, --tls-key
+    upstream_ca_file,   ///< TOLLGATE_UPSTREAM_CA_FILE, --upstream-ca-file
 };
 
 /// Parses `value` for `which` and stores it in `cfg` (validated exactly as the
@@ -97,8 +108,8 @@ struct setting_override {
 };
 
 /// The whole layering: `path` (nullopt = built-in defaults), then `env`, then
-/// `overrides` in order, then checks that need the merged result (listen and
-/// admin.listen on one port). Errors from every layer are collected. Throws
+/// `overrides` in order, then checks that need the merged result (listener
+/// ports, TLS pairing). Errors from every layer are collected. Throws
 /// config_error. parse_config, load_config_file and load_defaults are this
 /// with fewer layers.
 config load_config(const std::optional<std::string>& path, const env_lookup& env,

@@ -27,8 +27,10 @@
 /// * listen address: `IPv4:port` or `[IPv6]:port` with an IP literal; port
 ///   0-65535 (0 = the kernel picks, for tests). `:8080` and host names are
 ///   rejected: an operator must say whether they mean IPv4 or IPv6.
-/// * upstream URL: `http://host[:port][/]`, host a DNS name, IPv4 literal or
-///   `[IPv6]`; port 1-65535, default 80. No user info, path, query or fragment.
+/// * upstream URL: `http://host[:port][/]` or `https://host[:port][/]` (scheme
+///   case-insensitive, stored lower-case), host a DNS name, IPv4 literal or
+///   `[IPv6]`; port 1-65535, default 80 for http and 443 for https. No user
+///   info, path, query or fragment.
 /// * redis URL: `redis://[[user]:password@]host[:port][/db]`, default port 6379.
 /// * CIDR: as cidr::parse (`10.0.0.0/8`, `::1/128`, a bare address).
 ///
@@ -121,7 +123,8 @@ parse_result<log_level> parse_log_level(std::string_view text);
 /// `0.0.0.0:8080`, `[::1]:8080`. The host is stored without brackets.
 parse_result<listen_address> parse_listen_address(std::string_view text);
 
-/// `http://host[:port]`; `url` keeps the text as written.
+/// `http://host[:port]` or `https://host[:port]`; `scheme` is "http" or
+/// "https", `url` keeps the text as written.
 parse_result<upstream_server> parse_upstream_url(std::string_view text);
 
 /// Comma-separated upstream URLs (TOLLGATE_UPSTREAM, --upstream); spaces
@@ -159,7 +162,7 @@ std::string format_duration(milliseconds d);
 std::string format_size(std::uint64_t bytes);
 /// `host:port`, with brackets around an IPv6 host.
 std::string format_listen_address(const listen_address& address);
-/// `http://host:port`, with brackets around an IPv6 host.
+/// `scheme://host:port` (the port always written), with brackets around an IPv6 host.
 std::string format_upstream_url(const upstream_server& server);
 
 std::string_view to_string(algorithm_kind v);
