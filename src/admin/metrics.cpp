@@ -11,9 +11,10 @@ std::string_view to_string(decision_kind d) {
 }
 
 std::string_view to_string(reason_kind r) {
-    static constexpr std::array<std::string_view, 10> names{
+    static constexpr std::array<std::string_view, 11> names{
         "ok",          "exempt",           "dry_run",        "rate",    "concurrency",
-        "bad_request", "header_too_large", "body_too_large", "timeout", "store_unavailable"};
+        "bad_request", "header_too_large", "body_too_large", "timeout", "store_unavailable",
+        "tunnels"};
     return names[static_cast<std::size_t>(r)];
 }
 
@@ -212,6 +213,8 @@ std::string metrics::serialize(const gauge_values& g) const {
     gauge("tollgate_active_keys", "Keys with at least one request in flight", g.active_keys);
     gauge("tollgate_ratelimit_keys", "Rate-limit buckets held in memory", g.ratelimit_keys);
     gauge("tollgate_draining", "1 while shutting down", g.draining);
+    gauge("tollgate_tunnels_open", "Open tunnels (upgraded connections such as WebSockets)",
+          g.tunnels_open);
     gauge("tollgate_store_fallback", "1 while Redis is unreachable and local buckets decide",
           g.store_fallback);
 

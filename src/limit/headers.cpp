@@ -82,7 +82,9 @@ rate_limit_headers::rate_limit_headers(const decision& d, headers_mode mode) noe
 refusal_body::refusal_body(refusal_reason reason, std::uint64_t retry_after_seconds) noexcept {
     writer w{buffer_.data(), buffer_.data() + buffer_.size()};
     w.text(R"({"error":"rate limit exceeded","reason":")");
-    w.text(reason == refusal_reason::rate ? "rate" : "concurrency");
+    w.text(reason == refusal_reason::rate          ? "rate"
+           : reason == refusal_reason::concurrency ? "concurrency"
+                                                   : "tunnels");
     w.text(R"(","retry_after":)");
     w.number(retry_after_seconds);
     w.text("}");

@@ -787,6 +787,71 @@ std::string_view request_path(std::string_view target) {
     return path.substr(0, path.find('?'));
 }
 
+namespace {
+
+bool is_unreserved(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
+}
+
+// One segment with its `;params` cut and unreserved escapes decoded.
+void append_segment(std::string& out, std::string_view segment) {
+    segment = segment.substr(0, segment.find(';'));
+    for (std::size_t i = 0; i < segment.size(); ++i) {
+        if (segment[i] == '%' && i + 2 < segment.size()) {
+            const bool hex = is(segment[i + 1], c_hex) && is(segment[i + 2], c_hex);
+            const char decoded =
+                static_cast<char>(hex_value(segment[i + 1]) * 16 + hex_value(segment[i + 2]));
+            if (hex && is_unreserved(decoded)) {
+                out += decoded;
+                i += 2;
+                continue;
+            }
+        }
+        out += segment[i];
+    }
+}
+
+}  // namespace
+
+std::string_view normalize_path(std::string_view path, std::string& scratch) {
+    if (path.empty() || path[0] != '/' ||
+        (path.find("//") == std::string_view::npos && path.find(';') == std::string_view::npos &&
+         path.find('%') == std::string_view::npos && path.find("/.") == std::string_view::npos)) {
+        return path;  // `*`, or nothing a backend would read differently
+    }
+    scratch.clear();
+    std::size_t pos = 1;
+    bool trailing_slash = false;
+    while (pos <= path.size()) {
+        std::size_t end = path.find('/', pos);
+        if (end == std::string_view::npos) {
+            end = path.size();
+        }
+        const std::size_t mark = scratch.size();
+        append_segment(scratch, path.substr(pos, end - pos));
+        const std::string_view segment = std::string_view(scratch).substr(mark);
+        const bool last = end == path.size();
+        if (segment.empty() || segment == ".") {
+            scratch.resize(mark);
+            trailing_slash = last;
+        } else if (segment == "..") {
+            scratch.resize(mark);
+            const std::size_t parent = scratch.rfind('/');
+            scratch.resize(parent == std::string::npos ? 0 : parent);
+            trailing_slash = last;
+        } else {
+            scratch.insert(mark, 1, '/');
+            trailing_slash = false;
+        }
+        pos = end + 1;
+    }
+    if (scratch.empty() || trailing_slash) {
+        scratch += '/';
+    }
+    return scratch;
+}
+
 std::optional<framing_error> chunk_extension_budget::add(std::string_view extensions) {
     for (char c : extensions) {
         const auto u = static_cast<unsigned char>(c);

@@ -1,5 +1,9 @@
 #include "tollgate/proxy/upstream_pool.hpp"
 
+#include <algorithm>
+
+#include "tollgate/proxy/tls.hpp"
+
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -7,8 +11,26 @@
 
 namespace tollgate::proxy {
 
-std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers) {
+std::string authority_of(const upstream_server& server) {
+    std::string out =
+        server.host.find(':') != std::string::npos ? "[" + server.host + "]" : server.host;
+    const std::uint16_t default_port = server.scheme == "https" ? 443 : 80;
+    if (server.port != default_port) {
+        out += ':';
+        out += std::to_string(server.port);
+    }
+    return out;
+}
+
+std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers,
+                                              const upstream_config& settings) {
     auto group = std::make_shared<upstream_group>();
+    const bool any_tls = std::any_of(servers.begin(), servers.end(),
+                                     [](const upstream_server& s) { return s.scheme == "https"; });
+    if (any_tls) {
+        group->tls = make_upstream_context(settings);
+        group->verify_tls = !settings.insecure_skip_verify;
+    }
     asio::io_context ioc;
     tcp::resolver resolver(ioc);
     for (const auto& server : servers) {
@@ -175,7 +197,7 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
     auto conn = std::make_unique<connection>(ioc_);
     conn->target = target;
     conn->stream.expires_after(settings_.connect_timeout);
-    auto& stream = conn->stream;
+    auto& stream = conn->stream.tcp_layer();
     stream.async_connect(target->endpoints, [self = shared_from_this(), a, conn = std::move(conn)](
                                                 error_code ec, const tcp::endpoint&) mutable {
         const bool refused =
@@ -191,13 +213,34 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
             h(ec, lease{});
             return;
         }
-        self->connects_++;
-        conn->stream.expires_never();
         error_code ignored;
         conn->stream.socket().set_option(tcp::no_delay(true), ignored);
-        auto h = std::move(a->handler);
-        h({}, lease(self, std::move(conn)));
+        if (conn->target->server.scheme != "https") {
+            self->connected(std::move(a), std::move(conn));
+            return;
+        }
+        // TLS within the same connect timeout.
+        conn->stream.start_tls(*a->group->tls);
+        prepare_upstream_tls(conn->stream.tls(), conn->target->server, a->group->verify_tls);
+        auto& tls = conn->stream.tls();
+        tls.async_handshake(asio::ssl::stream_base::client,
+                            [self, a, conn = std::move(conn)](error_code hs_ec) mutable {
+                                if (hs_ec) {
+                                    self->released();
+                                    auto h = std::move(a->handler);
+                                    h(hs_ec, lease{});
+                                    return;
+                                }
+                                self->connected(std::move(a), std::move(conn));
+                            });
     });
+}
+
+void upstream_pool::connected(std::shared_ptr<attempt> a, std::unique_ptr<connection> conn) {
+    connects_++;
+    conn->stream.expires_never();
+    auto h = std::move(a->handler);
+    h({}, lease(shared_from_this(), std::move(conn)));
 }
 
 bool upstream_pool::take_idle(const upstream_target* target, lease& out) {
@@ -289,7 +332,6 @@ void upstream_pool::shutdown() {
     shut_down_ = true;
     count_open(-static_cast<std::ptrdiff_t>(idle_.size()));
     idle_.clear();
-    error_code ignored;
     sweep_timer_.cancel();
     auto waiters = std::move(waiters_);
     for (auto& w : waiters) {

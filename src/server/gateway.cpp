@@ -1,5 +1,7 @@
 #include "tollgate/server/gateway.hpp"
 
+#include "tollgate/proxy/tls.hpp"
+
 namespace tollgate::server {
 namespace {
 
@@ -56,12 +58,16 @@ int runtime::match_route(std::string_view host, std::string_view path) const {
 std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
                                              const runtime* previous) {
     auto rt = std::make_shared<runtime>(cfg);
-    rt->default_upstream = proxy::resolve_group(cfg->upstream.servers);
+    rt->default_upstream = proxy::resolve_group(cfg->upstream.servers, cfg->upstream);
+    if (cfg->tls.listen) {
+        rt->tls_server = proxy::make_server_context(cfg->tls);
+    }
     rt->slots = reuse_or_create(cfg->concurrency.capacity, previous ? previous->slots : nullptr);
     for (std::size_t i = 0; i < cfg->routes.size(); ++i) {
         const auto& route = cfg->routes[i];
-        rt->route_upstreams.push_back(
-            route.upstream.empty() ? rt->default_upstream : proxy::resolve_group(route.upstream));
+        rt->route_upstreams.push_back(route.upstream.empty()
+                                          ? rt->default_upstream
+                                          : proxy::resolve_group(route.upstream, cfg->upstream));
         // Counters follow the route's name across reloads.
         std::shared_ptr<admin::route_counters> counters;
         if (previous) {
@@ -112,6 +118,7 @@ admin::gauge_values gateway::gauges() const {
     g.client_connections = static_cast<double>(client_connections.load());
     g.upstream_connections = static_cast<double>(upstream_connections.load());
     g.draining = draining() ? 1 : 0;
+    g.tunnels_open = static_cast<double>(tunnels.open());
     g.store_fallback = redis.fallback() ? 1 : 0;
     g.routes.assign(rt->route_counters.begin(), rt->route_counters.end());
     return g;

@@ -37,6 +37,20 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) {
         // With port 0 the first worker picks the port; the others join it.
         endpoint = workers_.front()->local_endpoint();
     }
+    if (c.tls.listen) {
+        auto tls_endpoint = to_endpoint(*c.tls.listen);
+        for (auto& w : workers_) {
+            try {
+                w->listen_tls(tls_endpoint);
+            } catch (const boost::system::system_error& e) {
+                throw std::runtime_error("cannot listen on tls " + c.tls.listen->host + ":" +
+                                         std::to_string(c.tls.listen->port) + ": " +
+                                         e.code().message());
+            }
+            tls_endpoint = workers_.front()->local_tls_endpoint();
+        }
+        tls_endpoint_ = tls_endpoint;
+    }
     try {
         admin_ = std::make_unique<admin::admin_server>(
             to_endpoint(c.admin.listen),
@@ -108,6 +122,10 @@ void server::drain_and_stop() {
 
 tcp::endpoint server::proxy_endpoint() const {
     return proxy_endpoint_;
+}
+
+tcp::endpoint server::tls_endpoint() const {
+    return tls_endpoint_;
 }
 
 tcp::endpoint server::admin_endpoint() const {

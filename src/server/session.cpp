@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
@@ -43,10 +44,24 @@ bool is_disconnect(const error_code& ec) {
 
 }  // namespace
 
-session::session(tcp::socket socket, worker& owner)
-    : owner_(owner), stream_(std::move(socket)), header_timer_(stream_.get_executor()) {
+namespace {
+
+proxy::stream make_stream(tcp::socket socket, asio::ssl::context* tls) {
+    if (tls) {
+        return proxy::stream(std::move(socket), *tls);
+    }
+    return proxy::stream(std::move(socket));
+}
+
+}  // namespace
+
+session::session(tcp::socket socket, worker& owner, std::shared_ptr<asio::ssl::context> tls)
+    : owner_(owner),
+      tls_ctx_(std::move(tls)),
+      stream_(make_stream(std::move(socket), tls_ctx_.get())),
+      header_timer_(stream_.get_executor()) {
     owner_.sessions_.insert(this);
-    owner_.session_count_++;
+    owner_.session_started();
     error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     peer_ip_ = ec ? std::string("0.0.0.0") : ep.address().to_string();
@@ -60,13 +75,26 @@ session::session(tcp::socket socket, worker& owner)
 
 session::~session() {
     owner_.sessions_.erase(this);
-    owner_.session_count_--;
+    owner_.session_ended();
     owner_.gw.client_connections--;
 }
 
 void session::start() {
     draining_ = owner_.gw.draining();
-    do_wait_for_request();
+    if (!stream_.is_tls()) {
+        do_wait_for_request();
+        return;
+    }
+    // The handshake is part of the first header's time.
+    stream_.expires_after(owner_.gw.current()->cfg->client.header_timeout);
+    stream_.tls().async_handshake(asio::ssl::stream_base::server,
+                                  [self = shared_from_this()](error_code ec) {
+                                      if (ec) {
+                                          self->close();
+                                          return;
+                                      }
+                                      self->do_wait_for_request();
+                                  });
 }
 
 void session::drain() {
@@ -90,6 +118,7 @@ void session::close() {
         waiter_ = 0;
     }
     slot_.release();
+    tunnel_ticket_.release();
     if (parser_ && !logged_) {
         log_access(0);  // the exchange was cut short
     }
@@ -147,6 +176,8 @@ void session::do_read_header() {
     // the buffer without limit (Beast then fails the read, answered 400).
     buffer_.max_size(std::max<std::size_t>(c.max_header_bytes, 64 * 1024));
     parser_.emplace();
+    chunk_check_.budget = {};
+    parser_->on_chunk_header(chunk_check_);
     parser_->header_limit(static_cast<std::uint32_t>(c.max_header_bytes));
     parser_->body_limit(c.max_body_bytes);
     header_timed_out_ = false;
@@ -250,6 +281,7 @@ void session::handle_request() {
     client_version_ = req.version();
 
     client_keep_alive_ = req.keep_alive() && !draining_;
+    upgrade_.clear();
     head_request_ = req.method() == http::verb::head;
     send_continue_ = false;
     if (auto expect = req.find(http::field::expect); expect != req.end()) {
@@ -270,8 +302,10 @@ void session::handle_request() {
 void session::admit() {
     auto& req = parser_->get();
     const auto& cfg = *rt_->cfg;
-    const std::string_view target = req.target();
-    const std::string_view path = target.substr(0, target.find('?'));
+    // Routes and ip_paths see the path as a backend would read it, so
+    // `//login`, `/login;x` or an absolute-form target cannot dodge a route.
+    const std::string_view path =
+        proxy::normalize_path(proxy::request_path(req.target()), path_scratch_);
     route_index_ = rt_->match_route(req[http::field::host], path);
     const route_config* route = route_index_ >= 0 ? &cfg.routes[route_index_] : nullptr;
 
@@ -298,6 +332,23 @@ void session::admit() {
         req.erase(cfg.keying.org_header);  // an untrusted peer cannot speak for an org
     }
 
+    if (select_upgrade(route)) {
+        // A tunnel may stay open for hours: it holds no completion slot,
+        // but counts against the tunnel caps, and takes one rate token.
+        auto ticket = owner_.gw.tunnels.try_open(key_.key, cfg.websocket.max_per_key,
+                                                 cfg.websocket.max_tunnels);
+        if (!ticket) {
+            refuse(admin::reason_kind::tunnels);
+            return;
+        }
+        tunnel_ticket_ = std::move(*ticket);
+        if (route && route->exempt) {
+            forward(admin::reason_kind::exempt);
+        } else {
+            decide_rate();
+        }
+        return;
+    }
     if (route && route->exempt) {
         forward(admin::reason_kind::exempt);
         return;
@@ -425,6 +476,7 @@ void session::on_rate_decision(const store::store_result& result) {
 // 429: rate (with the bucket's headers) or concurrency (Retry-After: 1).
 void session::refuse(admin::reason_kind reason) {
     slot_.release();
+    tunnel_ticket_.release();
     record(admin::decision_kind::limited, reason);
     owner_.gw.refused_keys.refused(key_.key);
     local_response res{http::status::too_many_requests, client_version_ >= 11 ? 11u : 10u};
@@ -437,8 +489,9 @@ void session::refuse(admin::reason_kind reason) {
     }
     res.set(http::field::retry_after, std::to_string(retry_after));
     res.set(http::field::content_type, limit::refusal_body::content_type);
-    const limit::refusal_body body(reason == admin::reason_kind::rate
-                                       ? limit::refusal_reason::rate
+    const limit::refusal_body body(reason == admin::reason_kind::rate ? limit::refusal_reason::rate
+                                   : reason == admin::reason_kind::tunnels
+                                       ? limit::refusal_reason::tunnels
                                        : limit::refusal_reason::concurrency,
                                    retry_after);
     res.body() = std::string(body.view());
@@ -456,7 +509,11 @@ void session::forward(admin::reason_kind reason) {
     const auto length = parser_->content_length();
     request_has_body_ = chunked || length.value_or(0) > 0;
     proxy::strip_hop_by_hop(req);
-    proxy::add_forwarding_headers(req, peer_ip_, false);
+    proxy::add_forwarding_headers(req, peer_ip_, stream_.is_tls());
+    if (!upgrade_.empty()) {
+        req.set(http::field::connection, "upgrade");
+        req.set(http::field::upgrade, upgrade_);
+    }
     req.version(11);
     if (chunked) {
         req.chunked(true);
@@ -506,7 +563,12 @@ void session::on_upstream(error_code ec, proxy::upstream_pool::lease conn) {
 }
 
 void session::do_write_request_header() {
-    req_sr_.emplace(parser_->get());
+    auto& req = parser_->get();
+    if (req.find(http::field::host) == req.end()) {
+        // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not.
+        req.set(http::field::host, proxy::authority_of(upstream_->target->server));
+    }
+    req_sr_.emplace(req);
     if (!send_continue_ && (parser_->is_done() || buffer_.size() > 0)) {
         // The body (or its start) is already here: the first write carries
         // header and body together, one syscall instead of two.
@@ -756,7 +818,15 @@ void session::on_response_head() {
         return;
     }
     if (status == 101) {
-        upstream_failed(http::error::bad_status, upstream_phase::exchange);
+        // Only a switch the client asked for, to a protocol it asked for.
+        const auto switched = res.find(http::field::upgrade);
+        if (upgrade_.empty() || switched == res.end() ||
+            !proxy::list_contains(upgrade_,
+                                  switched->value().substr(0, switched->value().find('/')))) {
+            upstream_failed(http::error::bad_status, upstream_phase::exchange);
+            return;
+        }
+        start_tunnel();
         return;
     }
 
@@ -854,9 +924,10 @@ void session::on_read_response_body(error_code ec, std::size_t) {
         ec = {};
     }
     if (ec) {
-        // The response has started: the only honest signal left is to cut
-        // the client connection so it sees the truncation.
-        close();
+        // Before the head went out this is still a 502 (or 504); once the
+        // response has started, the only honest signal left is to cut the
+        // client connection so it sees the truncation.
+        upstream_failed(ec, upstream_phase::exchange);
         return;
     }
     auto& body = res_parser_->get().body();
@@ -905,6 +976,7 @@ void session::on_write_response_body(error_code ec, std::size_t) {
 void session::finish_exchange() {
     // The last byte reached the client: the slot goes back now, not on a timer.
     slot_.release();
+    tunnel_ticket_.release();  // an upgrade the upstream declined
     const auto now = std::chrono::steady_clock::now();
     auto& shard = owner_.gw.metrics.shard(owner_.index);
     shard.upstream_duration.observe(std::chrono::duration<double>(now - t_upstream_).count());
@@ -928,6 +1000,171 @@ void session::finish_exchange() {
         return;
     }
     do_wait_for_request();
+}
+
+// The protocols of the request's `Upgrade` that the route allows
+// (`routes[].upgrade`, websocket by default), into upgrade_. Only a GET
+// without a body that names `upgrade` in Connection can switch (RFC 9110
+// 7.8, RFC 6455 4.1); anything else has its Upgrade stripped, as h2c is.
+bool session::select_upgrade(const route_config* route) {
+    upgrade_.clear();
+    const auto& req = parser_->get();
+    const auto requested = req.find(http::field::upgrade);
+    const auto connection = req.find(http::field::connection);
+    if (requested == req.end() || connection == req.end() ||
+        !proxy::list_contains(connection->value(), "upgrade") || req.method() != http::verb::get ||
+        req.version() < 11 || parser_->chunked() || parser_->content_length().value_or(0) > 0) {
+        return false;
+    }
+    static const std::vector<std::string> default_upgrade{"websocket"};
+    const auto& allowed = route ? route->upgrade : default_upgrade;
+    std::string_view list = requested->value();
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        std::string_view item = list.substr(0, comma);
+        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
+            item.remove_prefix(1);
+        }
+        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
+            item.remove_suffix(1);
+        }
+        const std::string_view name = item.substr(0, item.find('/'));
+        const bool ok = std::any_of(allowed.begin(), allowed.end(),
+                                    [&](const std::string& a) { return beast::iequals(a, name); });
+        if (ok && !name.empty()) {
+            if (!upgrade_.empty()) {
+                upgrade_ += ", ";
+            }
+            upgrade_ += item;
+        }
+    }
+    return !upgrade_.empty();
+}
+
+// The upstream switched protocols: relay its 101, then the bytes.
+void session::start_tunnel() {
+    tunnel_ = true;
+    response_started_ = true;
+    auto& res = res_parser_->get();
+    const std::string protocol(res[http::field::upgrade]);
+    proxy::strip_hop_by_hop(res);
+    res.set(http::field::connection, "upgrade");
+    res.set(http::field::upgrade, protocol);
+    if (decision_) {
+        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
+            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
+    }
+    auto& shard = owner_.gw.metrics.shard(owner_.index);
+    shard.upstream_duration.observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_upstream_).count());
+    shard.response_status(101);
+    log_access(101);
+    res_sr_.emplace(res);
+    stream_.expires_after(rt_->cfg->client.body_timeout);
+    proxy::async_write_flat(
+        stream_, *res_sr_, write_scratch_, true,
+        beast::bind_front_handler(&session::on_tunnel_head_sent, shared_from_this()));
+}
+
+void session::on_tunnel_head_sent(error_code ec, std::size_t) {
+    if (closed_) {
+        return;
+    }
+    if (ec) {
+        close();
+        return;
+    }
+    res_sr_.reset();
+    stream_.expires_never();
+    upstream_->stream.expires_never();
+    pipes_ = std::make_unique<std::array<tunnel_pipe, 2>>();
+    tunnel_active_ = std::chrono::steady_clock::now();
+    arm_tunnel_idle();
+    // Bytes that came along with the handshake go first (tunnel_read), then
+    // whatever either side sends.
+    tunnel_read(0);
+    tunnel_read(1);
+}
+
+proxy::stream& session::tunnel_end(std::size_t side) {
+    return side == 0 ? stream_ : upstream_->stream;
+}
+
+void session::tunnel_read(std::size_t from) {
+    auto& early = from == 0 ? buffer_ : upstream_->buffer;
+    auto& pipe = (*pipes_)[from];
+    if (early.size() > 0) {
+        const std::size_t n = asio::buffer_copy(asio::buffer(pipe.buf), early.data());
+        early.consume(n);
+        on_tunnel_read(from, {}, n);
+        return;
+    }
+    tunnel_end(from).async_read_some(
+        asio::buffer(pipe.buf), [self = shared_from_this(), from](error_code ec, std::size_t n) {
+            self->on_tunnel_read(from, ec, n);
+        });
+}
+
+void session::on_tunnel_read(std::size_t from, error_code ec, std::size_t n) {
+    if (closed_) {
+        return;
+    }
+    if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+        tunnel_side_ended(from);
+        return;
+    }
+    if (ec) {
+        close();
+        return;
+    }
+    tunnel_active_ = std::chrono::steady_clock::now();
+    (from == 0 ? bytes_in_ : bytes_out_) += n;
+    asio::async_write(tunnel_end(1 - from), asio::buffer((*pipes_)[from].buf.data(), n),
+                      [self = shared_from_this(), from](error_code wec, std::size_t wn) {
+                          self->on_tunnel_written(from, wec, wn);
+                      });
+}
+
+void session::on_tunnel_written(std::size_t from, error_code ec, std::size_t) {
+    if (closed_) {
+        return;
+    }
+    if (ec) {
+        close();
+        return;
+    }
+    tunnel_read(from);
+}
+
+// One side finished sending. Over plain TCP the other side gets the same
+// end (a half close) while bytes keep flowing back; TLS has no half close
+// worth trusting, so the tunnel ends.
+void session::tunnel_side_ended(std::size_t from) {
+    (*pipes_)[from].ended = true;
+    auto& to = tunnel_end(1 - from);
+    if ((*pipes_)[1 - from].ended || stream_.is_tls() || upstream_->stream.is_tls()) {
+        close();
+        return;
+    }
+    error_code ignored;
+    to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+// Closes a tunnel in which nothing moved for client.tunnel_idle_timeout.
+void session::arm_tunnel_idle() {
+    const auto idle = rt_->cfg->client.tunnel_idle_timeout;
+    header_timer_.expires_at(tunnel_active_ + idle);
+    header_timer_.async_wait([self = shared_from_this(), idle](error_code ec) {
+        if (ec || self->closed_) {
+            return;
+        }
+        if (std::chrono::steady_clock::now() - self->tunnel_active_ >= idle) {
+            self->close();
+            return;
+        }
+        self->arm_tunnel_idle();
+    });
 }
 
 // Closing a socket with unread request bytes makes the kernel send a reset,
@@ -994,6 +1231,7 @@ void session::send_local(local_response res) {
         return;
     }
     slot_.release();
+    tunnel_ticket_.release();
     // A request whose body was not read cannot be followed by another one.
     if (!parser_ || !parser_->is_done() || draining_ || owner_.gw.draining()) {
         res.keep_alive(false);
@@ -1024,7 +1262,7 @@ void session::log_access(unsigned status) {
         target = parser_->get().target();
     }
     line += "\",\"path\":\"";
-    append_json_escaped(line, target.substr(0, target.find('?')));
+    append_json_escaped(line, proxy::request_path(target));
     line += "\",\"status\":";
     line += std::to_string(status);
     line += ",\"decision\":\"";

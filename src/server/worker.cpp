@@ -1,5 +1,6 @@
 #include "tollgate/server/worker.hpp"
 
+#include <malloc.h>
 #include <sys/socket.h>
 
 #include "tollgate/server/session.hpp"
@@ -33,25 +34,44 @@ worker::~worker() {
     pool->shutdown();
 }
 
-void worker::listen(const tcp::endpoint& endpoint) {
-    acceptor_.open(endpoint.protocol());
-    acceptor_.set_option(asio::socket_base::reuse_address(true));
+void worker::open_shared(tcp::acceptor& acceptor, const tcp::endpoint& endpoint) {
+    acceptor.open(endpoint.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
     // Every worker binds the same address; the kernel spreads connections.
     int one = 1;
-    if (::setsockopt(acceptor_.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    if (::setsockopt(acceptor.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
         throw boost::system::system_error(error_code(errno, boost::system::system_category()),
                                           "SO_REUSEPORT");
     }
     if (endpoint.address().is_v6()) {
-        acceptor_.set_option(asio::ip::v6_only(false));
+        acceptor.set_option(asio::ip::v6_only(false));
     }
-    acceptor_.bind(endpoint);
-    acceptor_.listen(asio::socket_base::max_listen_connections);
-    do_accept();
+    acceptor.bind(endpoint);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+}
+
+void worker::listen(const tcp::endpoint& endpoint) {
+    open_shared(acceptor_, endpoint);
+    do_accept(acceptor_);
+}
+
+void worker::listen_tls(const tcp::endpoint& endpoint) {
+    open_shared(tls_acceptor_, endpoint);
+    do_accept(tls_acceptor_);
 }
 
 tcp::endpoint worker::local_endpoint() const {
     return acceptor_.local_endpoint();
+}
+
+tcp::endpoint worker::local_tls_endpoint() const {
+    return tls_acceptor_.local_endpoint();
+}
+
+void worker::close_acceptors() {
+    error_code ignored;
+    acceptor_.close(ignored);
+    tls_acceptor_.close(ignored);
 }
 
 void worker::start_thread() {
@@ -64,42 +84,63 @@ void worker::join() {
     }
 }
 
-void worker::do_accept() {
-    acceptor_.async_accept(
-        [this](error_code ec, tcp::socket socket) { on_accept(ec, std::move(socket)); });
+void worker::do_accept(tcp::acceptor& acceptor) {
+    acceptor.async_accept([this, &acceptor](error_code ec, tcp::socket socket) {
+        on_accept(acceptor, ec, std::move(socket));
+    });
 }
 
-void worker::on_accept(error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) {
+void worker::on_accept(tcp::acceptor& acceptor, error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) {
         return;
     }
     if (ec) {
         // Out of descriptors (or another transient failure): back off instead
         // of spinning on an accept that keeps failing.
-        accept_backoff_.expires_after(std::chrono::milliseconds(50));
-        accept_backoff_.async_wait([this](error_code wait_ec) {
-            if (!wait_ec && acceptor_.is_open()) {
-                do_accept();
+        auto& backoff = &acceptor == &acceptor_ ? accept_backoff_ : tls_accept_backoff_;
+        backoff.expires_after(std::chrono::milliseconds(50));
+        backoff.async_wait([this, &acceptor](error_code wait_ec) {
+            if (!wait_ec && acceptor.is_open()) {
+                do_accept(acceptor);
             }
         });
         return;
     }
-    const auto limit = gw.current()->cfg->client.max_connections;
-    if (gw.client_connections.fetch_add(1) >= limit) {
+    auto rt = gw.current();
+    if (gw.client_connections.fetch_add(1) >= rt->cfg->client.max_connections) {
         gw.client_connections--;
         error_code ignored;
         socket.close(ignored);
+    } else if (&acceptor == &tls_acceptor_) {
+        // The certificate of the moment: a reload changes it for new connections only.
+        std::make_shared<session>(std::move(socket), *this, rt->tls_server)->start();
     } else {
         std::make_shared<session>(std::move(socket), *this)->start();
     }
-    do_accept();
+    do_accept(acceptor);
+}
+
+void worker::session_started() {
+    session_peak_ = std::max(session_peak_, ++session_count_);
+}
+
+// After a wave of connections (a slowloris, a load test) glibc keeps the
+// freed memory in its arenas; give it back once most of them are gone, so
+// RSS follows the load down instead of staying at its peak.
+void worker::session_ended() {
+    const std::size_t now = --session_count_;
+    constexpr std::size_t wave = 1024;
+    if (session_peak_ >= now + wave && now <= session_peak_ / 4) {
+        session_peak_ = now;
+        ::malloc_trim(0);
+    }
 }
 
 void worker::begin_drain() {
     asio::post(ioc, [this] {
-        error_code ignored;
-        acceptor_.close(ignored);
+        close_acceptors();
         accept_backoff_.cancel();
+        tls_accept_backoff_.cancel();
         // drain() may close a session, which erases it from the set.
         std::vector<session*> all(sessions_.begin(), sessions_.end());
         for (session* s : all) {
@@ -115,8 +156,9 @@ void worker::begin_drain() {
 
 void worker::force_stop() {
     asio::post(ioc, [this] {
-        error_code ignored;
-        acceptor_.close(ignored);
+        close_acceptors();
+        accept_backoff_.cancel();
+        tls_accept_backoff_.cancel();
         std::vector<session*> all(sessions_.begin(), sessions_.end());
         for (session* s : all) {
             if (sessions_.count(s)) {

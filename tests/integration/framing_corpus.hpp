@@ -14,8 +14,6 @@
 //   aborted <METHOD> <target>     a request whose head may reach the upstream before
 //                                 its connection is cut, the body incomplete (whether
 //                                 the head goes first depends on how the bytes arrive)
-//   pending <what>                the case states behaviour that needs <what> (outside
-//                                 proxy/framing) and is only run by the hidden tests
 //   send <bytes>                  bytes to send; several `send` lines are concatenated
 //   end
 //
@@ -54,7 +52,6 @@ struct corpus_case {
     bool closed = false;
     std::vector<expected_request> upstream;
     std::vector<expected_request> aborted;
-    std::string pending;
     std::optional<std::string> body;
     bool eof = false;
     bool truncated = false;
@@ -182,8 +179,6 @@ inline std::vector<corpus_case> load_corpus(const std::string& path) {
             current.eof = true;
         } else if (word == "truncated") {
             current.truncated = true;
-        } else if (word == "pending") {
-            current.pending = rest;
         } else if (word == "send") {
             current.bytes += unescape(rest, where);
         } else if (word == "end") {

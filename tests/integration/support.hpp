@@ -118,6 +118,7 @@ public:
     ~running_proxy();
     std::uint16_t port() const { return srv_->proxy_endpoint().port(); }
     std::uint16_t admin_port() const { return srv_->admin_endpoint().port(); }
+    std::uint16_t tls_port() const { return srv_->tls_endpoint().port(); }
     server::server& srv() { return *srv_; }
 
 private:

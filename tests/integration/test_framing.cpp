@@ -206,7 +206,7 @@ void run_response_case(const corpus_case& c) {
             const auto s = client.read();
             CHECK(s.status == 200);
             CHECK(s.body == "ok");
-            if (c.validator != 0) {
+            if (c.validator != 0 || (!c.statuses.empty() && c.statuses.front() == 502)) {
                 // The upstream that framed badly was closed, not pooled: the
                 // sentinel needed a connection of its own, and the first one
                 // was closed by tollgate without waiting for the shutdown.
@@ -225,10 +225,8 @@ void run_response_case(const corpus_case& c) {
 TEST_CASE("framing: request corpus over sockets, upstream receives only clean requests",
           "[framing]") {
     for (const auto& c : load_corpus(data_dir + "requests.corpus")) {
-        if (c.pending.empty()) {
-            DYNAMIC_SECTION(c.name) {
-                run_request_case(c, false);
-            }
+        DYNAMIC_SECTION(c.name) {
+            run_request_case(c, false);
         }
     }
 }
@@ -237,10 +235,8 @@ TEST_CASE("framing: request corpus sent one byte per write", "[framing]") {
     // Every cut of the head across reads must give the same verdict: the
     // session checks each read's bytes again.
     for (const auto& c : load_corpus(data_dir + "requests.corpus")) {
-        if (c.pending.empty()) {
-            DYNAMIC_SECTION(c.name) {
-                run_request_case(c, true);
-            }
+        DYNAMIC_SECTION(c.name) {
+            run_request_case(c, true);
         }
     }
 }
@@ -248,10 +244,8 @@ TEST_CASE("framing: request corpus sent one byte per write", "[framing]") {
 TEST_CASE("framing: response corpus, bad upstream framing gives 502 and is not pooled",
           "[framing]") {
     for (const auto& c : load_corpus(data_dir + "responses.corpus")) {
-        if (c.pending.empty()) {
-            DYNAMIC_SECTION(c.name) {
-                run_response_case(c);
-            }
+        DYNAMIC_SECTION(c.name) {
+            run_response_case(c);
         }
     }
 }
@@ -294,26 +288,12 @@ TEST_CASE("framing: a body sent after a HEAD response never reaches another requ
     CHECK(second.body == "ok");
 }
 
-TEST_CASE("framing: cases that need session changes (see report)", "[.framing-pending]") {
-    for (const auto& c : load_corpus(data_dir + "requests.corpus")) {
-        if (!c.pending.empty()) {
-            DYNAMIC_SECTION(c.name) {
-                run_request_case(c, false);
-            }
-        }
-    }
-    for (const auto& c : load_corpus(data_dir + "responses.corpus")) {
-        if (!c.pending.empty()) {
-            DYNAMIC_SECTION(c.name) {
-                run_response_case(c);
-            }
-        }
-    }
-}
-
-TEST_CASE("framing: an endless chunk extension or trailer is cut off", "[.framing-pending]") {
+TEST_CASE("framing: an endless chunk extension or trailer is cut off", "[framing]") {
     // Beast buffers a chunk header line or trailer section until its end,
-    // with no limit: tollgate must stop reading long before 4 MiB.
+    // with no limit of its own: tollgate must cut it off with a 400 (not
+    // wait for the line to end, nor time out). Loopback socket buffers can
+    // absorb all 4 MiB before the answer arrives, so the bytes sent prove
+    // nothing; the 400 does.
     for (std::string_view opening : {"1;a=", "0\r\nX-Trailer: "}) {
         INFO(opening);
         recording_upstream up;
@@ -330,11 +310,10 @@ TEST_CASE("framing: an endless chunk extension or trailer is cut off", "[.framin
         }
         const auto r = client.read();
         CHECK(r.status == 400);
-        CHECK(sent < 4 * 1024 * 1024);
     }
 }
 
-TEST_CASE("framing: a route's limit applies however its path is written", "[.framing-pending]") {
+TEST_CASE("framing: a route's limit applies however its path is written", "[framing]") {
     // Routes match the raw target: an absolute-form target, or a path a
     // backend normalises (merged slashes, Tomcat/Jetty `;params`), must not
     // dodge a stricter route limit.

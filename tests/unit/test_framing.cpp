@@ -380,3 +380,29 @@ TEST_CASE("framing: truncated heads are refused, never read past", "[framing]") 
         CHECK(response_verdict(cut) == 502);
     }
 }
+
+TEST_CASE("framing: normalize_path reads a path as a backend would", "[framing]") {
+    std::string scratch;
+    auto norm = [&](std::string_view p) { return std::string(normalize_path(p, scratch)); };
+    CHECK(norm("/login") == "/login");
+    CHECK(norm("*") == "*");
+    CHECK(norm("/") == "/");
+    CHECK(norm("//login") == "/login");
+    CHECK(norm("/api//v1///users") == "/api/v1/users");
+    CHECK(norm("/login;jsessionid=1") == "/login");
+    CHECK(norm("/a;x/b;y=2/") == "/a/b/");
+    CHECK(norm("/%6cogin") == "/login");
+    CHECK(norm("/%6Cogin") == "/login");
+    CHECK(norm("/a%2Fb") == "/a%2Fb");  // an encoded slash stays one segment
+    CHECK(norm("/a%2") == "/a%2");
+    CHECK(norm("/a%zz") == "/a%zz");
+    CHECK(norm("/./login") == "/login");
+    CHECK(norm("/x/../login") == "/login");
+    CHECK(norm("/../../login") == "/login");
+    CHECK(norm("/%2e%2e/login") == "/login");
+    CHECK(norm("/api/.") == "/api/");
+    CHECK(norm("/api/..") == "/");
+    CHECK(norm("/login/") == "/login/");
+    CHECK(norm("/.well-known/x") == "/.well-known/x");
+    CHECK(norm("/;") == "/");
+}

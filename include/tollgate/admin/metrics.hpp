@@ -35,6 +35,7 @@ enum class reason_kind : std::uint8_t {
     body_too_large,     ///< rejected: 413
     timeout,            ///< rejected: 408
     store_unavailable,  ///< rejected: Redis down with failure_mode closed
+    tunnels,            ///< limited: the key (or everyone) holds the most tunnels allowed
     count_
 };
 enum class key_kind : std::uint8_t { org, tok, ip, none, count_ };
@@ -116,6 +117,7 @@ struct gauge_values {
     double client_connections = 0;
     double upstream_connections = 0;
     double draining = 0;
+    double tunnels_open = 0;
     double store_fallback = 0;
     std::uint64_t ratelimit_evictions = 0;  ///< monotonic total
     /// The current config's routes (`tollgate_route_requests_total`).

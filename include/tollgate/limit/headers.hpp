@@ -78,7 +78,7 @@ private:
 };
 
 /// Why a request was refused with 429.
-enum class refusal_reason { rate, concurrency };
+enum class refusal_reason { rate, concurrency, tunnels };
 
 /// `{"error":"rate limit exceeded","reason":"rate","retry_after":N}`.
 class refusal_body {

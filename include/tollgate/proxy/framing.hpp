@@ -49,6 +49,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace tollgate::proxy {
@@ -111,6 +112,15 @@ std::optional<framing_error> validate_response_head(std::string_view head, head_
 /// authority (`/` when empty); `*` for asterisk-form. What routes and
 /// `keying.ip_paths` should match on.
 std::string_view request_path(std::string_view target);
+
+/// The path as a backend is likely to understand it, for matching routes
+/// and `keying.ip_paths` only (the forwarded target is never rewritten):
+/// `;params` cut from every segment (Tomcat, Jetty), percent-encoded
+/// unreserved characters decoded (RFC 3986 6.2.2.2), empty and `.`
+/// segments dropped, `..` resolved (never above the root), a trailing `/`
+/// kept. `path` is what request_path() returned. Returns `path` itself when
+/// it needs no change, otherwise a view of `scratch`.
+std::string_view normalize_path(std::string_view path, std::string& scratch);
 
 /// Chunk extensions of one message (RFC 9112 7.1.1), checked as Beast
 /// reports them (`on_chunk_header`): Beast validates their syntax but lets

@@ -19,6 +19,7 @@
 
 #include "tollgate/config/config.hpp"
 #include "tollgate/net.hpp"
+#include "tollgate/proxy/stream.hpp"
 
 namespace tollgate::proxy {
 
@@ -32,12 +33,22 @@ struct upstream_target {
 /// Shared by all threads; the cursor is the only mutable part.
 struct upstream_group {
     std::vector<std::shared_ptr<const upstream_target>> targets;
+    /// TLS for the `https://` servers among them (null when there are none).
+    std::shared_ptr<asio::ssl::context> tls;
+    bool verify_tls = true;  ///< false only with upstream.insecure_skip_verify
     mutable std::atomic<std::size_t> next{0};
 };
 
-/// Resolves every server of `servers` (blocking; startup and reload only).
-/// Throws std::runtime_error naming the server that does not resolve.
-std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers);
+/// `host[:port]` of `server` as a Host header names it: an IPv6 literal in
+/// brackets, the port left out when it is the scheme's default.
+std::string authority_of(const upstream_server& server);
+
+/// Resolves every server of `servers` (blocking; startup and reload only)
+/// and, when any is `https://`, builds their TLS context from `settings`.
+/// Throws std::runtime_error naming the server that does not resolve or the
+/// CA file that cannot be loaded.
+std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers,
+                                              const upstream_config& settings);
 
 struct pool_settings {
     std::chrono::milliseconds connect_timeout{3000};
@@ -51,7 +62,7 @@ class upstream_pool : public std::enable_shared_from_this<upstream_pool> {
 public:
     struct connection {
         explicit connection(asio::io_context& ioc) : stream(ioc) {}
-        beast::tcp_stream stream;
+        proxy::stream stream;
         beast::flat_buffer buffer;
         std::shared_ptr<const upstream_target> target;
         std::chrono::steady_clock::time_point idle_since{};
@@ -123,6 +134,7 @@ private:
 
     bool try_start(const std::shared_ptr<const upstream_group>& group, acquire_handler& handler);
     void connect(std::shared_ptr<attempt> a);
+    void connected(std::shared_ptr<attempt> a, std::unique_ptr<connection> conn);
     bool take_idle(const upstream_target* target, lease& out);
     void put_idle(std::unique_ptr<connection> conn);
     void released();

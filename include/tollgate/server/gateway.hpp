@@ -17,6 +17,7 @@
 #include "tollgate/limit/concurrency.hpp"
 #include "tollgate/limit/rate_limiter.hpp"
 #include "tollgate/limit/rate_policy.hpp"
+#include "tollgate/limit/tunnels.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/store/redis_shared.hpp"
 
@@ -39,6 +40,9 @@ struct runtime {
     std::vector<std::shared_ptr<limit::concurrency_limiter>> route_slots;
     /// One per `routes[i]`, for `tollgate_route_requests_total`.
     std::vector<std::shared_ptr<admin::route_counters>> route_counters;
+    /// The TLS listener's context (null without `tls.listen`); rebuilt on
+    /// reload, so new connections get the new certificate.
+    std::shared_ptr<asio::ssl::context> tls_server;
 
     /// The route for a request: among routes whose `host` is empty or equals
     /// the request's host (port ignored), the one with the longest matching
@@ -86,6 +90,8 @@ public:
     /// Metrics and fallback state shared by the workers' Redis stores
     /// (inert in memory mode).
     store::redis_shared redis;
+    /// Open tunnels per key (`websocket.max_per_key`, `max_tunnels`).
+    limit::tunnel_limiter tunnels;
     /// Recently refused keys, for /debug/keys.
     admin::key_stats refused_keys{clock};
 

@@ -40,6 +40,8 @@ public:
 
     tcp::endpoint proxy_endpoint() const;
     tcp::endpoint admin_endpoint() const;
+    /// The TLS listener's address (port 0 when there is none).
+    tcp::endpoint tls_endpoint() const;
     gateway& gw() { return *gateway_; }
     /// Upstream connections opened so far, all workers (tests, metrics).
     std::uint64_t upstream_connects() const;
@@ -56,6 +58,7 @@ private:
     std::unique_ptr<admin::admin_server> admin_;
     tcp::endpoint proxy_endpoint_;
     tcp::endpoint admin_endpoint_;
+    tcp::endpoint tls_endpoint_;
     bool started_ = false;
     bool stopped_ = false;
 };

@@ -19,6 +19,8 @@
 #include "tollgate/limit/concurrency.hpp"
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/flat_write.hpp"
+#include "tollgate/proxy/framing.hpp"
+#include "tollgate/proxy/stream.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/server/gateway.hpp"
 #include "tollgate/store/rate_store.hpp"
@@ -29,7 +31,8 @@ class worker;
 
 class session : public std::enable_shared_from_this<session> {
 public:
-    session(tcp::socket socket, worker& owner);
+    /// `tls`: the listener's TLS context, or null for plain TCP.
+    session(tcp::socket socket, worker& owner, std::shared_ptr<asio::ssl::context> tls = nullptr);
     ~session();
     session(const session&) = delete;
     session& operator=(const session&) = delete;
@@ -92,6 +95,18 @@ private:
     void on_write_response_body(error_code ec, std::size_t n);
     void finish_exchange();
 
+    // Tunnel (after `101 Switching Protocols`): bytes both ways until both
+    // sides have closed, or nothing moved for client.tunnel_idle_timeout.
+    bool select_upgrade(const route_config* route);
+    void start_tunnel();
+    void on_tunnel_head_sent(error_code ec, std::size_t n);
+    void tunnel_read(std::size_t from);
+    void on_tunnel_read(std::size_t from, error_code ec, std::size_t n);
+    void on_tunnel_written(std::size_t from, error_code ec, std::size_t n);
+    void tunnel_side_ended(std::size_t from);
+    void arm_tunnel_idle();
+    proxy::stream& tunnel_end(std::size_t side);
+
     // Replies tollgate makes itself, and failure paths.
     void send_local(local_response res);
     void on_local_sent(error_code ec, std::size_t n);
@@ -107,7 +122,8 @@ private:
 
     std::shared_ptr<const runtime> rt_;
     worker& owner_;
-    beast::tcp_stream stream_;
+    std::shared_ptr<asio::ssl::context> tls_ctx_;  ///< the context this connection started with
+    proxy::stream stream_;
     beast::flat_buffer buffer_;
     asio::steady_timer header_timer_;
     bool header_timed_out_ = false;
@@ -115,6 +131,18 @@ private:
     ip_address peer_addr_;
 
     // The current exchange.
+    /// Chunk extensions of the request body, checked as Beast parses each
+    /// chunk header (Beast keeps a reference: it lives as long as parser_).
+    struct chunk_header_check {
+        proxy::chunk_extension_budget budget;
+        void operator()(std::uint64_t, std::string_view extensions, error_code& ec) {
+            if (budget.add(extensions)) {
+                ec = http::error::bad_chunk_extension;
+            }
+        }
+    };
+    chunk_header_check chunk_check_;
+    std::string path_scratch_;  ///< normalised path, when it differs from the target
     std::optional<request_parser> parser_;
     std::optional<http::request_serializer<http::buffer_body>> req_sr_;
     std::optional<response_parser> res_parser_;
@@ -134,6 +162,18 @@ private:
     bool head_request_ = false;
     bool header_only_response_ = false;
     bool retried_ = false;
+
+    // Upgrade: what the client asked for (allowed protocols only), and the
+    // tunnel once the upstream switched.
+    std::string upgrade_;  ///< `Upgrade` value forwarded; empty = no upgrade
+    limit::tunnel_limiter::ticket tunnel_ticket_;
+    struct tunnel_pipe {
+        std::array<char, 16 * 1024> buf;
+        bool ended = false;  ///< its source closed (EOF)
+    };
+    std::unique_ptr<std::array<tunnel_pipe, 2>> pipes_;  ///< [0] client->upstream, [1] back
+    std::chrono::steady_clock::time_point tunnel_active_{};
+    bool tunnel_ = false;
 
     // The decision for the current exchange.
     int route_index_ = -1;

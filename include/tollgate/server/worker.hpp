@@ -22,6 +22,7 @@ class worker {
     // pending handlers can still unregister themselves.
     std::unordered_set<session*> sessions_;
     std::atomic<std::size_t> session_count_{0};
+    std::size_t session_peak_ = 0;  ///< most sessions since memory was last returned
 
 public:
     worker(gateway& gw, std::size_t index, const config& cfg, std::size_t workers);
@@ -32,8 +33,11 @@ public:
     /// Opens the acceptor on `endpoint` (SO_REUSEPORT, so every worker can
     /// bind the same address). Throws boost::system::system_error.
     void listen(const tcp::endpoint& endpoint);
+    /// Same for the TLS listener (`tls.listen`).
+    void listen_tls(const tcp::endpoint& endpoint);
     /// The bound address (useful with port 0).
     tcp::endpoint local_endpoint() const;
+    tcp::endpoint local_tls_endpoint() const;
 
     void start_thread();
     void join();
@@ -54,11 +58,17 @@ public:
 private:
     friend class session;
     std::unique_ptr<store::rate_store> make_store(const config& cfg);
-    void do_accept();
-    void on_accept(error_code ec, tcp::socket socket);
+    void session_started();
+    void session_ended();
+    static void open_shared(tcp::acceptor& acceptor, const tcp::endpoint& endpoint);
+    void do_accept(tcp::acceptor& acceptor);
+    void on_accept(tcp::acceptor& acceptor, error_code ec, tcp::socket socket);
+    void close_acceptors();
 
     tcp::acceptor acceptor_{ioc};
+    tcp::acceptor tls_acceptor_{ioc};
     asio::steady_timer accept_backoff_{ioc};
+    asio::steady_timer tls_accept_backoff_{ioc};
     asio::executor_work_guard<asio::io_context::executor_type> work_{ioc.get_executor()};
     std::thread thread_;
 };

@@ -1,0 +1,81 @@
+#pragma once
+/// @file stream.hpp
+/// One connection, plain TCP or TLS over TCP, as one type, so that a
+/// session and the upstream pool serve both with the same code. The branch
+/// per operation costs nothing next to the system call behind it.
+///
+/// Timeouts are the TCP layer's (`beast::tcp_stream`): `expires_after`
+/// closes the socket when it fires, which fails any pending TLS operation
+/// as well. Satisfies Beast's AsyncReadStream and AsyncWriteStream for
+/// completion handlers (not for other completion tokens).
+
+#include <memory>
+
+#include <boost/beast/ssl.hpp>
+
+#include "tollgate/net.hpp"
+
+namespace tollgate::proxy {
+
+class stream {
+public:
+    using executor_type = beast::tcp_stream::executor_type;
+    using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+    /// Not connected yet (an upstream connection before its connect).
+    explicit stream(asio::io_context& ioc) : ex_(ioc.get_executor()), plain_(ioc) {}
+    /// Plain TCP over an accepted socket.
+    explicit stream(tcp::socket socket) : ex_(socket.get_executor()), plain_(std::move(socket)) {}
+    /// TLS over an accepted socket; the handshake is still to do.
+    stream(tcp::socket socket, asio::ssl::context& ctx)
+        : ex_(socket.get_executor()),
+          plain_(ex_),
+          tls_(std::make_unique<tls_stream>(std::move(socket), ctx)) {}
+
+    stream(const stream&) = delete;
+    stream& operator=(const stream&) = delete;
+
+    /// Turns a connected plain stream into TLS over the same socket (an
+    /// upstream after its TCP connect); the handshake is still to do.
+    void start_tls(asio::ssl::context& ctx) {
+        tls_ = std::make_unique<tls_stream>(std::move(plain_), ctx);
+    }
+
+    bool is_tls() const { return tls_ != nullptr; }
+    /// The TLS layer; only when is_tls().
+    tls_stream& tls() { return *tls_; }
+    beast::tcp_stream& tcp_layer() { return tls_ ? tls_->next_layer() : plain_; }
+    tcp::socket& socket() { return tcp_layer().socket(); }
+    executor_type get_executor() const { return ex_; }
+
+    template <class Duration>
+    void expires_after(Duration d) {
+        tcp_layer().expires_after(d);
+    }
+    void expires_never() { tcp_layer().expires_never(); }
+
+    template <class MutableBuffers, class Handler>
+    void async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+        if (tls_) {
+            tls_->async_read_some(buffers, std::forward<Handler>(handler));
+        } else {
+            plain_.async_read_some(buffers, std::forward<Handler>(handler));
+        }
+    }
+
+    template <class ConstBuffers, class Handler>
+    void async_write_some(const ConstBuffers& buffers, Handler&& handler) {
+        if (tls_) {
+            tls_->async_write_some(buffers, std::forward<Handler>(handler));
+        } else {
+            plain_.async_write_some(buffers, std::forward<Handler>(handler));
+        }
+    }
+
+private:
+    executor_type ex_;
+    beast::tcp_stream plain_;  ///< moved into tls_ by start_tls()
+    std::unique_ptr<tls_stream> tls_;
+};
+
+}  // namespace tollgate::proxy

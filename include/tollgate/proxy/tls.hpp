@@ -1,0 +1,35 @@
+#pragma once
+/// @file tls.hpp
+/// TLS contexts: the listener's (certificate, key, minimum version, ALPN)
+/// and the one for `https://` upstreams (verification against the system
+/// CA store or `upstream.ca_file`). Both are built with the runtime, so a
+/// reload (SIGHUP) picks up new files for new connections while existing
+/// ones keep the context they started with.
+
+#include <memory>
+#include <string_view>
+
+#include <boost/asio/ssl.hpp>
+
+#include "tollgate/config/config.hpp"
+#include "tollgate/proxy/stream.hpp"
+
+namespace tollgate::proxy {
+
+/// The listener's context. Throws std::runtime_error naming the file and
+/// OpenSSL's reason when the certificate or key cannot be used.
+std::shared_ptr<asio::ssl::context> make_server_context(const tls_config& tls);
+
+/// The context for `https://` upstreams. Throws std::runtime_error when
+/// `upstream.ca_file` cannot be loaded.
+std::shared_ptr<asio::ssl::context> make_upstream_context(const upstream_config& upstream);
+
+/// Prepares a client TLS stream to `server`: SNI with the server's host
+/// name (not for IP literals, as RFC 6066 says) and, when `verify`, a
+/// check that the certificate names that host or address.
+void prepare_upstream_tls(stream::tls_stream& tls, const upstream_server& server, bool verify);
+
+/// OpenSSL's reason for the last failure, for log lines and errors.
+std::string last_tls_error();
+
+}  // namespace tollgate::proxy
