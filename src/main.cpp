@@ -50,7 +50,11 @@ int main(int argc, char** argv) {
         srv.start();
         std::cerr << "tollgate " << TOLLGATE_VERSION << " listening on " << srv.proxy_endpoint()
                   << ", admin on " << srv.admin_endpoint() << ", upstream "
-                  << cfg->upstream.servers.front().url << "\n";
+                  << cfg->upstream.servers.front().url;
+        if (cfg->tls.listen) {
+            std::cerr << ", tls on " << srv.tls_endpoint();
+        }
+        std::cerr << "\n";
 
         std::function<void()> wait_signal = [&] {
             signals.async_wait([&](error_code ec, int signo) {

@@ -723,19 +723,21 @@ void session::watch_client() {
         return;
     }
     watching_ = true;
-    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
-        if (ec || !self->watching_) {
-            return;
-        }
-        self->watching_ = false;
-        char probe;
-        const ssize_t n =
-            ::recv(self->stream_.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-            self->close();
-        }
-        // Bytes (a pipelined request): the client is there; stop watching.
-    });
+    // A peeking receive rather than a wait: Asio tries it at once (EAGAIN)
+    // and then leaves the descriptor's epoll registration alone, where a
+    // wait re-arms it with an epoll_ctl on every request.
+    stream_.socket().async_receive(
+        asio::buffer(&peek_, 1), tcp::socket::message_peek,
+        [self = shared_from_this()](error_code ec, std::size_t) {
+            if (ec == asio::error::operation_aborted || !self->watching_) {
+                return;
+            }
+            self->watching_ = false;
+            if (ec) {
+                self->close();  // gone (EOF or reset)
+            }
+            // Bytes (a pipelined request): the client is there; stop watching.
+        });
 }
 
 void session::stop_watching() {

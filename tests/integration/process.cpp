@@ -91,7 +91,8 @@ bool tollgate_process::wait_for_log(const std::string& text) {
 
 bool tollgate_process::wait_listening() {
     // The line arrives in pieces; wait until all of it is there.
-    static const std::regex line(R"(listening on [^ ]*:(\d+), admin on [^ ]*:(\d+), upstream)");
+    static const std::regex line(
+        R"(listening on [^ ]*:(\d+), admin on [^ ]*:(\d+), upstream [^ ,\n]*(, tls on [^ ]*:(\d+))?\n)");
     std::smatch m;
     std::unique_lock lock(mutex_);
     if (!cv_.wait_for(lock, std::chrono::seconds(10),
@@ -101,6 +102,7 @@ bool tollgate_process::wait_listening() {
     }
     port_ = static_cast<std::uint16_t>(std::stoi(m[1]));
     admin_port_ = static_cast<std::uint16_t>(std::stoi(m[2]));
+    tls_port_ = m[4].matched ? static_cast<std::uint16_t>(std::stoi(m[4])) : 0;
     return true;
 }
 

@@ -24,6 +24,8 @@ public:
     bool wait_listening();
     std::uint16_t port() const { return port_; }
     std::uint16_t admin_port() const { return admin_port_; }
+    /// The TLS listener's port (0 without `tls.listen`).
+    std::uint16_t tls_port() const { return tls_port_; }
 
     void signal(int signo);
     /// Waits up to `seconds` for the process to exit; its exit code, or nullopt.
@@ -47,6 +49,7 @@ private:
     bool eof_ = false;
     std::uint16_t port_ = 0;
     std::uint16_t admin_port_ = 0;
+    std::uint16_t tls_port_ = 0;
 };
 
 /// Writes `text` to a fresh file under the temp dir; returns its path.

@@ -190,7 +190,8 @@ private:
     std::uint64_t bytes_in_ = 0;
     std::uint64_t bytes_out_ = 0;
     bool logged_ = false;
-    bool watching_ = false;  ///< a wait_read is pending on the client socket
+    bool watching_ = false;  ///< a peeking receive is pending on the client socket
+    char peek_ = 0;
 
     // Connection state.
     bool idle_ = false;      ///< waiting for the next request

@@ -1,0 +1,311 @@
+// TLS (issue #10) over real loopback sockets: a TLS listener in front of a
+// plain upstream, and https:// upstreams behind a plain listener. The
+// certificates are made per test (tls_certs.hpp); the reload test runs the
+// real binary.
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include "process.hpp"
+#include "support.hpp"
+#include "test_clients.hpp"
+#include "tls_certs.hpp"
+#include "ws_upstream.hpp"
+
+using namespace tollgate;
+using namespace tollgate::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+request make_get(std::string_view target) {
+    request req{http::verb::get, target, 11};
+    req.set(http::field::host, "localhost");
+    return req;
+}
+
+/// test_config plus a TLS listener on 127.0.0.1:0 with `cert`/`key`.
+config tls_listener_config(std::uint16_t upstream_port, const std::string& cert,
+                           const std::string& key) {
+    auto cfg = test_config(upstream_port);
+    cfg.tls.listen = listen_address{"127.0.0.1", 0};
+    cfg.tls.cert = cert;
+    cfg.tls.key = key;
+    return cfg;
+}
+
+/// test_config with the single upstream https://localhost:<port>.
+config https_upstream_config(std::uint16_t port) {
+    auto cfg = test_config(port);
+    upstream_server server;
+    server.scheme = "https";
+    server.host = "localhost";
+    server.port = port;
+    server.url = "https://localhost:" + std::to_string(port);
+    cfg.upstream.servers = {server};
+    return cfg;
+}
+
+}  // namespace
+
+TEST_CASE("tls: an HTTPS client is proxied to a plain upstream with X-Forwarded-Proto: https",
+          "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client c(gw.tls_port(), ctx);
+    CHECK(c.peer_serial() == tls_certs::first_serial);
+    CHECK(c.alpn() == "http/1.1");
+    auto res = c.send(make_get("/echo?tls=1"));
+    REQUIRE(res.result_int() == 200);
+    auto body = nlohmann::json::parse(res.body());
+    CHECK(body["target"] == "/echo?tls=1");
+    CHECK(body["headers"]["x-forwarded-proto"] == "https");
+    CHECK(body["headers"]["x-forwarded-for"] == "127.0.0.1");
+    CHECK(res["X-RateLimit-Remaining"] == "599");
+}
+
+TEST_CASE("tls: the plain and the TLS listener serve side by side", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    REQUIRE(gw.port() != gw.tls_port());
+    auto plain = get(gw.port(), "/echo");
+    REQUIRE(plain.result_int() == 200);
+    CHECK(nlohmann::json::parse(plain.body())["headers"]["x-forwarded-proto"] == "http");
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client secure(gw.tls_port(), ctx);
+    auto res = secure.send(make_get("/echo"));
+    REQUIRE(res.result_int() == 200);
+    CHECK(nlohmann::json::parse(res.body())["headers"]["x-forwarded-proto"] == "https");
+    // Each port speaks only its own protocol.
+    CHECK(tls_handshake_error(gw.port(), ctx));
+    raw_connection cleartext(gw.tls_port());
+    cleartext.write("GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    CHECK(cleartext.wait_closed(5s));
+    CHECK(up.stats.requests == 2);
+}
+
+TEST_CASE("tls: keep-alive serves many requests on one TLS connection", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client c(gw.tls_port(), ctx);
+    for (int i = 0; i < 10; ++i) {
+        auto req = make_get("/big?n=" + std::to_string(1000 * (i + 1)));
+        auto res = c.send(std::move(req));
+        REQUIRE(res.result_int() == 200);
+        CHECK(res.keep_alive());
+        CHECK(fnv1a(res.body()) == fnv1a(pattern_body(1000 * (i + 1))));
+    }
+    // A body larger than a TLS record (16 KiB) both ways, on the same connection.
+    const std::string body = pattern_body(3 * 1024 * 1024 + 5);
+    request post{http::verb::post, "/echo?echo=1", 11};
+    post.set(http::field::host, "localhost");
+    post.body() = body;
+    post.prepare_payload();
+    auto res = c.send(std::move(post));
+    REQUIRE(res.result_int() == 200);
+    CHECK(res["X-Body-Fnv"] == std::to_string(fnv1a(body)));
+    CHECK(fnv1a(res.body()) == fnv1a(body));
+    CHECK(up.stats.requests == 11);
+}
+
+TEST_CASE("tls: min_version 1.3 refuses a client that stops at TLS 1.2", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    auto cfg = tls_listener_config(up.port(), certs.cert_file, certs.key_file);
+    cfg.tls.min_version = "1.3";
+    running_proxy gw(cfg);
+    auto tls12_only = client_tls_context(certs.ca_file, TLS1_2_VERSION);
+    CHECK(tls_handshake_error(gw.tls_port(), tls12_only));
+    auto modern = client_tls_context(certs.ca_file);
+    tls_client c(gw.tls_port(), modern);
+    CHECK(c.protocol_version() == TLS1_3_VERSION);
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+    CHECK(up.stats.requests == 1);
+}
+
+TEST_CASE("tls: the default min_version 1.2 accepts a TLS 1.2 client", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    auto tls12_only = client_tls_context(certs.ca_file, TLS1_2_VERSION);
+    tls_client c(gw.tls_port(), tls12_only);
+    CHECK(c.protocol_version() == TLS1_2_VERSION);
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+}
+
+TEST_CASE("tls: a client that never completes the handshake is closed after header_timeout",
+          "[tls][timeouts]") {
+    tls_certs certs;
+    test_upstream up;
+    auto cfg = tls_listener_config(up.port(), certs.cert_file, certs.key_file);
+    cfg.client.header_timeout = 300ms;
+    running_proxy gw(cfg);
+    // Timed from before the connects: the handshake clock cannot start earlier.
+    const auto start = std::chrono::steady_clock::now();
+    raw_connection silent(gw.tls_port());
+    // The first bytes of a ClientHello record, then nothing.
+    raw_connection partial(gw.tls_port());
+    partial.write(std::string("\x16\x03\x01\x02\x00\x01\x00\x01", 8));
+    CHECK(silent.wait_closed(5s));
+    CHECK(partial.wait_closed(5s));
+    const auto elapsed = std::chrono::steady_clock::now() - start;
+    CHECK(elapsed >= 280ms);
+    CHECK(elapsed < 3s);
+    // Neither one kept the listener from serving others.
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client c(gw.tls_port(), ctx);
+    CHECK(c.send(make_get("/echo")).result_int() == 200);
+    CHECK(up.stats.requests == 1);
+}
+
+TEST_CASE("tls: a reload hands new connections the new certificate, old ones keep working",
+          "[tls][reload]") {
+    tls_certs certs;
+    test_upstream up;
+    auto cert = certs.write("live-cert.pem", certs.first().cert);
+    auto key = certs.write("live-key.pem", certs.first().key);
+    auto cfg = tls_listener_config(up.port(), cert, key);
+    running_proxy gw(cfg);
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client old(gw.tls_port(), ctx);
+    REQUIRE(old.peer_serial() == tls_certs::first_serial);
+    REQUIRE(old.send(make_get("/echo")).result_int() == 200);
+
+    certs.write("live-cert.pem", certs.second().cert);
+    certs.write("live-key.pem", certs.second().key);
+    gw.srv().reload(std::make_shared<const config>(cfg));
+
+    tls_client fresh(gw.tls_port(), ctx);
+    CHECK(fresh.peer_serial() == tls_certs::second_serial);
+    CHECK(fresh.peer_common_name() == tls_certs::second_cn);
+    CHECK(fresh.send(make_get("/echo")).result_int() == 200);
+    auto res = old.send(make_get("/echo"));
+    CHECK(res.result_int() == 200);
+    CHECK(old.peer_serial() == tls_certs::first_serial);
+}
+
+TEST_CASE("tls: an https:// upstream verified with ca_file gets SNI from the URL host",
+          "[tls][upstream]") {
+    tls_certs certs;
+    https_upstream up(certs.cert_file, certs.key_file);
+    auto cfg = https_upstream_config(up.port());
+    cfg.upstream.ca_file = certs.ca_file;
+    cfg.threads = 1;
+    running_proxy gw(cfg);
+    client c(gw.port());
+    for (int i = 0; i < 5; ++i) {
+        auto res = c.send(make_get("/echo?i=" + std::to_string(i)));
+        REQUIRE(res.result_int() == 200);
+        auto body = nlohmann::json::parse(res.body());
+        CHECK(body["target"] == "/echo?i=" + std::to_string(i));
+        CHECK(body["headers"]["x-forwarded-proto"] == "http");
+        CHECK(body["headers"]["host"] == "localhost");
+    }
+    CHECK(up.last_sni() == "localhost");
+    CHECK(up.requests == 5);
+    CHECK(up.failed_handshakes == 0);
+    // The TLS connection to the upstream is pooled like a plain one.
+    CHECK(up.handshakes == 1);
+}
+
+TEST_CASE("tls: an https:// upstream that does not verify gives 502", "[tls][upstream]") {
+    tls_certs certs;
+    SECTION("signed by a CA other than ca_file") {
+        https_upstream up(certs.cert_file, certs.key_file);
+        auto cfg = https_upstream_config(up.port());
+        cfg.upstream.ca_file = certs.other_ca_file;
+        running_proxy gw(cfg);
+        auto res = get(gw.port(), "/echo");
+        CHECK(res.result_int() == 502);
+        CHECK(res[http::field::content_type] == "application/json");
+        CHECK(nlohmann::json::parse(res.body()).contains("error"));
+        CHECK(poll_until([&] { return up.failed_handshakes.load() >= 1; }));
+        CHECK(up.requests == 0);
+        CHECK(up.last_sni() == "localhost");
+    }
+    SECTION("unknown to the system trust store (no ca_file)") {
+        https_upstream up(certs.cert_file, certs.key_file);
+        running_proxy gw(https_upstream_config(up.port()));
+        CHECK(get(gw.port(), "/echo").result_int() == 502);
+        CHECK(up.requests == 0);
+    }
+    SECTION("signed by ca_file, but for another host name") {
+        auto elsewhere = certs.ca().issue("elsewhere", 2001, "DNS:elsewhere.example");
+        https_upstream up(certs.write("elsewhere-cert.pem", elsewhere.cert),
+                          certs.write("elsewhere-key.pem", elsewhere.key));
+        auto cfg = https_upstream_config(up.port());
+        cfg.upstream.ca_file = certs.ca_file;
+        running_proxy gw(cfg);
+        CHECK(get(gw.port(), "/echo").result_int() == 502);
+        CHECK(up.requests == 0);
+    }
+}
+
+TEST_CASE("tls: insecure_skip_verify accepts an https:// upstream nobody vouches for",
+          "[tls][upstream]") {
+    tls_certs certs;
+    // Neither trusted (no ca_file, test CA unknown to the system) nor for this name.
+    auto elsewhere = certs.ca().issue("elsewhere", 2002, "DNS:elsewhere.example");
+    https_upstream up(certs.write("elsewhere-cert.pem", elsewhere.cert),
+                      certs.write("elsewhere-key.pem", elsewhere.key));
+    auto cfg = https_upstream_config(up.port());
+    cfg.upstream.insecure_skip_verify = true;
+    running_proxy gw(cfg);
+    auto res = get(gw.port(), "/echo");
+    CHECK(res.result_int() == 200);
+    CHECK(up.requests == 1);
+    CHECK(up.last_sni() == "localhost");
+}
+
+TEST_CASE("tls: SIGHUP reloads cert and key; the open connection keeps working",
+          "[tls][lifecycle]") {
+    tls_certs certs;
+    test_upstream up;
+    auto cert = certs.write("live-cert.pem", certs.first().cert);
+    auto key = certs.write("live-key.pem", certs.first().key);
+    auto path = write_temp_file("tls-reload.yaml",
+                                "listen: 127.0.0.1:0\n"
+                                "admin: {listen: 127.0.0.1:0}\n"
+                                "threads: 2\n"
+                                "tls:\n"
+                                "  listen: 127.0.0.1:0\n  cert: \"" +
+                                    cert + "\"\n  key: \"" + key +
+                                    "\"\n"
+                                    "upstream:\n"
+                                    "  servers: [http://127.0.0.1:" +
+                                    std::to_string(up.port()) +
+                                    "]\n"
+                                    "log: {access_log: false}\n");
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    const auto tls_port = p.tls_port();
+    REQUIRE(tls_port != 0);
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client old(tls_port, ctx);
+    REQUIRE(old.peer_serial() == tls_certs::first_serial);
+    REQUIRE(old.peer_common_name() == tls_certs::first_cn);
+    auto before = old.send(make_get("/echo"));
+    REQUIRE(before.result_int() == 200);
+    CHECK(nlohmann::json::parse(before.body())["headers"]["x-forwarded-proto"] == "https");
+
+    certs.write("live-cert.pem", certs.second().cert);
+    certs.write("live-key.pem", certs.second().key);
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_for_log("configuration reloaded"));
+
+    tls_client fresh(tls_port, ctx);
+    CHECK(fresh.peer_serial() == tls_certs::second_serial);
+    CHECK(fresh.peer_common_name() == tls_certs::second_cn);
+    CHECK(fresh.send(make_get("/echo")).result_int() == 200);
+    auto after = old.send(make_get("/echo"));
+    CHECK(after.result_int() == 200);
+    CHECK(old.peer_serial() == tls_certs::first_serial);
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
