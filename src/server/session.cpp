@@ -46,7 +46,7 @@ bool is_disconnect(const error_code& ec) {
 
 namespace {
 
-proxy::stream make_stream(tcp::socket socket, asio::ssl::context* tls) {
+proxy::stream make_stream(proxy::socket_type socket, asio::ssl::context* tls) {
     if (tls) {
         return proxy::stream(std::move(socket), *tls);
     }
@@ -55,7 +55,7 @@ proxy::stream make_stream(tcp::socket socket, asio::ssl::context* tls) {
 
 }  // namespace
 
-session::session(tcp::socket socket, worker& owner, std::shared_ptr<asio::ssl::context> tls)
+session::session(proxy::socket_type socket, worker& owner, std::shared_ptr<asio::ssl::context> tls)
     : owner_(owner),
       tls_ctx_(std::move(tls)),
       stream_(make_stream(std::move(socket), tls_ctx_.get())),
@@ -86,7 +86,7 @@ void session::start() {
         return;
     }
     // The handshake is part of the first header's time.
-    stream_.expires_after(owner_.gw.current()->cfg->client.header_timeout);
+    stream_.expires_after(owner_.runtime_now()->cfg->client.header_timeout);
     stream_.tls().async_handshake(asio::ssl::stream_base::server,
                                   [self = shared_from_this()](error_code ec) {
                                       if (ec) {
@@ -144,7 +144,7 @@ void session::do_wait_for_request() {
         return;
     }
     idle_ = true;
-    const auto& c = owner_.gw.current()->cfg->client;
+    const auto& c = owner_.runtime_now()->cfg->client;
     stream_.expires_after(first_request_ ? c.header_timeout : c.idle_timeout);
     stream_.async_read_some(
         buffer_.prepare(4096),
@@ -165,7 +165,7 @@ void session::on_first_bytes(error_code ec, std::size_t n) {
 // Read the whole head within client.header_timeout of its first byte. The
 // raw bytes are checked strictly (proxy/framing) before Beast parses them.
 void session::do_read_header() {
-    rt_ = owner_.gw.current();
+    rt_ = owner_.runtime_now();
     const auto& c = rt_->cfg->client;
     key_kind_ = admin::key_kind::none;
     route_index_ = -1;

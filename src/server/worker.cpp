@@ -34,7 +34,7 @@ worker::~worker() {
     pool->shutdown();
 }
 
-void worker::open_shared(tcp::acceptor& acceptor, const tcp::endpoint& endpoint) {
+void worker::open_shared(proxy::acceptor_type& acceptor, const tcp::endpoint& endpoint) {
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
     // Every worker binds the same address; the kernel spreads connections.
@@ -84,13 +84,13 @@ void worker::join() {
     }
 }
 
-void worker::do_accept(tcp::acceptor& acceptor) {
-    acceptor.async_accept([this, &acceptor](error_code ec, tcp::socket socket) {
+void worker::do_accept(proxy::acceptor_type& acceptor) {
+    acceptor.async_accept([this, &acceptor](error_code ec, proxy::socket_type socket) {
         on_accept(acceptor, ec, std::move(socket));
     });
 }
 
-void worker::on_accept(tcp::acceptor& acceptor, error_code ec, tcp::socket socket) {
+void worker::on_accept(proxy::acceptor_type& acceptor, error_code ec, proxy::socket_type socket) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) {
         return;
     }
@@ -106,7 +106,7 @@ void worker::on_accept(tcp::acceptor& acceptor, error_code ec, tcp::socket socke
         });
         return;
     }
-    auto rt = gw.current();
+    const auto& rt = runtime_now();
     if (gw.client_connections.fetch_add(1) >= rt->cfg->client.max_connections) {
         gw.client_connections--;
         error_code ignored;

@@ -17,17 +17,25 @@
 
 namespace tollgate::proxy {
 
+/// Every socket of a worker runs on that worker's io_context: its executor
+/// type is known, so handlers and timers carry it directly instead of the
+/// type-erased `any_io_executor` (whose copies show up in a profile).
+using executor_type = asio::io_context::executor_type;
+using socket_type = asio::basic_stream_socket<tcp, executor_type>;
+using acceptor_type = asio::basic_socket_acceptor<tcp, executor_type>;
+using tcp_stream = beast::basic_stream<tcp, executor_type, beast::unlimited_rate_policy>;
+
 class stream {
 public:
-    using executor_type = beast::tcp_stream::executor_type;
-    using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+    using executor_type = proxy::executor_type;
+    using tls_stream = beast::ssl_stream<tcp_stream>;
 
     /// Not connected yet (an upstream connection before its connect).
     explicit stream(asio::io_context& ioc) : ex_(ioc.get_executor()), plain_(ioc) {}
     /// Plain TCP over an accepted socket.
-    explicit stream(tcp::socket socket) : ex_(socket.get_executor()), plain_(std::move(socket)) {}
+    explicit stream(socket_type socket) : ex_(socket.get_executor()), plain_(std::move(socket)) {}
     /// TLS over an accepted socket; the handshake is still to do.
-    stream(tcp::socket socket, asio::ssl::context& ctx)
+    stream(socket_type socket, asio::ssl::context& ctx)
         : ex_(socket.get_executor()),
           plain_(ex_),
           tls_(std::make_unique<tls_stream>(std::move(socket), ctx)) {}
@@ -44,8 +52,8 @@ public:
     bool is_tls() const { return tls_ != nullptr; }
     /// The TLS layer; only when is_tls().
     tls_stream& tls() { return *tls_; }
-    beast::tcp_stream& tcp_layer() { return tls_ ? tls_->next_layer() : plain_; }
-    tcp::socket& socket() { return tcp_layer().socket(); }
+    tcp_stream& tcp_layer() { return tls_ ? tls_->next_layer() : plain_; }
+    socket_type& socket() { return tcp_layer().socket(); }
     executor_type get_executor() const { return ex_; }
 
     template <class Duration>
@@ -74,7 +82,7 @@ public:
 
 private:
     executor_type ex_;
-    beast::tcp_stream plain_;  ///< moved into tls_ by start_tls()
+    tcp_stream plain_;  ///< moved into tls_ by start_tls()
     std::unique_ptr<tls_stream> tls_;
 };
 

@@ -68,7 +68,13 @@ public:
             const limit::clock* time = nullptr);
 
     std::shared_ptr<const runtime> current() const { return runtime_.load(); }
-    void swap(std::shared_ptr<const runtime> next) { runtime_.store(std::move(next)); }
+    void swap(std::shared_ptr<const runtime> next) {
+        runtime_.store(std::move(next));
+        generation_.fetch_add(1, std::memory_order_release);
+    }
+    /// Changes with every swap(): a worker keeps its own copy of the
+    /// runtime and reloads it only when this moved (worker::runtime_now).
+    std::uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
     bool draining() const { return draining_.load(std::memory_order_acquire); }
     void start_draining() { draining_.store(true, std::memory_order_release); }
@@ -101,6 +107,7 @@ public:
 private:
     std::atomic<std::shared_ptr<const runtime>> runtime_;
     std::atomic<bool> draining_{false};
+    std::atomic<std::uint64_t> generation_{0};
 };
 
 }  // namespace tollgate::server

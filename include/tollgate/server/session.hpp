@@ -32,7 +32,8 @@ class worker;
 class session : public std::enable_shared_from_this<session> {
 public:
     /// `tls`: the listener's TLS context, or null for plain TCP.
-    session(tcp::socket socket, worker& owner, std::shared_ptr<asio::ssl::context> tls = nullptr);
+    session(proxy::socket_type socket, worker& owner,
+            std::shared_ptr<asio::ssl::context> tls = nullptr);
     ~session();
     session(const session&) = delete;
     session& operator=(const session&) = delete;

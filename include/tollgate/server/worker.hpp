@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "tollgate/net.hpp"
+#include "tollgate/proxy/stream.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/server/gateway.hpp"
 #include "tollgate/store/rate_store.hpp"
@@ -47,10 +48,22 @@ public:
     /// Closes everything still open (posted to `ioc`); the thread then ends.
     void force_stop();
     std::size_t session_count() const { return session_count_.load(); }
+    /// The current runtime, from this worker's copy: no atomic shared_ptr
+    /// load per request, only a generation check. Worker thread only.
+    const std::shared_ptr<const runtime>& runtime_now() {
+        if (const auto g = gw.generation(); g != runtime_generation_ || !runtime_) {
+            runtime_ = gw.current();
+            runtime_generation_ = g;
+        }
+        return runtime_;
+    }
 
     gateway& gw;
     const std::size_t index;
-    asio::io_context ioc{1};
+    /// Only this worker's thread does I/O on its sockets (everything else
+    /// posts to it), so the reactor needs no per-descriptor locking; the
+    /// scheduler keeps its lock for those posts.
+    asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
     std::shared_ptr<proxy::upstream_pool> pool;
     /// This worker's rate store (memory, or its own Redis connection).
     std::unique_ptr<store::rate_store> store;
@@ -60,17 +73,19 @@ private:
     std::unique_ptr<store::rate_store> make_store(const config& cfg);
     void session_started();
     void session_ended();
-    static void open_shared(tcp::acceptor& acceptor, const tcp::endpoint& endpoint);
-    void do_accept(tcp::acceptor& acceptor);
-    void on_accept(tcp::acceptor& acceptor, error_code ec, tcp::socket socket);
+    static void open_shared(proxy::acceptor_type& acceptor, const tcp::endpoint& endpoint);
+    void do_accept(proxy::acceptor_type& acceptor);
+    void on_accept(proxy::acceptor_type& acceptor, error_code ec, proxy::socket_type socket);
     void close_acceptors();
 
-    tcp::acceptor acceptor_{ioc};
-    tcp::acceptor tls_acceptor_{ioc};
+    proxy::acceptor_type acceptor_{ioc};
+    proxy::acceptor_type tls_acceptor_{ioc};
     asio::steady_timer accept_backoff_{ioc};
     asio::steady_timer tls_accept_backoff_{ioc};
     asio::executor_work_guard<asio::io_context::executor_type> work_{ioc.get_executor()};
     std::thread thread_;
+    std::shared_ptr<const runtime> runtime_;
+    std::uint64_t runtime_generation_ = 0;
 };
 
 }  // namespace tollgate::server
