@@ -27,7 +27,6 @@ void raw_upstream::stop() {
         stopping_ = true;
     }
     error_code ignored;
-    acceptor_.close(ignored);
     {
         // Wake the blocking accept with a connection of our own.
         asio::io_context ioc;
@@ -35,6 +34,7 @@ void raw_upstream::stop() {
         s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_), ignored);
     }
     accept_thread_.join();
+    acceptor_.close(ignored);  // only now: not under a blocking accept
     {
         std::lock_guard lock(mutex_);
         for (auto& s : sockets_) {
@@ -60,9 +60,9 @@ void raw_upstream::accept_loop() {
         sockets_.push_back(socket);
         threads_.emplace_back([this, socket, index] {
             serve(*socket, index);
+            std::lock_guard inner(mutex_);  // stop() shuts sockets down under it
             error_code ignored;
             socket->close(ignored);
-            std::lock_guard inner(mutex_);
             open_--;
             closed_++;
             cv_.notify_all();

@@ -60,14 +60,16 @@ test_upstream::~test_upstream() {
     stopping_ = true;
     release_held();
     error_code ignored;
-    acceptor_.close(ignored);
-    // Wake the blocking accept with a connection of our own.
+    // Wake the blocking accept with a connection of our own; the acceptor is
+    // closed only once its thread is done with it (closing it under a
+    // blocking accept is a data race on the socket's state).
     {
         asio::io_context ioc;
         tcp::socket s(ioc);
         s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_), ignored);
     }
     accept_thread_.join();
+    acceptor_.close(ignored);
     {
         std::lock_guard lock(mutex_);
         for (auto& s : sockets_) {
@@ -77,6 +79,14 @@ test_upstream::~test_upstream() {
     for (auto& t : connection_threads_) {
         t.join();
     }
+}
+
+// Closes a connection socket under the mutex the destructor holds while it
+// shuts the open ones down, so the two never touch one socket at once.
+void test_upstream::close_locked(tcp::socket& socket) {
+    std::lock_guard lock(mutex_);
+    error_code ignored;
+    socket.close(ignored);
 }
 
 void test_upstream::accept_loop() {
@@ -186,7 +196,7 @@ void test_upstream::serve(tcp::socket raw) {
             asio::write(*socket, asio::buffer(head), ec);
             asio::write(*socket, asio::buffer(pattern_body(1000)), ec);
             socket->set_option(asio::socket_base::linger(true, 0), ec);
-            socket->close(ec);
+            close_locked(*socket);
             break;
         }
         if (path == "/chunked") {
@@ -264,7 +274,7 @@ void test_upstream::serve(tcp::socket raw) {
     while (!ec) {
         socket->read_some(asio::buffer(&c, 1), ec);
     }
-    socket->close(ec);
+    close_locked(*socket);
     stats.closed_connections++;
 }
 

@@ -72,6 +72,7 @@ public:
 private:
     void accept_loop();
     void serve(tcp::socket socket);
+    void close_locked(tcp::socket& socket);
 
     asio::io_context ioc_;
     tcp::acceptor acceptor_;

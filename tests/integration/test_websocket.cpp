@@ -64,8 +64,7 @@ upstream_server http_server(std::uint16_t port) {
 
 }  // namespace
 
-TEST_CASE("websocket: text and binary messages echo through the tunnel",
-          "[websocket]") {
+TEST_CASE("websocket: text and binary messages echo through the tunnel", "[websocket]") {
     ws_upstream up;
     running_proxy gw(test_config(up.port()));
     ws_client c(gw.port(), "/chat?room=7", {{"X-Probe", "through"}});
@@ -91,8 +90,7 @@ TEST_CASE("websocket: text and binary messages echo through the tunnel",
     CHECK(up.stats.messages == 20);
 }
 
-TEST_CASE("websocket: a 4 MiB message crosses the tunnel intact both ways",
-          "[websocket]") {
+TEST_CASE("websocket: a 4 MiB message crosses the tunnel intact both ways", "[websocket]") {
     ws_upstream up;
     running_proxy gw(test_config(up.port()));
     ws_client c(gw.port());
@@ -107,8 +105,7 @@ TEST_CASE("websocket: a 4 MiB message crosses the tunnel intact both ways",
     CHECK(echo(c, "after") == "after");
 }
 
-TEST_CASE("websocket: a close frame from the client reaches the upstream",
-          "[websocket]") {
+TEST_CASE("websocket: a close frame from the client reaches the upstream", "[websocket]") {
     ws_upstream up;
     running_proxy gw(test_config(up.port()));
     ws_client c(gw.port());
@@ -121,8 +118,7 @@ TEST_CASE("websocket: a close frame from the client reaches the upstream",
     CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
 }
 
-TEST_CASE("websocket: a close frame from the upstream reaches the client",
-          "[websocket]") {
+TEST_CASE("websocket: a close frame from the upstream reaches the client", "[websocket]") {
     ws_upstream up;
     running_proxy gw(test_config(up.port()));
     ws_client c(gw.port());
@@ -277,8 +273,7 @@ TEST_CASE("websocket: max_per_key caps one key's open tunnels; closing one makes
     CHECK(echo(again, "room") == "room");
 }
 
-TEST_CASE("websocket: max_tunnels caps open tunnels across all keys",
-          "[websocket][limits]") {
+TEST_CASE("websocket: max_tunnels caps open tunnels across all keys", "[websocket][limits]") {
     ws_upstream up;
     auto cfg = test_config(up.port());
     cfg.websocket.max_tunnels = 2;

@@ -41,14 +41,16 @@ std::string echo_json(const http::request<http::string_body>& req) {
 }
 
 /// Half-closes, then reads until the peer closes too, so "ended" means
-/// closed by both sides (as in test_upstream).
-void linger_until_peer_closes(tcp::socket& socket) {
+/// closed by both sides (as in test_upstream). The close happens under
+/// `sockets_mutex`, which the destructor holds while it shuts sockets down.
+void linger_until_peer_closes(tcp::socket& socket, std::mutex& sockets_mutex) {
     error_code ec;
     socket.shutdown(tcp::socket::shutdown_send, ec);
     char buf[512];
     while (!ec) {
         socket.read_some(asio::buffer(buf), ec);
     }
+    std::lock_guard lock(sockets_mutex);
     socket.close(ec);
 }
 
@@ -84,9 +86,9 @@ ws_upstream::ws_upstream()
 ws_upstream::~ws_upstream() {
     stopping_ = true;
     error_code ignored;
-    acceptor_.close(ignored);
     wake_acceptor(port_);
     accept_thread_.join();
+    acceptor_.close(ignored);  // only now: not under a blocking accept
     {
         std::lock_guard lock(mutex_);
         for (auto& s : sockets_) {
@@ -176,7 +178,7 @@ void ws_upstream::serve(std::shared_ptr<tcp::socket> socket) {
             break;
         }
     }
-    linger_until_peer_closes(*socket);
+    linger_until_peer_closes(*socket, mutex_);
 }
 
 void ws_upstream::run_websocket(tcp::socket& socket, const http::request<http::string_body>& req) {
@@ -246,9 +248,9 @@ https_upstream::https_upstream(const std::string& cert_file, const std::string& 
 https_upstream::~https_upstream() {
     stopping_ = true;
     error_code ignored;
-    acceptor_.close(ignored);
     wake_acceptor(port_);
     accept_thread_.join();
+    acceptor_.close(ignored);  // only now: not under a blocking accept
     {
         std::lock_guard lock(mutex_);
         for (auto& s : sockets_) {
@@ -300,7 +302,7 @@ void https_upstream::serve(std::shared_ptr<tcp::socket> socket) {
     stream.handshake(ssl::stream_base::server, ec);
     if (ec) {
         failed_handshakes++;
-        linger_until_peer_closes(*socket);
+        linger_until_peer_closes(*socket, mutex_);
         return;
     }
     handshakes++;
@@ -330,7 +332,7 @@ void https_upstream::serve(std::shared_ptr<tcp::socket> socket) {
     }
     // No close_notify: a TCP half-close is enough for length-delimited responses
     // and never blocks on a peer that does not answer one.
-    linger_until_peer_closes(*socket);
+    linger_until_peer_closes(*socket, mutex_);
 }
 
 }  // namespace tollgate::test
