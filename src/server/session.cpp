@@ -1046,7 +1046,6 @@ bool session::select_upgrade(const route_config* route) {
 
 // The upstream switched protocols: relay its 101, then the bytes.
 void session::start_tunnel() {
-    tunnel_ = true;
     response_started_ = true;
     auto& res = res_parser_->get();
     const std::string protocol(res[http::field::upgrade]);
@@ -1241,8 +1240,9 @@ void session::send_local(local_response res) {
     owner_.gw.metrics.shard(owner_.index).response_status(res.result_int());
     log_access(res.result_int());
     local_.emplace(std::move(res));
+    render_local(*local_, write_scratch_.flat);
     stream_.expires_after(rt_ ? rt_->cfg->client.body_timeout : std::chrono::seconds(10));
-    http::async_write(stream_, *local_,
+    asio::async_write(stream_, asio::buffer(write_scratch_.flat),
                       beast::bind_front_handler(&session::on_local_sent, shared_from_this()));
 }
 

@@ -3,6 +3,7 @@
 /// Responses tollgate makes itself (DESIGN.md section 5): small JSON bodies,
 /// `Connection: close` when the connection will not be reused.
 
+#include <string>
 #include <string_view>
 
 #include "tollgate/net.hpp"
@@ -14,6 +15,12 @@ using local_response = http::response<http::string_body>;
 /// `{"error": message}` with `status`. `keep_alive` false adds `Connection: close`.
 local_response make_error_reply(http::status status, std::string_view message, unsigned version,
                                 bool keep_alive);
+
+/// The whole of `res` as it goes on the wire, into `out` (replacing what was
+/// there): status line, fields in order, blank line, body. The caller has
+/// set Content-Length (prepare_payload). One buffer, one write, and none of
+/// Beast's per-field buffer sequences for a reply of a few hundred bytes.
+void render_local(const local_response& res, std::string& out);
 
 /// Escapes `text` as the inside of a JSON string.
 void append_json_escaped(std::string& out, std::string_view text);

@@ -174,7 +174,6 @@ private:
     };
     std::unique_ptr<std::array<tunnel_pipe, 2>> pipes_;  ///< [0] client->upstream, [1] back
     std::chrono::steady_clock::time_point tunnel_active_{};
-    bool tunnel_ = false;
 
     // The decision for the current exchange.
     int route_index_ = -1;
