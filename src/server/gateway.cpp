@@ -61,6 +61,10 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
     rt->default_upstream = proxy::resolve_group(cfg->upstream.servers, cfg->upstream);
     if (cfg->tls.listen) {
         rt->tls_server = proxy::make_server_context(cfg->tls);
+    } else if (previous) {
+        // Listeners change only on restart: a TLS listener opened at startup
+        // keeps its certificate when a reload drops `tls:`.
+        rt->tls_server = previous->tls_server;
     }
     rt->slots = reuse_or_create(cfg->concurrency.capacity, previous ? previous->slots : nullptr);
     for (std::size_t i = 0; i < cfg->routes.size(); ++i) {

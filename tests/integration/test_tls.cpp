@@ -190,6 +190,24 @@ TEST_CASE("tls: a reload hands new connections the new certificate, old ones kee
     CHECK(old.peer_serial() == tls_certs::first_serial);
 }
 
+TEST_CASE("tls: a reload without tls: keeps the TLS listener serving until a restart",
+          "[tls][reload]") {
+    // Listeners change only on restart; a TLS port must never fall back to
+    // plaintext because the reloaded file dropped its `tls:` section.
+    tls_certs certs;
+    test_upstream up;
+    auto cfg = tls_listener_config(up.port(), certs.cert_file, certs.key_file);
+    running_proxy gw(cfg);
+    auto without_tls = cfg;
+    without_tls.tls = tls_config{};
+    gw.srv().reload(std::make_shared<const config>(without_tls));
+
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client fresh(gw.tls_port(), ctx);
+    CHECK(fresh.peer_serial() == tls_certs::first_serial);
+    CHECK(fresh.send(make_get("/echo")).result_int() == 200);
+}
+
 TEST_CASE("tls: an https:// upstream verified with ca_file gets SNI from the URL host",
           "[tls][upstream]") {
     tls_certs certs;
