@@ -1,5 +1,7 @@
 #include "tollgate/http/local_reply.hpp"
 
+#include "tollgate/proxy/headers.hpp"
+
 #include <cstdio>
 
 namespace tollgate {
@@ -36,21 +38,7 @@ void append_json_escaped(std::string& out, std::string_view text) {
 
 void render_local(const local_response& res, std::string& out) {
     out.clear();
-    out += res.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-    out += std::to_string(res.result_int());
-    out += ' ';
-    const std::string_view reason = res.reason();
-    out.append(reason.data(), reason.size());
-    out += "\r\n";
-    for (const auto& f : res) {
-        const std::string_view name = f.name_string();
-        const std::string_view value = f.value();
-        out.append(name.data(), name.size());
-        out += ": ";
-        out.append(value.data(), value.size());
-        out += "\r\n";
-    }
-    out += "\r\n";
+    proxy::render_head(res.base(), out);
     out += res.body();
 }
 

@@ -103,4 +103,39 @@ void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bo
     fields.set(http::field::via, via);
 }
 
+namespace {
+
+void append(std::string& out, std::string_view text) {
+    out.append(text.data(), text.size());
+}
+
+void render_fields(const http::fields& fields, std::string& out) {
+    for (const auto& f : fields) {
+        append(out, f.name_string());
+        out += ": ";
+        append(out, f.value());
+        out += "\r\n";
+    }
+    out += "\r\n";
+}
+
+}  // namespace
+
+void render_head(const http::request_header<>& head, std::string& out) {
+    append(out, head.method_string());
+    out += ' ';
+    append(out, head.target());
+    out += head.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n";
+    render_fields(head, out);
+}
+
+void render_head(const http::response_header<>& head, std::string& out) {
+    out += head.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out += std::to_string(head.result_int());
+    out += ' ';
+    append(out, head.reason());
+    out += "\r\n";
+    render_fields(head, out);
+}
+
 }  // namespace tollgate::proxy

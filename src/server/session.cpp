@@ -525,6 +525,7 @@ void session::forward(admin::reason_kind reason) {
         route_index_ >= 0 ? rt_->route_upstreams[route_index_] : rt_->default_upstream;
     retried_ = false;
     response_started_ = false;
+    response_complete_ = false;
     t_upstream_ = std::chrono::steady_clock::now();
     do_acquire_upstream();
 }
@@ -567,6 +568,17 @@ void session::do_write_request_header() {
     if (req.find(http::field::host) == req.end()) {
         // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not.
         req.set(http::field::host, proxy::authority_of(upstream_->target->server));
+    }
+    if (!send_continue_ && !request_has_body_ && parser_->is_done()) {
+        // The common case, a request without a body: its head is all of it,
+        // rendered into one buffer and written at once.
+        write_scratch_.flat.clear();
+        proxy::render_head(req.base(), write_scratch_.flat);
+        upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
+        asio::async_write(
+            upstream_->stream, asio::buffer(write_scratch_.flat),
+            beast::bind_front_handler(&session::on_write_request_body, shared_from_this()));
+        return;
     }
     req_sr_.emplace(req);
     if (!send_continue_ && (parser_->is_done() || buffer_.size() > 0)) {
@@ -692,7 +704,7 @@ void session::on_write_request_body(error_code ec, std::size_t) {
         upstream_failed(ec, upstream_phase::exchange);
         return;
     }
-    if (!parser_->is_done() && !req_sr_->is_done()) {
+    if (req_sr_ && !parser_->is_done() && !req_sr_->is_done()) {
         do_read_request_body();
         return;
     }
@@ -863,6 +875,12 @@ void session::on_response_head() {
         limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
             .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
     }
+    const bool whole_body_here =
+        !header_only_response_ && !chunked && !until_close && upstream_->buffer.size() >= *length;
+    if (header_only_response_ || whole_body_here) {
+        write_whole_response(whole_body_here ? *length : 0);
+        return;
+    }
     if (!header_only_response_ && (res_parser_->is_done() || upstream_->buffer.size() > 0)) {
         // Body bytes already arrived with the head: send header and body in
         // one write. Otherwise the header goes out first, so a slow or
@@ -872,6 +890,35 @@ void session::on_response_head() {
         return;
     }
     do_write_response_header();
+}
+
+// A response that is all here (no body, or a Content-Length body that came
+// with the head): head and body rendered into one buffer, one write, and
+// the exchange is complete without Beast's serializer.
+void session::write_whole_response(std::size_t body_bytes) {
+    response_started_ = true;
+    response_complete_ = true;
+    auto& flat = write_scratch_.flat;
+    flat.clear();
+    proxy::render_head(res_parser_->get().base(), flat);
+    if (body_bytes > 0) {
+        const auto data = upstream_->buffer.data();
+        flat.append(static_cast<const char*>(data.data()), body_bytes);
+        upstream_->buffer.consume(body_bytes);
+        bytes_out_ += body_bytes;
+    }
+    stream_.expires_after(rt_->cfg->client.body_timeout);
+    asio::async_write(stream_, asio::buffer(flat),
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                          if (self->closed_) {
+                              return;  // close() already ended the exchange
+                          }
+                          if (ec) {
+                              self->close();
+                              return;
+                          }
+                          self->finish_exchange();
+                      });
 }
 
 void session::do_write_response_header() {
@@ -986,7 +1033,8 @@ void session::finish_exchange() {
     shard.response_status(res_parser_->get().result_int());
     log_access(res_parser_->get().result_int());
 
-    if (upstream_keep_alive_ && res_parser_->is_done() && parser_->is_done()) {
+    if (upstream_keep_alive_ && (response_complete_ || res_parser_->is_done()) &&
+        parser_->is_done()) {
         upstream_.recycle();
     } else {
         upstream_.close();

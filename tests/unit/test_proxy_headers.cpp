@@ -120,3 +120,54 @@ TEST_CASE("routes: longest prefix, host-specific first, segment boundaries", "[r
     CHECK(rt2->match_route("x", "/api") == -1);
     CHECK(rt2->match_route("x", "/") == -1);
 }
+
+namespace {
+
+// What Beast's serializer writes for `msg`'s head.
+template <bool isRequest>
+std::string beast_head(http::message<isRequest, http::empty_body>& msg) {
+    http::serializer<isRequest, http::empty_body> sr(msg);
+    sr.split(true);
+    std::string out;
+    error_code ec;
+    while (!sr.is_header_done()) {
+        sr.next(ec, [&](error_code&, const auto& buffers) {
+            for (auto b : beast::buffers_range_ref(buffers)) {
+                out.append(static_cast<const char*>(b.data()), b.size());
+            }
+            sr.consume(beast::buffer_bytes(buffers));
+        });
+    }
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("render_head writes the bytes Beast's serializer would", "[proxy][headers]") {
+    http::request<http::empty_body> req{http::verb::post, "/a/b?c=d", 11};
+    req.set(http::field::host, "example.test");
+    req.set("X-Forwarded-For", "10.0.0.1, 127.0.0.1");
+    req.insert("X-Dup", "1");
+    req.insert("X-Dup", "2");
+    req.content_length(12);
+    std::string out = "kept prefix|";
+    proxy::render_head(req.base(), out);
+    CHECK(out == "kept prefix|" + beast_head(req));
+    CHECK(out.ends_with("\r\n\r\n"));
+
+    http::response<http::empty_body> res{http::status::not_found, 10};
+    res.set(http::field::server, "upstream");
+    res.keep_alive(true);
+    std::string head;
+    proxy::render_head(res.base(), head);
+    CHECK(head == beast_head(res));
+    CHECK(head.rfind("HTTP/1.0 404 Not Found\r\n", 0) == 0);
+
+    http::response<http::empty_body> custom{http::status::ok, 11};
+    custom.reason("Fine Thanks");
+    custom.chunked(true);
+    head.clear();
+    proxy::render_head(custom.base(), head);
+    CHECK(head == beast_head(custom));
+    CHECK(head.rfind("HTTP/1.1 200 Fine Thanks\r\n", 0) == 0);
+}

@@ -4,6 +4,7 @@
 /// (RFC 9110 section 7.6.1) and the forwarding headers a backend expects.
 /// Stateless functions; safe from any thread.
 
+#include <string>
 #include <string_view>
 
 #include "tollgate/net.hpp"
@@ -20,6 +21,13 @@ void strip_hop_by_hop(http::fields& fields);
 /// Appends `client_ip` to `X-Forwarded-For` (merging repeated fields into one
 /// list), sets `X-Forwarded-Proto` and appends `1.1 tollgate` to `Via`.
 void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bool tls);
+
+/// Appends the head of a request or response exactly as Beast's serializer
+/// writes it (start line, the fields in order, blank line) to `out`: one
+/// contiguous buffer for one write, without walking a buffer sequence per
+/// field. Framing fields must already be set.
+void render_head(const http::request_header<>& head, std::string& out);
+void render_head(const http::response_header<>& head, std::string& out);
 
 /// True when `value` (a comma-separated list) contains `token`, compared
 /// case-insensitively, e.g. `Connection: keep-alive, Upgrade`.

@@ -88,6 +88,7 @@ private:
     void on_response_head_bytes(error_code ec, std::size_t n);
     void parse_response_head(std::string_view head);
     void on_response_head();
+    void write_whole_response(std::size_t body_bytes);
     void do_write_response_header();
     void on_write_response_header(error_code ec, std::size_t n);
     void do_read_response_body();
@@ -160,6 +161,7 @@ private:
     bool request_has_body_ = false;
     std::size_t linger_budget_ = 0;
     bool response_started_ = false;
+    bool response_complete_ = false;  ///< written whole by write_whole_response()
     bool head_request_ = false;
     bool header_only_response_ = false;
     bool retried_ = false;
