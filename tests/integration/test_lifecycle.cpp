@@ -84,7 +84,7 @@ TEST_CASE("SIGTERM during a slow request: it completes, then the process exits 0
     CHECK(p.wait_exit() == 0);
 }
 
-TEST_CASE("bad configuration: --check-config names file, line and key; exit 1", "[lifecycle]") {
+TEST_CASE("bad configuration: --check-config names file, line and key, and exit 1", "[lifecycle]") {
     auto path = write_temp_file("bad.yaml", "listen: 127.0.0.1:0\nrate_limit:\n  limit: ten\n");
     tollgate_process p({"--check-config", "--config", path});
     CHECK(p.wait_exit() == 1);

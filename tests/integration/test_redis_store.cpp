@@ -401,7 +401,7 @@ TEST_CASE("scripts flushed from Redis are loaded again (NOSCRIPT)", "[redis]") {
     CHECK(timed_get(c).remaining == "47");
 }
 
-TEST_CASE("AUTH and SELECT come from the URL; a wrong password falls back", "[redis]") {
+TEST_CASE("AUTH and SELECT come from the URL, and a wrong password falls back", "[redis]") {
     redis_server redis({"--requirepass", "s3cret"});
     redis.set_password("s3cret");
     redis.command({"ACL", "SETUSER", "alice", "on", ">wonder", "~*", "&*", "+@all"});

@@ -281,7 +281,7 @@ TEST_CASE("tls: insecure_skip_verify accepts an https:// upstream nobody vouches
     CHECK(up.last_sni() == "localhost");
 }
 
-TEST_CASE("tls: SIGHUP reloads cert and key; the open connection keeps working",
+TEST_CASE("tls: SIGHUP reloads cert and key, and the open connection keeps working",
           "[tls][lifecycle]") {
     tls_certs certs;
     test_upstream up;

@@ -180,7 +180,7 @@ TEST_CASE("ws_upstream: plain requests get JSON, /upgrade-anyway gets an unsolic
     CHECK(up.stats.plain_requests == 2);
 }
 
-TEST_CASE("raw_connection tells a closed connection from a silent one; metric_value parses",
+TEST_CASE("raw_connection tells a closed connection from a silent one, and metric_value parses",
           "[support]") {
     asio::io_context ioc;
     tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));

@@ -221,7 +221,7 @@ TEST_CASE("websocket: a 101 the client did not ask for is a 502", "[websocket]")
     CHECK(get(gw.port(), "/plain").result_int() == 200);
 }
 
-TEST_CASE("websocket: the handshake takes one token; an empty bucket refuses it with 429",
+TEST_CASE("websocket: the handshake takes one token, and an empty bucket refuses it with 429",
           "[websocket][limits]") {
     ws_upstream up;
     limit::manual_clock clock;
@@ -247,7 +247,7 @@ TEST_CASE("websocket: the handshake takes one token; an empty bucket refuses it 
     CHECK(up.stats.handshakes == 2);
 }
 
-TEST_CASE("websocket: max_per_key caps one key's open tunnels; closing one makes room",
+TEST_CASE("websocket: max_per_key caps one key's open tunnels, and closing one makes room",
           "[websocket][limits]") {
     ws_upstream up;
     auto cfg = test_config(up.port());

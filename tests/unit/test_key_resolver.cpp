@@ -212,7 +212,7 @@ TEST_CASE("b64token characters and padding are accepted", "[keying][tok]") {
     CHECK(key_for_authorization(resolver, "Bearer =") == "ip:203.0.113.5");
 }
 
-TEST_CASE("different tokens get different keys; the raw token is never in the key",
+TEST_CASE("different tokens get different keys, and the raw token is never in the key",
           "[keying][tok]") {
     key_resolver resolver{keying_config{}};
     auto a = key_for_authorization(resolver, "Bearer tok-A");
