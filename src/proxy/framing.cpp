@@ -789,11 +789,6 @@ std::string_view request_path(std::string_view target) {
 
 namespace {
 
-bool is_unreserved(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '.' || c == '_' || c == '~';
-}
-
 // One segment with its `;params` cut and unreserved escapes decoded.
 void append_segment(std::string& out, std::string_view segment) {
     segment = segment.substr(0, segment.find(';'));
@@ -802,7 +797,7 @@ void append_segment(std::string& out, std::string_view segment) {
             const bool hex = is(segment[i + 1], c_hex) && is(segment[i + 2], c_hex);
             const char decoded =
                 static_cast<char>(hex_value(segment[i + 1]) * 16 + hex_value(segment[i + 2]));
-            if (hex && is_unreserved(decoded)) {
+            if (hex && is(decoded, c_host)) {  // an unreserved character
                 out += decoded;
                 i += 2;
                 continue;

@@ -7,35 +7,6 @@
 #include <boost/range/iterator_range.hpp>
 
 namespace tollgate::proxy {
-namespace {
-
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
-        s.remove_prefix(1);
-    }
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
-        s.remove_suffix(1);
-    }
-    return s;
-}
-
-template <class F>
-void for_each_token(std::string_view list, F&& f) {
-    while (!list.empty()) {
-        std::size_t comma = list.find(',');
-        std::string_view token = trim(list.substr(0, comma));
-        if (!token.empty()) {
-            f(token);
-        }
-        if (comma == std::string_view::npos) {
-            break;
-        }
-        list.remove_prefix(comma + 1);
-    }
-}
-
-}  // namespace
-
 bool list_contains(std::string_view value, std::string_view token) {
     bool found = false;
     for_each_token(value, [&](std::string_view t) {
@@ -73,7 +44,7 @@ void strip_hop_by_hop(http::fields& fields) {
 void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bool tls) {
     std::string forwarded_for;
     for (const auto& f : boost::make_iterator_range(fields.equal_range("X-Forwarded-For"))) {
-        std::string_view v = trim(f.value());
+        std::string_view v = trim_ows(f.value());
         if (v.empty()) {
             continue;
         }

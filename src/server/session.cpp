@@ -1068,17 +1068,7 @@ bool session::select_upgrade(const route_config* route) {
     }
     static const std::vector<std::string> default_upgrade{"websocket"};
     const auto& allowed = route ? route->upgrade : default_upgrade;
-    std::string_view list = requested->value();
-    while (!list.empty()) {
-        const std::size_t comma = list.find(',');
-        std::string_view item = list.substr(0, comma);
-        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
-        while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) {
-            item.remove_prefix(1);
-        }
-        while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) {
-            item.remove_suffix(1);
-        }
+    proxy::for_each_token(requested->value(), [&](std::string_view item) {
         const std::string_view name = item.substr(0, item.find('/'));
         const bool ok = std::any_of(allowed.begin(), allowed.end(),
                                     [&](const std::string& a) { return beast::iequals(a, name); });
@@ -1088,7 +1078,7 @@ bool session::select_upgrade(const route_config* route) {
             }
             upgrade_ += item;
         }
-    }
+    });
     return !upgrade_.empty();
 }
 

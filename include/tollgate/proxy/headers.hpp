@@ -29,6 +29,34 @@ void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bo
 void render_head(const http::request_header<>& head, std::string& out);
 void render_head(const http::response_header<>& head, std::string& out);
 
+/// `s` without the spaces and tabs around it (RFC 9110 OWS).
+inline std::string_view trim_ows(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+        s.remove_prefix(1);
+    }
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+        s.remove_suffix(1);
+    }
+    return s;
+}
+
+/// Calls `f(token)` for each element of a comma-separated header list
+/// (RFC 9110 5.6.1), spaces and tabs around it trimmed, empty ones skipped.
+template <class F>
+void for_each_token(std::string_view list, F&& f) {
+    while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        const std::string_view token = trim_ows(list.substr(0, comma));
+        if (!token.empty()) {
+            f(token);
+        }
+        if (comma == std::string_view::npos) {
+            break;
+        }
+        list.remove_prefix(comma + 1);
+    }
+}
+
 /// True when `value` (a comma-separated list) contains `token`, compared
 /// case-insensitively, e.g. `Connection: keep-alive, Upgrade`.
 bool list_contains(std::string_view value, std::string_view token);
