@@ -42,6 +42,29 @@ void render_local(const local_response& res, std::string& out) {
     out += res.body();
 }
 
+void render_refusal(const refusal_reply& reply, std::string& out) {
+    using proxy::append_field;
+    out.clear();
+    out += reply.version == 10 ? "HTTP/1.0 429 Too Many Requests\r\n"
+                               : "HTTP/1.1 429 Too Many Requests\r\n";
+    append_field(out, "Server", "tollgate");
+    for (const auto& f : reply.limits) {
+        if (!beast::iequals(f.name, "Retry-After")) {  // set once, below
+            append_field(out, f.name, f.value);
+        }
+    }
+    append_field(out, "Retry-After", reply.retry_after);
+    append_field(out, "Content-Type", "application/json");
+    if (reply.version == 10 && reply.keep_alive) {
+        append_field(out, "Connection", "keep-alive");
+    } else if (reply.version != 10 && !reply.keep_alive) {
+        append_field(out, "Connection", "close");
+    }
+    append_field(out, "Content-Length", std::uint64_t{reply.body.size()});
+    out += "\r\n";
+    out.append(reply.body);
+}
+
 local_response make_error_reply(http::status status, std::string_view message, unsigned version,
                                 bool keep_alive) {
     local_response res{status, version < 10 ? 11 : version};

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <charconv>
-#include <cstdio>
 
 namespace tollgate {
 namespace {
@@ -170,9 +169,21 @@ void ip_address::append_to(std::string& out) const {
     char buf[max_text_size + 1];
     std::size_t len = 0;
     if (is_v4()) {
-        int n = std::snprintf(buf, sizeof buf, "%u.%u.%u.%u", bytes_[12], bytes_[13], bytes_[14],
-                              bytes_[15]);
-        out.append(buf, static_cast<std::size_t>(n));
+        // Every keyed request formats its address: no printf machinery here.
+        for (std::size_t i = 12; i < 16; ++i) {
+            if (i > 12) {
+                buf[len++] = '.';
+            }
+            const unsigned b = bytes_[i];
+            if (b >= 100) {
+                buf[len++] = static_cast<char>('0' + b / 100);
+            }
+            if (b >= 10) {
+                buf[len++] = static_cast<char>('0' + b / 10 % 10);
+            }
+            buf[len++] = static_cast<char>('0' + b % 10);
+        }
+        out.append(buf, len);
         return;
     }
     std::array<unsigned, 8> groups{};

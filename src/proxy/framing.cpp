@@ -411,7 +411,8 @@ void add_transfer_encoding(std::string_view value, framing_facts& f) {
 // request's options name before forwarding, so there an option naming a
 // field that frames or routes the request (`Connection: Host`) would make
 // tollgate forward something other than what it checked.
-bool valid_connection(std::string_view value, bool restrict_options) {
+// A list of tokens; with `info`, what it says about the connection.
+bool valid_connection(std::string_view value, bool restrict_options, head_info* info) {
     std::size_t i = 0;
     for (;;) {
         while (i < value.size() && is(value[i], c_ows)) {
@@ -422,6 +423,14 @@ bool valid_connection(std::string_view value, bool restrict_options) {
             ++i;
         }
         const std::string_view option = value.substr(start, i - start);
+        if (info && !option.empty()) {
+            if (iequals(option, "keep-alive")) {
+                info->connection_keep_alive = true;
+            } else {
+                info->connection_close = info->connection_close || iequals(option, "close");
+                info->connection_options = true;
+            }
+        }
         if (restrict_options && (iequals(option, "host") || iequals(option, "content-length") ||
                                  iequals(option, "transfer-encoding"))) {
             return false;
@@ -522,6 +531,9 @@ std::optional<framing_error> check_fields(cursor& cur, bool request, std::size_t
         }
         const std::string_view value = trim_ows(cur.h.substr(value_start, i - value_start));
         cur.pos = i + 2;
+        if (info.fields < head_info::max_listed) {
+            info.listed[info.fields] = {name, value};
+        }
         info.fields++;
         if (info.fields > max_fields) {
             return framing_error{431, "too many request header fields"};
@@ -537,14 +549,28 @@ std::optional<framing_error> check_fields(cursor& cur, bool request, std::size_t
                     }
                 }
                 break;
+            case 2:
+                info.hop_by_hop |= iequals(name, "te");
+                break;
+            case 7:
+                info.hop_by_hop |= iequals(name, "trailer") || iequals(name, "upgrade");
+                break;
             case 10:
-                if (iequals(name, "connection") && !valid_connection(value, request)) {
-                    return error("invalid Connection");
+                if (iequals(name, "connection")) {
+                    info.hop_by_hop = true;
+                    if (!valid_connection(value, request, &info)) {
+                        return error("invalid Connection");
+                    }
+                } else {
+                    info.hop_by_hop |= iequals(name, "keep-alive");
                 }
                 break;
             case 16:
-                if (iequals(name, "proxy-connection") && !valid_connection(value, false)) {
-                    return error("invalid Proxy-Connection");
+                if (iequals(name, "proxy-connection")) {
+                    info.hop_by_hop = true;
+                    if (!valid_connection(value, false, nullptr)) {
+                        return error("invalid Proxy-Connection");
+                    }
                 }
                 break;
             case 14:
@@ -552,10 +578,13 @@ std::optional<framing_error> check_fields(cursor& cur, bool request, std::size_t
                     if (auto e = add_content_length(value, f, status)) {
                         return e;
                     }
+                } else {
+                    info.hop_by_hop |= iequals(name, "http2-settings");
                 }
                 break;
             case 17:
                 if (iequals(name, "transfer-encoding")) {
+                    info.hop_by_hop = true;
                     add_transfer_encoding(value, f);
                 }
                 break;
@@ -609,7 +638,7 @@ std::optional<framing_error> validate_request_head(std::string_view head,
 
 std::optional<framing_error> validate_request_head(std::string_view head, const head_limits& limits,
                                                    head_info& info) {
-    info = head_info{};
+    static_cast<head_facts&>(info) = head_facts{};
     cursor cur{head};
 
     // method SP request-target SP HTTP-version CRLF, single spaces (RFC 9112 3).
@@ -709,7 +738,7 @@ std::optional<framing_error> validate_response_head(std::string_view head) {
 }
 
 std::optional<framing_error> validate_response_head(std::string_view head, head_info& info) {
-    info = head_info{};
+    static_cast<head_facts&>(info) = head_facts{};
     auto error = [](std::string_view message) { return framing_error{502, message}; };
     cursor cur{head};
 

@@ -1,6 +1,9 @@
 #include "tollgate/proxy/headers.hpp"
 
+#include "tollgate/proxy/framing.hpp"
+
 #include <array>
+#include <charconv>
 #include <string>
 #include <vector>
 
@@ -17,7 +20,59 @@ bool list_contains(std::string_view value, std::string_view token) {
     return found;
 }
 
+namespace {
+
+// The fields that concern one connection only (RFC 9110 7.6.1, and the
+// HTTP/2 upgrade's), besides whatever `Connection` names.
+bool is_hop_by_hop(std::string_view name) {
+    static constexpr std::array<std::string_view, 8> names{
+        "Connection", "Keep-Alive",        "TE",       "Trailer",
+        "Transfer-Encoding", "Upgrade", "Proxy-Connection", "HTTP2-Settings"};
+    for (std::string_view n : names) {
+        if (name.size() == n.size() && beast::iequals(name, n)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Whether `name` is one of the options `Connection` listed.
+bool named_in(std::string_view name, const std::vector<std::string_view>& named) {
+    for (std::string_view n : named) {
+        if (beast::iequals(name, n)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+}  // namespace
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+    out.append(name);
+    out += ": ";
+    out.append(value);
+    out += "\r\n";
+}
+
+void append_field(std::string& out, std::string_view name, std::uint64_t value) {
+    char digits[24];
+    const auto end = std::to_chars(digits, digits + sizeof digits, value).ptr;
+    append_field(out, name, std::string_view(digits, static_cast<std::size_t>(end - digits)));
+}
+
 void strip_hop_by_hop(http::fields& fields) {
+    // Most heads carry none: one look at each name, nothing erased.
+    bool any = false;
+    for (const auto& f : fields) {
+        if (is_hop_by_hop(f.name_string())) {
+            any = true;
+            break;
+        }
+    }
+    if (!any) {
+        return;
+    }
     // Names listed in Connection are hop-by-hop too; collect them first since
     // erasing while iterating the Connection values would invalidate them.
     std::vector<std::string> named;
@@ -39,6 +94,78 @@ void strip_hop_by_hop(http::fields& fields) {
     }
     fields.erase("Proxy-Connection");
     fields.erase("HTTP2-Settings");
+}
+
+bool response_keeps_alive(const head_info& info) {
+    if (info.connection_close) {
+        return false;
+    }
+    return info.version >= 11 || info.connection_keep_alive;
+}
+
+void render_response_head(std::string_view head, const head_info& info,
+                          const response_rewrite& edit, std::string& out) {
+    // The status line: `HTTP/1.x NNN reason` (validate_response_head).
+    const std::string_view line = head.substr(0, head.find("\r\n"));
+    std::string_view reason = line.substr(13);
+    if (reason.empty()) {
+        reason = http::obsolete_reason(static_cast<http::status>(info.status));
+    }
+    out += edit.version == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out.append(line.substr(9, 3));
+    out += ' ';
+    out.append(reason);
+    out += "\r\n";
+
+    const std::span<const raw_field> fields(info.listed.data(), info.fields);
+    // Names that `Connection` lists go too.
+    std::vector<std::string_view> named;
+    if (info.connection_options) {
+        for (const auto& f : fields) {
+            if (beast::iequals(f.name, "Connection")) {
+                for_each_token(f.value, [&](std::string_view t) {
+                    if (!beast::iequals(t, "host")) {
+                        named.push_back(t);
+                    }
+                });
+            }
+        }
+    }
+    auto dropped = [&](std::string_view name) {
+        if (info.hop_by_hop && is_hop_by_hop(name)) {
+            return true;
+        }
+        if (edit.content_length && name.size() == 14 && beast::iequals(name, "Content-Length")) {
+            return true;
+        }
+        if (named_in(name, named)) {
+            return true;
+        }
+        for (const auto& f : edit.extra) {
+            if (name.size() == f.name.size() && beast::iequals(name, f.name)) {
+                return true;
+            }
+        }
+        return false;
+    };
+    for (const auto& f : fields) {
+        if (!dropped(f.name)) {
+            append_field(out, f.name, f.value);
+        }
+    }
+    if (edit.content_length) {
+        append_field(out, "Content-Length", *edit.content_length);
+    }
+    // What Beast's keep_alive() leaves once Connection is gone.
+    if (edit.version == 10 && edit.keep_alive) {
+        append_field(out, "Connection", "keep-alive");
+    } else if (edit.version != 10 && !edit.keep_alive) {
+        append_field(out, "Connection", "close");
+    }
+    for (const auto& f : edit.extra) {
+        append_field(out, f.name, f.value);
+    }
+    out += "\r\n";
 }
 
 void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bool tls) {
@@ -74,6 +201,84 @@ void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bo
     fields.set(http::field::via, via);
 }
 
+void render_forwarded_request(const http::request_header<>& req, const forward_edit& edit,
+                              std::string& out) {
+    out.append(req.method_string());
+    out += ' ';
+    out.append(req.target());
+    out += " HTTP/1.1\r\n";
+
+    // What strip_hop_by_hop() would remove: names `Connection` lists first.
+    std::vector<std::string_view> named;
+    bool hop = false;
+    bool has_host = false;
+    for (const auto& f : req) {
+        const std::string_view name = f.name_string();
+        hop = hop || is_hop_by_hop(name);
+        has_host = has_host || f.name() == http::field::host;
+        if (f.name() == http::field::connection) {
+            for_each_token(f.value(), [&](std::string_view t) {
+                if (!beast::iequals(t, "host")) {
+                    named.push_back(t);
+                }
+            });
+        }
+    }
+    auto stripped = [&](std::string_view name) {
+        if (hop && is_hop_by_hop(name)) {
+            return true;
+        }
+        if (named_in(name, named)) {
+            return true;
+        }
+        return false;
+    };
+    // Fields kept in place; the forwarding lists and framing are set at the
+    // end, in the order forward() sets them on the parsed request.
+    std::string forwarded_for;
+    std::string via;
+    for (const auto& f : req) {
+        const std::string_view name = f.name_string();
+        if (stripped(name)) {
+            continue;
+        }
+        if (beast::iequals(name, "X-Forwarded-For")) {
+            const std::string_view v = trim_ows(f.value());
+            if (!v.empty()) {
+                forwarded_for.append(v);
+                forwarded_for += ", ";
+            }
+            continue;
+        }
+        if (f.name() == http::field::via) {
+            via.append(f.value());
+            via += ", ";
+            continue;
+        }
+        if (beast::iequals(name, "X-Forwarded-Proto") ||
+            (edit.content_length && f.name() == http::field::content_length)) {
+            continue;
+        }
+        append_field(out, name, f.value());
+    }
+    forwarded_for.append(edit.client_ip);
+    append_field(out, "X-Forwarded-For", forwarded_for);
+    append_field(out, "X-Forwarded-Proto", edit.tls ? "https" : "http");
+    via += "1.1 tollgate";
+    append_field(out, "Via", via);
+    if (!edit.upgrade.empty()) {
+        append_field(out, "Connection", "upgrade");
+        append_field(out, "Upgrade", edit.upgrade);
+    }
+    if (edit.content_length) {
+        append_field(out, "Content-Length", *edit.content_length);
+    }
+    if (!has_host) {
+        append_field(out, "Host", edit.host);
+    }
+    out += "\r\n";
+}
+
 namespace {
 
 void append(std::string& out, std::string_view text) {
@@ -82,10 +287,7 @@ void append(std::string& out, std::string_view text) {
 
 void render_fields(const http::fields& fields, std::string& out) {
     for (const auto& f : fields) {
-        append(out, f.name_string());
-        out += ": ";
-        append(out, f.value());
-        out += "\r\n";
+        append_field(out, f.name_string(), f.value());
     }
     out += "\r\n";
 }

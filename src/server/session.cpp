@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <ctime>
 
@@ -475,29 +476,33 @@ void session::on_rate_decision(const store::store_result& result) {
 
 // 429: rate (with the bucket's headers) or concurrency (Retry-After: 1).
 void session::refuse(admin::reason_kind reason) {
+    if (closed_) {
+        return;
+    }
     slot_.release();
     tunnel_ticket_.release();
     record(admin::decision_kind::limited, reason);
     owner_.gw.refused_keys.refused(key_.key);
-    local_response res{http::status::too_many_requests, client_version_ >= 11 ? 11u : 10u};
-    res.set(http::field::server, "tollgate");
-    std::uint64_t retry_after = 1;
+    std::optional<limit::rate_limit_headers> limits;
+    std::array<limit::header_field, limit::rate_limit_headers::max_fields> fields{};
+    std::size_t count = 0;
+    refusal_reply reply;
     if (reason == admin::reason_kind::rate && decision_) {
-        retry_after = limit::retry_after_seconds(decision_->retry_after);
-        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
-            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
+        reply.retry_after = limit::retry_after_seconds(decision_->retry_after);
+        limits.emplace(*decision_, rt_->cfg->rate_limit.headers);
+        limits->for_each([&](const limit::header_field& f) { fields[count++] = f; });
     }
-    res.set(http::field::retry_after, std::to_string(retry_after));
-    res.set(http::field::content_type, limit::refusal_body::content_type);
     const limit::refusal_body body(reason == admin::reason_kind::rate ? limit::refusal_reason::rate
                                    : reason == admin::reason_kind::tunnels
                                        ? limit::refusal_reason::tunnels
                                        : limit::refusal_reason::concurrency,
-                                   retry_after);
-    res.body() = std::string(body.view());
-    res.keep_alive(client_keep_alive_);
-    res.prepare_payload();
-    send_local(std::move(res));
+                                   reply.retry_after);
+    reply.version = client_version_ >= 11 ? 11 : 10;
+    reply.keep_alive = client_keep_alive_ && may_keep_alive();
+    reply.limits = std::span<const limit::header_field>(fields.data(), count);
+    reply.body = body.view();
+    render_refusal(reply, write_scratch_.flat);
+    write_local(429, reply.keep_alive);
 }
 
 // The request passed: regenerate its framing and send it upstream.
@@ -508,17 +513,22 @@ void session::forward(admin::reason_kind reason) {
     const bool chunked = parser_->chunked();
     const auto length = parser_->content_length();
     request_has_body_ = chunked || length.value_or(0) > 0;
-    proxy::strip_hop_by_hop(req);
-    proxy::add_forwarding_headers(req, peer_ip_, stream_.is_tls());
-    if (!upgrade_.empty()) {
-        req.set(http::field::connection, "upgrade");
-        req.set(http::field::upgrade, upgrade_);
-    }
-    req.version(11);
-    if (chunked) {
-        req.chunked(true);
-    } else if (length) {
-        req.content_length(*length);
+    // A request that is all here (the common case) is rendered as it is by
+    // do_write_request_header; the others are edited for Beast's serializer.
+    whole_request_ = !send_continue_ && !request_has_body_ && parser_->is_done();
+    if (!whole_request_) {
+        proxy::strip_hop_by_hop(req);
+        proxy::add_forwarding_headers(req, peer_ip_, stream_.is_tls());
+        if (!upgrade_.empty()) {
+            req.set(http::field::connection, "upgrade");
+            req.set(http::field::upgrade, upgrade_);
+        }
+        req.version(11);
+        if (chunked) {
+            req.chunked(true);
+        } else if (length) {
+            req.content_length(*length);
+        }
     }
 
     upstream_group_ =
@@ -565,20 +575,32 @@ void session::on_upstream(error_code ec, proxy::upstream_pool::lease conn) {
 
 void session::do_write_request_header() {
     auto& req = parser_->get();
+    // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not.
+    std::string host;
     if (req.find(http::field::host) == req.end()) {
-        // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not.
-        req.set(http::field::host, proxy::authority_of(upstream_->target->server));
+        host = proxy::authority_of(upstream_->target->server);
     }
-    if (!send_continue_ && !request_has_body_ && parser_->is_done()) {
+    if (whole_request_) {
         // The common case, a request without a body: its head is all of it,
-        // rendered into one buffer and written at once.
+        // rendered with its edits into one buffer and written at once.
+        proxy::forward_edit edit;
+        edit.client_ip = peer_ip_;
+        edit.tls = stream_.is_tls();
+        edit.upgrade = upgrade_;
+        if (const auto length = parser_->content_length()) {
+            edit.content_length = *length;
+        }
+        edit.host = host;
         write_scratch_.flat.clear();
-        proxy::render_head(req.base(), write_scratch_.flat);
+        proxy::render_forwarded_request(req.base(), edit, write_scratch_.flat);
         upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
         asio::async_write(
             upstream_->stream, asio::buffer(write_scratch_.flat),
             beast::bind_front_handler(&session::on_write_request_body, shared_from_this()));
         return;
+    }
+    if (!host.empty()) {
+        req.set(http::field::host, host);
     }
     req_sr_.emplace(req);
     if (!send_continue_ && (parser_->is_done() || buffer_.size() > 0)) {
@@ -713,12 +735,7 @@ void session::on_write_request_body(error_code ec, std::size_t) {
 
 // Wait up to upstream.response_timeout for the response header.
 void session::do_read_response_header() {
-    res_parser_.emplace();
-    res_parser_->header_limit(max_response_header_bytes);
-    res_parser_->body_limit(boost::none);
-    if (head_request_) {
-        res_parser_->skip(true);
-    }
+    res_parser_.reset();  // made only for heads the raw path does not take
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
     if (parser_->is_done()) {
         watch_client();  // a client that leaves now frees its slot and the upstream
@@ -804,9 +821,19 @@ void session::on_response_head_bytes(error_code ec, std::size_t n) {
 }
 
 void session::parse_response_head(std::string_view head) {
-    if (proxy::validate_response_head(head)) {
+    proxy::head_info info;
+    if (proxy::validate_response_head(head, info)) {
         upstream_failed(http::error::bad_version, upstream_phase::exchange);
         return;
+    }
+    if (relay_whole_response(head, info)) {
+        return;
+    }
+    res_parser_.emplace();
+    res_parser_->header_limit(max_response_header_bytes);
+    res_parser_->body_limit(boost::none);
+    if (head_request_) {
+        res_parser_->skip(true);
     }
     error_code ec;
     const std::size_t used = res_parser_->put(asio::buffer(head.data(), head.size()), ec);
@@ -822,10 +849,56 @@ void session::parse_response_head(std::string_view head) {
     on_response_head();
 }
 
+// The common response: a final one with nothing to stream (no body, or a
+// Content-Length body already read with the head). Its head is rewritten
+// from the raw bytes (proxy::render_response_head) without Beast's parser
+// and field list, and it goes out with its body in one write. False: the
+// head needs the parsed path (interim, 101, chunked, until close, a body
+// still to come).
+bool session::relay_whole_response(std::string_view head, const proxy::head_info& info) {
+    const unsigned status = info.status;
+    if (status < 200 || info.fields > proxy::head_info::max_listed) {
+        return false;
+    }
+    const bool header_only = head_request_ || status == 204 || status == 304;
+    const std::size_t after_head = upstream_->buffer.size() - head.size();
+    if (!header_only &&
+        (info.chunked || !info.content_length || after_head < *info.content_length)) {
+        return false;
+    }
+    stop_watching();
+    response_status_ = status;
+    header_only_response_ = header_only;
+    upstream_keep_alive_ = proxy::response_keeps_alive(info);
+    if (draining_ || owner_.gw.draining()) {
+        client_keep_alive_ = false;
+    }
+    std::optional<limit::rate_limit_headers> limits;
+    std::array<limit::header_field, limit::rate_limit_headers::max_fields> extra{};
+    std::size_t extras = 0;
+    if (decision_) {
+        limits.emplace(*decision_, rt_->cfg->rate_limit.headers);
+        limits->for_each([&](const limit::header_field& f) { extra[extras++] = f; });
+    }
+    proxy::response_rewrite edit;
+    edit.version = client_version_ >= 11 ? 11 : 10;
+    edit.keep_alive = client_keep_alive_;
+    if (!header_only) {
+        edit.content_length = *info.content_length;
+    }
+    edit.extra = std::span<const limit::header_field>(extra.data(), extras);
+    write_scratch_.flat.clear();
+    proxy::render_response_head(head, info, edit, write_scratch_.flat);
+    upstream_->buffer.consume(head.size());
+    write_whole_response(header_only ? 0 : static_cast<std::size_t>(*info.content_length));
+    return true;
+}
+
 void session::on_response_head() {
     stop_watching();
     auto& res = res_parser_->get();
     const unsigned status = res.result_int();
+    response_status_ = status;
     if (status >= 100 && status < 200 && status != 101) {
         // Interim responses are not relayed (tollgate answers 100-continue itself).
         do_read_response_header();
@@ -878,6 +951,8 @@ void session::on_response_head() {
     const bool whole_body_here =
         !header_only_response_ && !chunked && !until_close && upstream_->buffer.size() >= *length;
     if (header_only_response_ || whole_body_here) {
+        write_scratch_.flat.clear();
+        proxy::render_head(res.base(), write_scratch_.flat);
         write_whole_response(whole_body_here ? *length : 0);
         return;
     }
@@ -893,14 +968,13 @@ void session::on_response_head() {
 }
 
 // A response that is all here (no body, or a Content-Length body that came
-// with the head): head and body rendered into one buffer, one write, and
-// the exchange is complete without Beast's serializer.
+// with the head): its head, already rendered into write_scratch_.flat, and
+// its body go out in one write, and the exchange is complete without
+// Beast's serializer.
 void session::write_whole_response(std::size_t body_bytes) {
     response_started_ = true;
     response_complete_ = true;
     auto& flat = write_scratch_.flat;
-    flat.clear();
-    proxy::render_head(res_parser_->get().base(), flat);
     if (body_bytes > 0) {
         const auto data = upstream_->buffer.data();
         flat.append(static_cast<const char*>(data.data()), body_bytes);
@@ -1030,10 +1104,10 @@ void session::finish_exchange() {
     auto& shard = owner_.gw.metrics.shard(owner_.index);
     shard.upstream_duration.observe(std::chrono::duration<double>(now - t_upstream_).count());
     shard.request_duration.observe(std::chrono::duration<double>(now - t_start_).count());
-    shard.response_status(res_parser_->get().result_int());
-    log_access(res_parser_->get().result_int());
+    shard.response_status(response_status_);
+    log_access(response_status_);
 
-    if (upstream_keep_alive_ && (response_complete_ || res_parser_->is_done()) &&
+    if (upstream_keep_alive_ && (response_complete_ || (res_parser_ && res_parser_->is_done())) &&
         parser_->is_done()) {
         upstream_.recycle();
     } else {
@@ -1271,14 +1345,23 @@ void session::send_local(local_response res) {
     }
     slot_.release();
     tunnel_ticket_.release();
-    // A request whose body was not read cannot be followed by another one.
-    if (!parser_ || !parser_->is_done() || draining_ || owner_.gw.draining()) {
+    if (!may_keep_alive()) {
         res.keep_alive(false);
     }
-    owner_.gw.metrics.shard(owner_.index).response_status(res.result_int());
-    log_access(res.result_int());
-    local_.emplace(std::move(res));
-    render_local(*local_, write_scratch_.flat);
+    render_local(res, write_scratch_.flat);
+    write_local(res.result_int(), res.keep_alive());
+}
+
+// A request whose body was not read cannot be followed by another one.
+bool session::may_keep_alive() const {
+    return parser_ && parser_->is_done() && !draining_ && !owner_.gw.draining();
+}
+
+// Sends the reply rendered into write_scratch_.flat.
+void session::write_local(unsigned status, bool keep_alive) {
+    owner_.gw.metrics.shard(owner_.index).response_status(status);
+    log_access(status);
+    local_keep_alive_ = keep_alive;
     stream_.expires_after(rt_ ? rt_->cfg->client.body_timeout : std::chrono::seconds(10));
     asio::async_write(stream_, asio::buffer(write_scratch_.flat),
                       beast::bind_front_handler(&session::on_local_sent, shared_from_this()));
@@ -1334,8 +1417,7 @@ void session::log_access(unsigned status) {
 }
 
 void session::on_local_sent(error_code ec, std::size_t) {
-    const bool keep = !ec && local_->keep_alive();
-    local_.reset();
+    const bool keep = !ec && local_keep_alive_;
     if (ec) {
         close();
         return;

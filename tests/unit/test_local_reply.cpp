@@ -42,3 +42,49 @@ TEST_CASE("local reply: HTTP/1.0 keeps its version and keep-alive", "[local_repl
     CHECK(out.rfind("HTTP/1.0 502 Bad Gateway\r\n", 0) == 0);
     CHECK(out.find("\r\nConnection: keep-alive\r\n") != std::string::npos);
 }
+
+TEST_CASE("render_refusal writes the refusal a local_response would carry", "[local_reply]") {
+    limit::decision d;
+    d.allowed = false;
+    d.limit = 600;
+    d.remaining = 0;
+    d.reset = std::chrono::milliseconds(2500);
+    d.retry_after = std::chrono::milliseconds(1500);
+    d.window = std::chrono::seconds(60);
+    for (auto mode : {headers_mode::draft, headers_mode::ietf, headers_mode::both,
+                      headers_mode::none}) {
+        const limit::rate_limit_headers rl(d, mode);
+        std::vector<limit::header_field> limits;
+        rl.for_each([&](const limit::header_field& f) { limits.push_back(f); });
+        const limit::refusal_body body(limit::refusal_reason::rate, 2);
+        for (unsigned version : {10u, 11u}) {
+            for (bool keep : {true, false}) {
+                // The message session::refuse used to build, field by field.
+                local_response res{http::status::too_many_requests, version};
+                res.set(http::field::server, "tollgate");
+                for (const auto& f : limits) {
+                    res.set(f.name, f.value);
+                }
+                res.set(http::field::retry_after, "2");
+                res.set(http::field::content_type, limit::refusal_body::content_type);
+                res.body() = std::string(body.view());
+                res.keep_alive(keep);
+                res.prepare_payload();
+                std::string expected;
+                render_local(res, expected);
+
+                refusal_reply reply;
+                reply.version = version;
+                reply.keep_alive = keep;
+                reply.limits = limits;
+                reply.retry_after = 2;
+                reply.body = body.view();
+                std::string out = "stale";
+                render_refusal(reply, out);
+                INFO("version " << version << " keep " << keep << " mode "
+                                << static_cast<int>(mode));
+                CHECK(out == expected);
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "tollgate/proxy/framing.hpp"
 #include "tollgate/proxy/headers.hpp"
 #include "tollgate/server/gateway.hpp"
 
@@ -170,4 +171,192 @@ TEST_CASE("render_head writes the bytes Beast's serializer would", "[proxy][head
     proxy::render_head(custom.base(), head);
     CHECK(head == beast_head(custom));
     CHECK(head.rfind("HTTP/1.1 200 Fine Thanks\r\n", 0) == 0);
+}
+
+namespace {
+
+// What session's parsed path sends for `head`: Beast's parse, the same edits
+// in the same order (on_response_head), then render_head.
+std::string parsed_path(std::string_view head, const proxy::response_rewrite& edit) {
+    http::response_parser<http::empty_body> parser;
+    parser.skip(true);  // the head only
+    error_code ec;
+    parser.put(asio::buffer(head.data(), head.size()), ec);
+    REQUIRE_FALSE(ec);
+    REQUIRE(parser.is_header_done());
+    auto& res = parser.get();
+    proxy::strip_hop_by_hop(res);
+    res.version(edit.version);
+    if (edit.content_length) {
+        res.content_length(*edit.content_length);
+    }
+    res.keep_alive(edit.keep_alive);
+    for (const auto& f : edit.extra) {
+        res.set(f.name, f.value);
+    }
+    std::string out;
+    proxy::render_head(res.base(), out);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("render_response_head writes what the parsed path writes", "[proxy][headers]") {
+    const std::vector<std::string> heads = {
+        "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 2026 09:00:00 GMT\r\n"
+        "Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+        "HTTP/1.1 404 \r\ncontent-length:5\r\nX-A:  spaced value \t\r\n\r\n",
+        "HTTP/1.0 200 Fine Thanks\r\nContent-Length: 3, 3\r\nKeep-Alive: timeout=5\r\n"
+        "Connection: Keep-Alive\r\n\r\n",
+        "HTTP/1.1 201 Created\r\nConnection: close, X-Hop\r\nx-hop: 1\r\nX-Kept: 2\r\n"
+        "Proxy-Connection: keep-alive\r\nHTTP2-Settings: AAA\r\nTE: trailers\r\n"
+        "Trailer: X-T\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\nX-RateLimit-Remaining: 999\r\nx-ratelimit-limit: 1\r\n"
+        "RateLimit: upstream\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+        "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nConnection: host, Date\r\nHost: h\r\n"
+        "Date: d\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n\r\n",
+    };
+    limit::decision d;
+    d.allowed = true;
+    d.limit = 600;
+    d.remaining = 598;
+    d.reset = std::chrono::seconds(42);
+    d.window = std::chrono::seconds(60);
+    for (auto mode : {headers_mode::draft, headers_mode::ietf,
+                      headers_mode::both, headers_mode::none}) {
+        const limit::rate_limit_headers rl(d, mode);
+        std::vector<limit::header_field> extra;
+        rl.for_each([&](const limit::header_field& f) { extra.push_back(f); });
+        for (const auto& head : heads) {
+            for (unsigned version : {10u, 11u}) {
+                for (bool keep : {true, false}) {
+                    for (std::optional<std::uint64_t> length :
+                         {std::optional<std::uint64_t>{}, std::optional<std::uint64_t>{7}}) {
+                        proxy::response_rewrite edit;
+                        edit.version = version;
+                        edit.keep_alive = keep;
+                        edit.content_length = length;
+                        edit.extra = extra;
+                        proxy::head_info info;
+                        REQUIRE_FALSE(proxy::validate_response_head(head, info));
+                        std::string raw;
+                        proxy::render_response_head(head, info, edit, raw);
+                        INFO(head << " version " << version << " keep " << keep << " length "
+                                  << length.value_or(0) << " mode "
+                                  << static_cast<int>(mode));
+                        CHECK(raw == parsed_path(head, edit));
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST_CASE("render_response_head drops hop-by-hop and replaced fields", "[proxy][headers]") {
+    const std::string head =
+        "HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: s\r\nKeep-Alive: 1\r\n"
+        "Content-Length: 2\r\nX-RateLimit-Remaining: 5\r\nX-Other: o\r\n\r\n";
+    const std::array<limit::header_field, 1> extra{{{"X-RateLimit-Remaining", "9"}}};
+    proxy::response_rewrite edit;
+    edit.content_length = 2;
+    edit.extra = extra;
+    proxy::head_info info;
+    REQUIRE_FALSE(proxy::validate_response_head(head, info));
+    std::string out;
+    proxy::render_response_head(head, info, edit, out);
+    CHECK(out ==
+          "HTTP/1.1 200 OK\r\nX-Other: o\r\nContent-Length: 2\r\nX-RateLimit-Remaining: 9\r\n\r\n");
+}
+
+TEST_CASE("response_keeps_alive follows the upstream's version and Connection", "[proxy][headers]") {
+    auto keeps = [](std::string_view head) {
+        proxy::head_info info;
+        REQUIRE_FALSE(proxy::validate_response_head(head, info));
+        return proxy::response_keeps_alive(info);
+    };
+    CHECK(keeps("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    CHECK(keeps("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"));
+    CHECK_FALSE(keeps("HTTP/1.1 200 OK\r\nconnection: Close\r\n\r\n"));
+    CHECK_FALSE(keeps("HTTP/1.1 200 OK\r\nConnection: x\r\nConnection: close\r\n\r\n"));
+    CHECK_FALSE(keeps("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+    CHECK(keeps("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n\r\n"));
+    CHECK_FALSE(keeps("HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\n\r\n"));
+}
+
+namespace {
+
+// What session sends for a request with a body (forward(), then
+// do_write_request_header): the parsed request edited, then rendered.
+std::string edited_request(const http::request_header<>& head, const proxy::forward_edit& edit) {
+    http::request<http::empty_body> req{head};
+    proxy::strip_hop_by_hop(req);
+    proxy::add_forwarding_headers(req, edit.client_ip, edit.tls);
+    if (!edit.upgrade.empty()) {
+        req.set(http::field::connection, "upgrade");
+        req.set(http::field::upgrade, edit.upgrade);
+    }
+    req.version(11);
+    if (edit.content_length) {
+        req.content_length(*edit.content_length);
+    }
+    if (req.find(http::field::host) == req.end()) {
+        req.set(http::field::host, edit.host);
+    }
+    std::string out;
+    proxy::render_head(req.base(), out);
+    return out;
+}
+
+http::request_header<> parsed_request(std::string_view head) {
+    http::request_parser<http::empty_body> parser;
+    error_code ec;
+    parser.put(asio::buffer(head.data(), head.size()), ec);
+    REQUIRE_FALSE(ec);
+    REQUIRE(parser.is_header_done());
+    return parser.get().base();
+}
+
+}  // namespace
+
+TEST_CASE("render_forwarded_request writes what the edited request writes", "[proxy][headers]") {
+    const std::vector<std::string> heads = {
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+        "GET /a?b=c HTTP/1.0\r\nUser-Agent: t\r\n\r\n",
+        "DELETE /x HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nX-Forwarded-For: 10.0.0.1\r\n"
+        "x-forwarded-for:  , 10.0.0.2 \r\nVia: 1.0 edge\r\nX-Forwarded-Proto: https\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, X-Hop, host\r\nUpgrade: websocket\r\n"
+        "X-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: close\r\n"
+        "HTTP2-Settings: AAA\r\nSec-WebSocket-Key: k\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: h\r\nConnection: X-Forwarded-For, Via\r\n"
+        "X-Forwarded-For: 1.2.3.4\r\nVia: 1.1 a\r\nVia: 1.1 b\r\nCookie: a\r\nCookie: b\r\n\r\n",
+    };
+    for (const auto& head : heads) {
+        const auto req = parsed_request(head);
+        for (bool tls : {false, true}) {
+            for (std::string_view upgrade : {std::string_view{}, std::string_view{"websocket"}}) {
+                for (std::optional<std::uint64_t> length :
+                     {std::optional<std::uint64_t>{}, std::optional<std::uint64_t>{0}}) {
+                    proxy::forward_edit edit;
+                    edit.client_ip = "192.0.2.7";
+                    edit.tls = tls;
+                    edit.upgrade = upgrade;
+                    edit.content_length = length;
+                    edit.host = "backend:9000";
+                    std::string out;
+                    proxy::render_forwarded_request(req, edit, out);
+                    INFO(head << " tls " << tls << " upgrade " << upgrade);
+                    CHECK(out == edited_request(req, edit));
+                }
+            }
+        }
+    }
+    std::string out;
+    proxy::forward_edit edit;
+    edit.client_ip = "192.0.2.7";
+    edit.host = "backend:9000";
+    proxy::render_forwarded_request(parsed_request(heads[1]), edit, out);
+    CHECK(out ==
+          "GET /a?b=c HTTP/1.1\r\nUser-Agent: t\r\nX-Forwarded-For: 192.0.2.7\r\n"
+          "X-Forwarded-Proto: http\r\nVia: 1.1 tollgate\r\nHost: backend:9000\r\n\r\n");
 }

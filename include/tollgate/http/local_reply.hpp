@@ -3,9 +3,12 @@
 /// Responses tollgate makes itself (DESIGN.md section 5): small JSON bodies,
 /// `Connection: close` when the connection will not be reused.
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
+#include "tollgate/limit/headers.hpp"
 #include "tollgate/net.hpp"
 
 namespace tollgate {
@@ -21,6 +24,23 @@ local_response make_error_reply(http::status status, std::string_view message, u
 /// set Content-Length (prepare_payload). One buffer, one write, and none of
 /// Beast's per-field buffer sequences for a reply of a few hundred bytes.
 void render_local(const local_response& res, std::string& out);
+
+/// A 429 as session::refuse answers it.
+struct refusal_reply {
+    unsigned version = 11;  ///< 10 or 11
+    bool keep_alive = true;
+    /// The rate-limit fields, when a rate decision was made.
+    std::span<const limit::header_field> limits;
+    std::uint64_t retry_after = 1;  ///< Retry-After, seconds
+    std::string_view body;          ///< limit::refusal_body
+};
+
+/// The whole refusal as it goes on the wire, into `out` (replacing what was
+/// there): the bytes render_local writes for the local_response with
+/// `Server: tollgate`, the limits, Retry-After, `Content-Type:
+/// application/json`, the keep-alive and Content-Length set in that order,
+/// without building one. Refusing is the hot path of a limited key.
+void render_refusal(const refusal_reply& reply, std::string& out);
 
 /// Escapes `text` as the inside of a JSON string.
 void append_json_escaped(std::string& out, std::string_view text);

@@ -43,6 +43,9 @@ class rate_limit_headers {
 public:
     rate_limit_headers(const decision& d, headers_mode mode) noexcept;
 
+    /// The most headers one decision produces.
+    static constexpr std::size_t max_fields = 6;
+
     std::size_t size() const noexcept { return count_; }
     bool empty() const noexcept { return count_ == 0; }
 
@@ -71,7 +74,7 @@ private:
     void add(std::string_view name, std::string_view prefix, std::uint64_t a,
              std::string_view middle = {}, std::uint64_t b = 0, bool two = false) noexcept;
 
-    std::array<field, 6> fields_{};
+    std::array<field, max_fields> fields_{};
     std::array<char, 224> buffer_{};
     std::uint16_t used_ = 0;
     std::uint8_t count_ = 0;

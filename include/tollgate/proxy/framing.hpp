@@ -46,6 +46,7 @@
 ///
 /// Pure functions over bytes; safe from any thread.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -68,13 +69,29 @@ struct head_limits {
 /// How the request target was written (RFC 9112 3.2).
 enum class target_form { origin, absolute, asterisk };
 
+/// A header field as written: its name, and its value without the spaces
+/// and tabs around it. Views into the head.
+struct raw_field {
+    std::string_view name;
+    std::string_view value;
+};
+
 /// What the checks learned about an acceptable head. Views point into the
 /// head. Filled as far as the checks got when the head is refused.
-struct head_info {
+struct head_facts {
     unsigned version = 11;  ///< 10 or 11
     std::size_t fields = 0;
     bool chunked = false;
     std::optional<std::uint64_t> content_length;
+    /// Any field a proxy must not forward: Connection, Keep-Alive,
+    /// Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade,
+    /// HTTP2-Settings.
+    bool hop_by_hop = false;
+    /// `Connection` options: close, and any option naming a field to remove
+    /// (everything but keep-alive, which names a hop-by-hop field anyway).
+    bool connection_close = false;
+    bool connection_keep_alive = false;
+    bool connection_options = false;
     // Requests only.
     std::string_view method;
     std::string_view target;
@@ -83,6 +100,15 @@ struct head_info {
     std::string_view host;  ///< the Host value, OWS trimmed
     // Responses only.
     unsigned status = 0;
+};
+
+/// The facts, and the fields themselves. Each check resets the facts only:
+/// `listed` is written as far as `fields` goes, never cleared (1 KiB).
+struct head_info : head_facts {
+    /// The first fields of the head, in order: all of them when
+    /// `fields <= max_listed`.
+    static constexpr std::size_t max_listed = 32;
+    std::array<raw_field, max_listed> listed;
 };
 
 /// Index one past the blank line that ends the head at the start of `data`

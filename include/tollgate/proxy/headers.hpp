@@ -4,9 +4,13 @@
 /// (RFC 9110 section 7.6.1) and the forwarding headers a backend expects.
 /// Stateless functions; safe from any thread.
 
+#include <cstdint>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
+#include "tollgate/limit/headers.hpp"
 #include "tollgate/net.hpp"
 
 namespace tollgate::proxy {
@@ -28,6 +32,58 @@ void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bo
 /// field. Framing fields must already be set.
 void render_head(const http::request_header<>& head, std::string& out);
 void render_head(const http::response_header<>& head, std::string& out);
+
+/// How a response head from an upstream is rewritten for the client: the
+/// same edits session makes on a parsed response (strip_hop_by_hop, then
+/// version, Content-Length, keep-alive and the rate-limit fields, in that
+/// order), applied to the raw bytes without building Beast's field list.
+struct response_rewrite {
+    unsigned version = 11;  ///< the client's: 10 or 11
+    bool keep_alive = true;
+    /// Replaces every upstream Content-Length; nullopt keeps the upstream's
+    /// (the answer to a HEAD, a 204 or a 304 carries none of its own).
+    std::optional<std::uint64_t> content_length;
+    /// Set after the rest, each replacing upstream fields of the same name.
+    std::span<const limit::header_field> extra;
+};
+
+/// How a request without a body is rewritten for the upstream.
+struct forward_edit {
+    std::string_view client_ip;  ///< appended to X-Forwarded-For
+    bool tls = false;            ///< X-Forwarded-Proto: https
+    std::string_view upgrade;    ///< the protocols of a forwarded Upgrade, or empty
+    /// The request's Content-Length as the parser read it (a bodyless
+    /// request may say 0), regenerated.
+    std::optional<std::uint64_t> content_length;
+    std::string_view host;  ///< Host for a request that has none (HTTP/1.0)
+};
+
+/// Appends the HTTP/1.1 head to send upstream for `req` to `out`: byte for
+/// byte what render_head() writes after strip_hop_by_hop(),
+/// add_forwarding_headers(), the Upgrade fields, the version, the
+/// Content-Length and the Host fallback are set on it, without changing
+/// `req` or building a field list.
+void render_forwarded_request(const http::request_header<>& req, const forward_edit& edit,
+                              std::string& out);
+
+struct head_info;
+
+/// Appends to `out` the client's head for the upstream response head `head`,
+/// complete and accepted by validate_response_head, which filled `info`
+/// (with at most head_info::max_listed fields): byte for byte what
+/// render_head() writes after the edits above on Beast's parse of `head`.
+void render_response_head(std::string_view head, const head_info& info,
+                          const response_rewrite& edit, std::string& out);
+
+/// Whether the upstream connection may carry another request after a
+/// response whose head validate_response_head described in `info`:
+/// HTTP/1.1 unless `Connection` says `close`, HTTP/1.0 only with
+/// `keep-alive`.
+bool response_keeps_alive(const head_info& info);
+
+/// Appends the field line `name: value` CRLF to `out`.
+void append_field(std::string& out, std::string_view name, std::string_view value);
+void append_field(std::string& out, std::string_view name, std::uint64_t value);
 
 /// `s` without the spaces and tabs around it (RFC 9110 OWS).
 inline std::string_view trim_ows(std::string_view s) {

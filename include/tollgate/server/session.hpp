@@ -87,6 +87,7 @@ private:
     void read_response_head();
     void on_response_head_bytes(error_code ec, std::size_t n);
     void parse_response_head(std::string_view head);
+    bool relay_whole_response(std::string_view head, const proxy::head_info& info);
     void on_response_head();
     void write_whole_response(std::size_t body_bytes);
     void do_write_response_header();
@@ -111,6 +112,8 @@ private:
 
     // Replies tollgate makes itself, and failure paths.
     void send_local(local_response res);
+    bool may_keep_alive() const;
+    void write_local(unsigned status, bool keep_alive);
     void on_local_sent(error_code ec, std::size_t n);
     enum class upstream_phase { connect, exchange };
     void upstream_failed(error_code ec, upstream_phase phase);
@@ -149,7 +152,7 @@ private:
     std::optional<http::request_serializer<http::buffer_body>> req_sr_;
     std::optional<response_parser> res_parser_;
     std::optional<http::response_serializer<http::buffer_body>> res_sr_;
-    std::optional<local_response> local_;
+    bool local_keep_alive_ = false;  ///< after the local reply being written
     std::shared_ptr<const proxy::upstream_group> upstream_group_;
     proxy::upstream_pool::lease upstream_;
     std::unique_ptr<std::array<char, 32 * 1024>> body_buf_;
@@ -161,6 +164,8 @@ private:
     bool request_has_body_ = false;
     std::size_t linger_budget_ = 0;
     bool response_started_ = false;
+    bool whole_request_ = false;    ///< no body: forwarded by render_forwarded_request
+    unsigned response_status_ = 0;  ///< the upstream's final status
     bool response_complete_ = false;  ///< written whole by write_whole_response()
     bool head_request_ = false;
     bool header_only_response_ = false;
