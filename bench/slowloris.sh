@@ -10,8 +10,11 @@
 #   bench/slowloris.sh --mode idle             # connect, send nothing
 #   bench/slowloris.sh --mode chunk-ext --connections 50 --trickle-ms 100 \
 #       --trickle-bytes 65536                  # endless chunk extension
+#   SLOW_WAVES=2 bench/slowloris.sh            # two waves, one tollgate: is
+#                                              # memory reused or leaked?
 #
-# Environment: BUILD_DIR (build/release), SLOW_PORT_BASE (18480),
+# Environment: BUILD_DIR (build/release), SLOW_WORK_DIR (build/slowloris:
+# config, logs, the client binary), SLOW_WAVES (1), SLOW_PORT_BASE (18480),
 # SLOW_HEADER_TIMEOUT (10s), SLOW_THREADS (2), SLOW_MAX_CONNECTIONS (20000),
 # SLOW_TOLLGATE_ENV (extra environment for tollgate, e.g.
 # "GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072").
@@ -21,7 +24,8 @@ trap 'echo "bench/slowloris.sh: failed (status $?) at line $LINENO: $BASH_COMMAN
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build/release}
-work=$root/build/slowloris
+work=${SLOW_WORK_DIR:-$root/build/slowloris}
+waves=${SLOW_WAVES:-1}
 base=${SLOW_PORT_BASE:-18480}
 header_timeout=${SLOW_HEADER_TIMEOUT:-10s}
 mkdir -p "$work"
@@ -76,5 +80,8 @@ done
 curl -fsS -o /dev/null "http://127.0.0.1:$base/" || { echo "tollgate is not serving" >&2; exit 1; }
 
 ms=$(( ${header_timeout%s} * 1000 ))
-"$work/slowloris" --target "127.0.0.1:$base" --pid "$tollgate_pid" --header-timeout-ms "$ms" "$@"
+for wave in $(seq 1 "$waves"); do
+  if [ "$waves" -gt 1 ]; then echo "== wave $wave of $waves"; fi
+  "$work/slowloris" --target "127.0.0.1:$base" --pid "$tollgate_pid" --header-timeout-ms "$ms" "$@"
+done
 echo "tollgate open descriptors after the run: $(ls /proc/"$tollgate_pid"/fd 2>/dev/null | wc -l)"

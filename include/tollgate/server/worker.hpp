@@ -24,6 +24,8 @@ class worker {
     std::unordered_set<session*> sessions_;
     std::atomic<std::size_t> session_count_{0};
     std::size_t session_peak_ = 0;  ///< most sessions since memory was last returned
+    /// Sessions at the last trim while a wave is leaving (0: none is).
+    std::size_t trim_level_ = 0;
 
 public:
     worker(gateway& gw, std::size_t index, const config& cfg, std::size_t workers);
@@ -77,6 +79,7 @@ private:
     void do_accept(proxy::acceptor_type& acceptor);
     void on_accept(proxy::acceptor_type& acceptor, error_code ec, proxy::socket_type socket);
     void close_acceptors();
+    void reserve_descriptor_states(std::size_t count);
 
     proxy::acceptor_type acceptor_{ioc};
     proxy::acceptor_type tls_acceptor_{ioc};
