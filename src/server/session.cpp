@@ -476,13 +476,13 @@ void session::on_rate_decision(const store::store_result& result) {
 
 // 429: rate (with the bucket's headers) or concurrency (Retry-After: 1).
 void session::refuse(admin::reason_kind reason) {
-    if (closed_) {
-        return;
-    }
     slot_.release();
     tunnel_ticket_.release();
     record(admin::decision_kind::limited, reason);
     owner_.gw.refused_keys.refused(key_.key);
+    if (closed_) {
+        return;  // decided and counted, but nobody to tell
+    }
     std::optional<limit::rate_limit_headers> limits;
     std::array<limit::header_field, limit::rate_limit_headers::max_fields> fields{};
     std::size_t count = 0;

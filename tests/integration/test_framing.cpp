@@ -60,6 +60,7 @@ public:
         bool header_done = false;
         bool keep_alive = false;
         std::string body;
+        http::response_header<> header;
     };
 
     result read(bool head = false) {
@@ -74,6 +75,7 @@ public:
             r.status = parser.get().result_int();
             r.keep_alive = parser.get().keep_alive();
             r.body = parser.get().body();
+            r.header = parser.get().base();
         }
         return r;
     }
@@ -271,6 +273,45 @@ TEST_CASE("framing: bytes an upstream sends beyond its response never reach anot
         auto second = client.read();
         CHECK(second.status == 200);
         CHECK(second.body == "ok");
+    }
+}
+
+TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-hop ones", "[framing]") {
+    // 10 fields take the raw path (render_response_head), 40 the parsed one
+    // (more than head_info::max_listed): the client must not tell them apart.
+    for (int count : {10, 40}) {
+        std::string answer = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-F3\r\n";
+        for (int i = 0; i < count; ++i) {
+            answer += "X-F" + std::to_string(i) + ": v" + std::to_string(i) + "\r\n";
+        }
+        answer += "Keep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok";
+        scripted_upstream up(answer, false);
+        running_proxy gw(framing_config(up.port()));
+        raw_client client(gw.port());
+        client.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        auto r = client.read();
+        INFO(count << " fields");
+        REQUIRE(r.status == 200);
+        CHECK(r.body == "ok");
+        CHECK(r.keep_alive);
+        std::vector<std::string> names;
+        for (const auto& f : r.header) {
+            names.emplace_back(f.name_string());
+        }
+        std::vector<std::string> expected;
+        for (int i = 0; i < count; ++i) {
+            if (i != 3) {
+                expected.push_back("X-F" + std::to_string(i));
+            }
+        }
+        expected.push_back("Content-Length");
+        for (const char* name : {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}) {
+            expected.emplace_back(name);
+        }
+        CHECK(names == expected);
+        CHECK(r.header["X-F39"] == (count == 40 ? "v39" : ""));
+        client.send(sentinel);  // the connection goes on
+        CHECK(client.read().status == 200);
     }
 }
 
