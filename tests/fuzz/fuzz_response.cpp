@@ -2,12 +2,17 @@
 // Beast on what they accept, then the body as the session relays it.
 // Oracles as in fuzz_request.cpp.
 
+#include <cctype>
 #include <cstdint>
+#include <map>
+#include <vector>
 #include <cstdlib>
+#include <string>
 #include <string_view>
 
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/framing.hpp"
+#include "tollgate/proxy/headers.hpp"
 
 namespace {
 
@@ -61,6 +66,47 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     check(parser.content_length().has_value() == info.content_length.has_value());
     if (info.content_length) {
         check(*parser.content_length() == *info.content_length);
+    }
+
+    // The raw rewrite session uses for a final response (relay_whole_response)
+    // writes what the parsed path writes, and a head tollgate would accept.
+    if (info.status >= 200 && info.fields <= proxy::head_info::max_listed) {
+        proxy::response_rewrite edit;
+        if (!info.chunked && info.status != 204 && info.status != 304) {
+            edit.content_length = info.content_length;
+        }
+        std::string raw;
+        proxy::render_response_head(head, info, edit, raw);
+        http::response<http::empty_body> res{parser.get().base()};
+        proxy::strip_hop_by_hop(res);
+        res.version(11);
+        if (edit.content_length) {
+            res.content_length(*edit.content_length);
+        }
+        res.keep_alive(true);
+        std::string parsed;
+        proxy::render_head(res.base(), parsed);
+        // Beast files a repeated name next to its first occurrence; the raw
+        // path keeps the upstream's order. Same status line, and per name
+        // the same values in the same order.
+        proxy::head_info again;
+        check(!proxy::validate_response_head(raw, again));
+        proxy::head_info from_beast;
+        check(!proxy::validate_response_head(parsed, from_beast));
+        check(raw.substr(0, raw.find('\r')) == parsed.substr(0, parsed.find('\r')));
+        check(again.fields == from_beast.fields);
+        auto by_name = [](const proxy::head_info& h) {
+            std::map<std::string, std::vector<std::string_view>> out;
+            for (std::size_t i = 0; i < h.fields && i < proxy::head_info::max_listed; ++i) {
+                std::string name(h.listed[i].name);
+                for (auto& c : name) {
+                    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+                }
+                out[name].push_back(h.listed[i].value);
+            }
+            return out;
+        };
+        check(by_name(again) == by_name(from_beast));
     }
 
     std::string_view rest = input.substr(head.size());

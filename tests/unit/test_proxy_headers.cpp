@@ -360,3 +360,15 @@ TEST_CASE("render_forwarded_request writes what the edited request writes", "[pr
           "GET /a?b=c HTTP/1.1\r\nUser-Agent: t\r\nX-Forwarded-For: 192.0.2.7\r\n"
           "X-Forwarded-Proto: http\r\nVia: 1.1 tollgate\r\nHost: backend:9000\r\n\r\n");
 }
+
+TEST_CASE("render_response_head keeps the upstream's order of repeated names", "[proxy][headers]") {
+    // Beast files a repeated name next to its first occurrence; the raw
+    // path leaves the fields where the upstream put them.
+    const std::string head =
+        "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Other: o\r\nset-cookie: b=2\r\n\r\n";
+    proxy::head_info info;
+    REQUIRE_FALSE(proxy::validate_response_head(head, info));
+    std::string out;
+    proxy::render_response_head(head, info, {}, out);
+    CHECK(out == "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Other: o\r\nset-cookie: b=2\r\n\r\n");
+}

@@ -70,8 +70,10 @@ struct head_info;
 
 /// Appends to `out` the client's head for the upstream response head `head`,
 /// complete and accepted by validate_response_head, which filled `info`
-/// (with at most head_info::max_listed fields): byte for byte what
-/// render_head() writes after the edits above on Beast's parse of `head`.
+/// (with at most head_info::max_listed fields): what render_head() writes
+/// after the edits above on Beast's parse of `head`, except that fields keep
+/// the upstream's order where Beast moves a repeated name next to its first
+/// occurrence (same values in the same order per name either way).
 void render_response_head(std::string_view head, const head_info& info,
                           const response_rewrite& edit, std::string& out);
 
