@@ -29,7 +29,8 @@ void assertion_failed(char const* expr, char const* function, char const* file, 
 
 void assertion_failed_msg(char const* expr, char const* msg, char const* function, char const* file,
                           long line) {
-    std::fprintf(stderr, "%s:%ld: %s: Assertion `%s' failed: %s\n", file, line, function, expr, msg);
+    std::fprintf(stderr, "%s:%ld: %s: Assertion `%s' failed: %s\n", file, line, function, expr,
+                 msg);
     std::abort();
 }
 

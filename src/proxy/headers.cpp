@@ -26,14 +26,24 @@ namespace {
 // HTTP/2 upgrade's), besides whatever `Connection` names.
 bool is_hop_by_hop(std::string_view name) {
     static constexpr std::array<std::string_view, 8> names{
-        "Connection", "Keep-Alive",        "TE",       "Trailer",
-        "Transfer-Encoding", "Upgrade", "Proxy-Connection", "HTTP2-Settings"};
+        "Connection",       "Keep-Alive",    "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+        "Proxy-Connection", "HTTP2-Settings"};
     for (std::string_view n : names) {
         if (name.size() == n.size() && beast::iequals(name, n)) {
             return true;
         }
     }
     return false;
+}
+
+// Collects the options a `Connection` value lists, except Host, which a
+// request needs whatever the client says (see strip_hop_by_hop).
+void add_named(std::string_view connection, std::vector<std::string_view>& named) {
+    for_each_token(connection, [&](std::string_view t) {
+        if (!beast::iequals(t, "host")) {
+            named.push_back(t);
+        }
+    });
 }
 
 // Whether `name` is one of the options `Connection` listed.
@@ -123,11 +133,7 @@ void render_response_head(std::string_view head, const head_info& info,
     if (info.connection_options) {
         for (const auto& f : fields) {
             if (beast::iequals(f.name, "Connection")) {
-                for_each_token(f.value, [&](std::string_view t) {
-                    if (!beast::iequals(t, "host")) {
-                        named.push_back(t);
-                    }
-                });
+                add_named(f.value, named);
             }
         }
     }
@@ -217,11 +223,7 @@ void render_forwarded_request(const http::request_header<>& req, const forward_e
         hop = hop || is_hop_by_hop(name);
         has_host = has_host || f.name() == http::field::host;
         if (f.name() == http::field::connection) {
-            for_each_token(f.value(), [&](std::string_view t) {
-                if (!beast::iequals(t, "host")) {
-                    named.push_back(t);
-                }
-            });
+            add_named(f.value(), named);
         }
     }
     auto stripped = [&](std::string_view name) {

@@ -4,11 +4,11 @@
 
 #include <cctype>
 #include <cstdint>
-#include <map>
-#include <vector>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/framing.hpp"

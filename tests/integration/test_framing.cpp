@@ -276,7 +276,8 @@ TEST_CASE("framing: bytes an upstream sends beyond its response never reach anot
     }
 }
 
-TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-hop ones", "[framing]") {
+TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-hop ones",
+          "[framing]") {
     // 10 fields take the raw path (render_response_head), 40 the parsed one
     // (more than head_info::max_listed): the client must not tell them apart.
     for (int count : {10, 40}) {
@@ -305,7 +306,8 @@ TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-ho
             }
         }
         expected.push_back("Content-Length");
-        for (const char* name : {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}) {
+        for (const char* name :
+             {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}) {
             expected.emplace_back(name);
         }
         CHECK(names == expected);

@@ -51,8 +51,8 @@ TEST_CASE("render_refusal writes the refusal a local_response would carry", "[lo
     d.reset = std::chrono::milliseconds(2500);
     d.retry_after = std::chrono::milliseconds(1500);
     d.window = std::chrono::seconds(60);
-    for (auto mode : {headers_mode::draft, headers_mode::ietf, headers_mode::both,
-                      headers_mode::none}) {
+    for (auto mode :
+         {headers_mode::draft, headers_mode::ietf, headers_mode::both, headers_mode::none}) {
         const limit::rate_limit_headers rl(d, mode);
         std::vector<limit::header_field> limits;
         rl.for_each([&](const limit::header_field& f) { limits.push_back(f); });

@@ -223,8 +223,8 @@ TEST_CASE("render_response_head writes what the parsed path writes", "[proxy][he
     d.remaining = 598;
     d.reset = std::chrono::seconds(42);
     d.window = std::chrono::seconds(60);
-    for (auto mode : {headers_mode::draft, headers_mode::ietf,
-                      headers_mode::both, headers_mode::none}) {
+    for (auto mode :
+         {headers_mode::draft, headers_mode::ietf, headers_mode::both, headers_mode::none}) {
         const limit::rate_limit_headers rl(d, mode);
         std::vector<limit::header_field> extra;
         rl.for_each([&](const limit::header_field& f) { extra.push_back(f); });
@@ -243,8 +243,7 @@ TEST_CASE("render_response_head writes what the parsed path writes", "[proxy][he
                         std::string raw;
                         proxy::render_response_head(head, info, edit, raw);
                         INFO(head << " version " << version << " keep " << keep << " length "
-                                  << length.value_or(0) << " mode "
-                                  << static_cast<int>(mode));
+                                  << length.value_or(0) << " mode " << static_cast<int>(mode));
                         CHECK(raw == parsed_path(head, edit));
                     }
                 }
@@ -269,7 +268,8 @@ TEST_CASE("render_response_head drops hop-by-hop and replaced fields", "[proxy][
           "HTTP/1.1 200 OK\r\nX-Other: o\r\nContent-Length: 2\r\nX-RateLimit-Remaining: 9\r\n\r\n");
 }
 
-TEST_CASE("response_keeps_alive follows the upstream's version and Connection", "[proxy][headers]") {
+TEST_CASE("response_keeps_alive follows the upstream's version and Connection",
+          "[proxy][headers]") {
     auto keeps = [](std::string_view head) {
         proxy::head_info info;
         REQUIRE_FALSE(proxy::validate_response_head(head, info));

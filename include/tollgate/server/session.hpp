@@ -164,8 +164,8 @@ private:
     bool request_has_body_ = false;
     std::size_t linger_budget_ = 0;
     bool response_started_ = false;
-    bool whole_request_ = false;    ///< no body: forwarded by render_forwarded_request
-    unsigned response_status_ = 0;  ///< the upstream's final status
+    bool whole_request_ = false;      ///< no body: forwarded by render_forwarded_request
+    unsigned response_status_ = 0;    ///< the upstream's final status
     bool response_complete_ = false;  ///< written whole by write_whole_response()
     bool head_request_ = false;
     bool header_only_response_ = false;
