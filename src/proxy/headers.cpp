@@ -59,10 +59,18 @@ bool named_in(std::string_view name, const std::vector<std::string_view>& named)
 }  // namespace
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
-    out.append(name);
-    out += ": ";
-    out.append(value);
-    out += "\r\n";
+    // One size check and two copies: heads are rendered field by field.
+    const std::size_t at = out.size();
+    out.resize(at + name.size() + value.size() + 4);
+    char* p = out.data() + at;
+    std::char_traits<char>::copy(p, name.data(), name.size());
+    p += name.size();
+    *p++ = ':';
+    *p++ = ' ';
+    std::char_traits<char>::copy(p, value.data(), value.size());
+    p += value.size();
+    *p++ = '\r';
+    *p = '\n';
 }
 
 void append_field(std::string& out, std::string_view name, std::uint64_t value) {

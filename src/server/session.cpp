@@ -80,6 +80,35 @@ session::~session() {
     owner_.gw.client_connections--;
 }
 
+// Writes write_scratch_.flat to `to`, then calls `done(ec, bytes)`. What the
+// socket takes at once is sent on the spot, without a timer or a trip through
+// the event loop (the common case: a reply that fits the socket buffer); the
+// rest, if any, is written asynchronously within `timeout`.
+template <class Handler>
+void session::write_flat(proxy::stream& to, std::chrono::nanoseconds timeout, Handler&& done) {
+    // Deep enough to skip the event loop for a burst of pipelined requests,
+    // shallow enough that a buffer full of them cannot exhaust the stack.
+    constexpr unsigned max_inline_writes = 8;
+    const std::string& flat = write_scratch_.flat;
+    const std::size_t sent = to.send_now(flat);
+    if (sent == flat.size()) {
+        if (inline_writes_ < max_inline_writes) {
+            ++inline_writes_;
+            done(error_code{}, sent);
+            --inline_writes_;
+        } else {
+            asio::post(to.get_executor(), [done = std::forward<Handler>(done), sent]() mutable {
+                done(error_code{}, sent);
+            });
+        }
+        return;
+    }
+    to.expires_after(timeout);
+    asio::async_write(to, asio::buffer(flat.data() + sent, flat.size() - sent),
+                      [done = std::forward<Handler>(done), sent](
+                          error_code ec, std::size_t n) mutable { done(ec, sent + n); });
+}
+
 void session::start() {
     draining_ = owner_.gw.draining();
     if (!stream_.is_tls()) {
@@ -593,10 +622,8 @@ void session::do_write_request_header() {
         edit.host = host;
         write_scratch_.flat.clear();
         proxy::render_forwarded_request(req.base(), edit, write_scratch_.flat);
-        upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
-        asio::async_write(
-            upstream_->stream, asio::buffer(write_scratch_.flat),
-            beast::bind_front_handler(&session::on_write_request_body, shared_from_this()));
+        write_flat(upstream_->stream, rt_->cfg->upstream.response_timeout,
+                   beast::bind_front_handler(&session::on_write_request_body, shared_from_this()));
         return;
     }
     if (!host.empty()) {
@@ -738,7 +765,10 @@ void session::do_read_response_header() {
     res_parser_.reset();  // made only for heads the raw path does not take
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
     if (parser_->is_done()) {
-        watch_client();  // a client that leaves now frees its slot and the upstream
+        // A client that leaves while the upstream works frees its slot and
+        // the upstream: watched once the wait passes a worker tick.
+        watch_wanted_ = true;
+        owner_.watch_later(*this);
     }
     read_response_head();
 }
@@ -769,7 +799,14 @@ void session::watch_client() {
         });
 }
 
+void session::on_watch_due() {
+    if (watch_wanted_ && !closed_) {
+        watch_client();
+    }
+}
+
 void session::stop_watching() {
+    watch_wanted_ = false;
     if (watching_) {
         watching_ = false;
         error_code ignored;
@@ -981,18 +1018,17 @@ void session::write_whole_response(std::size_t body_bytes) {
         upstream_->buffer.consume(body_bytes);
         bytes_out_ += body_bytes;
     }
-    stream_.expires_after(rt_->cfg->client.body_timeout);
-    asio::async_write(stream_, asio::buffer(flat),
-                      [self = shared_from_this()](error_code ec, std::size_t) {
-                          if (self->closed_) {
-                              return;  // close() already ended the exchange
-                          }
-                          if (ec) {
-                              self->close();
-                              return;
-                          }
-                          self->finish_exchange();
-                      });
+    write_flat(stream_, rt_->cfg->client.body_timeout,
+               [self = shared_from_this()](error_code ec, std::size_t) {
+                   if (self->closed_) {
+                       return;  // close() already ended the exchange
+                   }
+                   if (ec) {
+                       self->close();
+                       return;
+                   }
+                   self->finish_exchange();
+               });
 }
 
 void session::do_write_response_header() {
@@ -1362,9 +1398,8 @@ void session::write_local(unsigned status, bool keep_alive) {
     owner_.gw.metrics.shard(owner_.index).response_status(status);
     log_access(status);
     local_keep_alive_ = keep_alive;
-    stream_.expires_after(rt_ ? rt_->cfg->client.body_timeout : std::chrono::seconds(10));
-    asio::async_write(stream_, asio::buffer(write_scratch_.flat),
-                      beast::bind_front_handler(&session::on_local_sent, shared_from_this()));
+    write_flat(stream_, rt_ ? rt_->cfg->client.body_timeout : std::chrono::seconds(10),
+               beast::bind_front_handler(&session::on_local_sent, shared_from_this()));
 }
 
 // One JSON line per request on stdout. Never the raw token: keys are

@@ -232,6 +232,44 @@ void worker::session_ended() {
     }
 }
 
+void worker::watch_later(session& s) {
+    watch_next_.push_back(&s);
+    if (!watch_armed_) {
+        arm_watch_tick();
+    }
+}
+
+void worker::arm_watch_tick() {
+    watch_armed_ = true;
+    watch_timer_.expires_after(watch_tick);
+    watch_timer_.async_wait([this](error_code ec) {
+        if (!ec) {
+            on_watch_tick();
+        }
+    });
+}
+
+// Sessions listed before the last tick have waited at least a tick: those
+// still waiting for a response head start watching their client. A listed
+// session that is gone is no longer in `sessions_`; one whose address was
+// reused by a new session is asked too and ignores it unless it waits.
+void worker::on_watch_tick() {
+    watch_armed_ = false;
+    std::vector<session*> due;
+    due.swap(watch_due_);
+    watch_due_.swap(watch_next_);
+    for (session* s : due) {
+        if (sessions_.count(s) != 0) {
+            s->on_watch_due();
+        }
+    }
+    due.clear();
+    watch_next_.swap(due);  // keep the capacity
+    if (!watch_due_.empty()) {
+        arm_watch_tick();
+    }
+}
+
 void worker::begin_drain() {
     asio::post(ioc, [this] {
         close_acceptors();
@@ -261,6 +299,7 @@ void worker::force_stop() {
                 s->abort();
             }
         }
+        watch_timer_.cancel();
         pool->shutdown();
         work_.reset();
     });

@@ -9,7 +9,12 @@
 /// as well. Satisfies Beast's AsyncReadStream and AsyncWriteStream for
 /// completion handlers (not for other completion tokens).
 
+#include <cerrno>
+#include <cstddef>
 #include <memory>
+#include <string_view>
+
+#include <sys/socket.h>
 
 #include <boost/beast/ssl.hpp>
 
@@ -61,6 +66,32 @@ public:
         tcp_layer().expires_after(d);
     }
     void expires_never() { tcp_layer().expires_never(); }
+
+    /// Sends as much of `data` as the socket takes right now: no timer, no
+    /// trip through the event loop. Most replies fit the socket buffer, so
+    /// this is all a write costs; what is left goes to an asynchronous write
+    /// under a timeout. Plain TCP only (a TLS stream returns 0). A would-block
+    /// or an error returns what was sent so far, and the asynchronous write
+    /// that follows reports the error. Never call it with a write pending.
+    std::size_t send_now(std::string_view data) noexcept {
+        if (tls_ || !plain_.socket().is_open()) {
+            return 0;
+        }
+        const int fd = plain_.socket().native_handle();
+        std::size_t sent = 0;
+        while (sent < data.size()) {
+            const ssize_t n =
+                ::send(fd, data.data() + sent, data.size() - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0) {
+                sent += static_cast<std::size_t>(n);
+            } else if (n < 0 && errno == EINTR) {
+                continue;
+            } else {
+                break;
+            }
+        }
+        return sent;
+    }
 
     template <class MutableBuffers, class Handler>
     void async_read_some(const MutableBuffers& buffers, Handler&& handler) {

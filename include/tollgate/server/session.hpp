@@ -44,6 +44,9 @@ public:
     void drain();
     /// Closes the client connection (and with it any exchange) at once.
     void abort();
+    /// From worker::watch_later(): still waiting for the upstream's
+    /// response head, so start watching for a client that leaves.
+    void on_watch_due();
 
 private:
     using request_parser = http::request_parser<http::buffer_body>;
@@ -111,6 +114,8 @@ private:
     proxy::stream& tunnel_end(std::size_t side);
 
     // Replies tollgate makes itself, and failure paths.
+    template <class Handler>
+    void write_flat(proxy::stream& to, std::chrono::nanoseconds timeout, Handler&& done);
     void send_local(local_response res);
     bool may_keep_alive() const;
     void write_local(unsigned status, bool keep_alive);
@@ -157,6 +162,9 @@ private:
     proxy::upstream_pool::lease upstream_;
     std::unique_ptr<std::array<char, 32 * 1024>> body_buf_;
     proxy::write_scratch write_scratch_;  ///< see proxy/flat_write.hpp
+    /// write_flat() completions run inline, one inside the other while
+    /// pipelined requests are answered from the buffer: bounded, then posted.
+    unsigned inline_writes_ = 0;
     unsigned client_version_ = 11;
     bool client_keep_alive_ = true;
     bool upstream_keep_alive_ = true;
@@ -198,6 +206,9 @@ private:
     std::uint64_t bytes_out_ = 0;
     bool logged_ = false;
     bool watching_ = false;  ///< a peeking receive is pending on the client socket
+    /// Waiting for the response head with nothing else pending on the client
+    /// socket: the worker may have us watch it (on_watch_due).
+    bool watch_wanted_ = false;
     char peek_ = 0;
 
     // Connection state.

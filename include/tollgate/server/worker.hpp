@@ -4,9 +4,11 @@
 /// acceptor and its upstream pool. Nothing here is shared with another
 /// worker, so none of it needs a lock; all members are used on `ioc` only.
 
+#include <chrono>
 #include <memory>
 #include <thread>
 #include <unordered_set>
+#include <vector>
 
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/stream.hpp"
@@ -50,6 +52,15 @@ public:
     /// Closes everything still open (posted to `ioc`); the thread then ends.
     void force_stop();
     std::size_t session_count() const { return session_count_.load(); }
+
+    /// How long a session waits for its upstream's response head before it
+    /// starts watching for a client that leaves (session::watch_client):
+    /// between one and two ticks. Most answers come sooner, and watching
+    /// from the start costs a system call per request for nothing.
+    static constexpr std::chrono::milliseconds watch_tick{50};
+    /// Has `s` call session::on_watch_due() after a tick or two, if it
+    /// still exists then. Worker thread only.
+    void watch_later(session& s);
     /// The current runtime, from this worker's copy: no atomic shared_ptr
     /// load per request, only a generation check. Worker thread only.
     const std::shared_ptr<const runtime>& runtime_now() {
@@ -80,11 +91,19 @@ private:
     void on_accept(proxy::acceptor_type& acceptor, error_code ec, proxy::socket_type socket);
     void close_acceptors();
     void reserve_descriptor_states(std::size_t count);
+    void arm_watch_tick();
+    void on_watch_tick();
 
     proxy::acceptor_type acceptor_{ioc};
     proxy::acceptor_type tls_acceptor_{ioc};
     asio::steady_timer accept_backoff_{ioc};
     asio::steady_timer tls_accept_backoff_{ioc};
+    /// Sessions given to watch_later(): `watch_due_` before the last tick,
+    /// `watch_next_` since. Raw pointers, checked against `sessions_`.
+    std::vector<session*> watch_due_;
+    std::vector<session*> watch_next_;
+    asio::steady_timer watch_timer_{ioc};
+    bool watch_armed_ = false;
     asio::executor_work_guard<asio::io_context::executor_type> work_{ioc.get_executor()};
     std::thread thread_;
     std::shared_ptr<const runtime> runtime_;
