@@ -5,6 +5,7 @@
 #include <limits>
 #include <mutex>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace tollgate::limit {
@@ -89,33 +90,30 @@ std::uint64_t wyhash(std::string_view text, std::uint64_t seed) {
 // ---- shard layout ------------------------------------------------------------------
 
 constexpr std::uint32_t npos = std::numeric_limits<std::uint32_t>::max();
-/// `entry::prev` of a slot on the free list.
-constexpr std::uint32_t free_mark = npos - 1;
 constexpr std::int64_t never = std::numeric_limits<std::int64_t>::max();
 constexpr std::size_t max_shards = 64;
-/// Sweep budget earned per call, in entry visits.
+/// Sweep budget earned per call, in entries visited. A sweep is charged the
+/// entries of the (full) shard; the empty cells it skips come for free.
 constexpr std::uint64_t credit_per_call = 8;
+/// Cells of a shard's first table.
+constexpr std::uint32_t first_cells = 16;
+/// Largest shard share: its table (capacity * 4/3 cells) must stay below `npos`.
+constexpr std::size_t max_shard_capacity = 0xbfff'fff0;
 
+/// A table cell, holding one key's bucket in place.
 struct entry {
-    std::uint64_t hash;
+    std::uint64_t hash;  ///< 0 = empty cell (hash() never returns 0)
     bucket_state state;
     /// When `state` becomes fresh, so sweeps need not know the policy.
     std::int64_t fresh_at;
-    std::uint32_t prev;  ///< towards MRU; `free_mark` when the slot is free
-    std::uint32_t next;  ///< towards LRU; free-list link when free
+    std::uint32_t prev;  ///< cell of the next more recently used entry, or `npos`
+    std::uint32_t next;  ///< cell of the next less recently used entry, or `npos`
 };
 static_assert(sizeof(entry) == 40);
 
-/// Index cell. `tag` is the low 32 bits of the hash: it both filters probes
-/// and gives the home cell back (tag & mask) without touching the entry.
-struct index_cell {
-    std::uint32_t tag;
-    std::uint32_t slot;  ///< `npos` = empty
-};
-
 struct candidate {
     std::int64_t fresh_at;
-    std::uint32_t slot;
+    std::uint32_t cell;
 };
 
 std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
@@ -123,162 +121,225 @@ std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
     return __builtin_add_overflow(a, b, &r) ? never : r;
 }
 
+/// Home cell of `h` in a table of `cells`: the low 32 bits scaled to the
+/// table (multiply-shift), so the table need not be a power of two. The top
+/// bits chose the shard.
+std::uint32_t home_of(std::uint64_t h, std::uint32_t cells) {
+    return static_cast<std::uint32_t>((std::uint64_t{static_cast<std::uint32_t>(h)} * cells) >> 32);
+}
+
 }  // namespace
 
 struct alignas(64) rate_limiter::shard {
     std::mutex mutex;
-    /// Slab; its size is the high-water mark, freed slots are reused first.
-    std::vector<entry> entries;
-    std::vector<index_cell> index;  ///< power-of-two size, or empty
-    /// Soonest-fresh entries found by the last sweep, ascending.
+    /// Open addressing, linear probing, no tombstones; grows by doubling up
+    /// to `final_cells` (load <= 3/4 throughout).
+    std::vector<entry> table;
+    /// Soonest-fresh entries found by the last sweep, ascending. An entry
+    /// that moves (backward shift) takes its record along; still, a listed
+    /// cell may since hold another entry, which is harmless: a listed
+    /// cell's entry is dropped only if it is fresh.
     std::vector<candidate> candidates;
     std::size_t candidate_pos = 0;
     std::uint32_t capacity = 0;
+    std::uint32_t final_cells = 0;
     std::uint32_t live = 0;
     std::uint32_t head = npos;  ///< most recently used
     std::uint32_t tail = npos;  ///< least recently used
-    std::uint32_t free_head = npos;
-    /// Lower bound of `fresh_at` over entries not in `candidates[candidate_pos..]`.
+    /// Lower bound of `fresh_at` over live entries other than those still
+    /// sitting in a cell listed in `candidates[candidate_pos..]` with a
+    /// listed `fresh_at` no later than their own.
     std::int64_t bound = never;
     std::uint64_t credit = 0;
     std::atomic<std::size_t> size{0};
     std::atomic<std::uint64_t> evictions{0};
+    /// `table`'s data and size, published for the unlocked prefetch in
+    /// check(); the pair may be torn while the table grows, which costs a
+    /// useless prefetch and nothing else (nothing is dereferenced).
+    std::atomic<std::uintptr_t> prefetch_base{0};
+    std::atomic<std::uint32_t> prefetch_cells{0};
 
+    std::uint32_t cells() const { return static_cast<std::uint32_t>(table.size()); }
+
+    std::uint32_t next_cell(std::uint32_t pos) const { return pos + 1 == cells() ? 0 : pos + 1; }
+
+    /// Cell holding `h`, or `npos`.
     std::uint32_t find(std::uint64_t h) const {
-        if (index.empty()) {
+        const std::uint32_t n = cells();
+        if (n == 0) {
             return npos;
         }
-        const std::size_t mask = index.size() - 1;
-        const auto tag = static_cast<std::uint32_t>(h);
-        for (std::size_t pos = tag & mask;; pos = (pos + 1) & mask) {
-            const index_cell c = index[pos];
-            if (c.slot == npos) {
+        for (std::uint32_t pos = home_of(h, n);; pos = next_cell(pos)) {
+            const std::uint64_t c = table[pos].hash;
+            if (c == h) {
+                return pos;
+            }
+            if (c == 0) {
                 return npos;
             }
-            if (c.tag == tag && entries[c.slot].hash == h) {
-                return c.slot;
-            }
         }
     }
 
-    void index_put(std::uint32_t tag, std::uint32_t slot) {
-        const std::size_t mask = index.size() - 1;
-        std::size_t pos = tag & mask;
-        while (index[pos].slot != npos) {
-            pos = (pos + 1) & mask;
+    /// First empty cell on `h`'s probe path (the table always has one).
+    std::uint32_t free_cell(std::uint64_t h) const {
+        std::uint32_t pos = home_of(h, cells());
+        while (table[pos].hash != 0) {
+            pos = next_cell(pos);
         }
-        index[pos] = {tag, slot};
+        return pos;
     }
 
-    void index_reserve(std::size_t n) {
-        // Load factor at most 3/4 keeps linear-probe runs short.
-        if (n * 4 <= index.size() * 3) {
-            return;
+    void unlink(std::uint32_t pos) {
+        const entry& e = table[pos];
+        (e.prev == npos ? head : table[e.prev].next) = e.next;
+        (e.next == npos ? tail : table[e.next].prev) = e.prev;
+    }
+
+    void push_front(std::uint32_t pos) {
+        entry& e = table[pos];
+        e.prev = npos;
+        e.next = head;
+        (head == npos ? tail : table[head].prev) = pos;
+        head = pos;
+    }
+
+    void touch(std::uint32_t pos) {
+        if (head != pos) {
+            unlink(pos);
+            push_front(pos);
         }
-        std::vector<index_cell> old(std::max<std::size_t>(16, index.size() * 2),
-                                    index_cell{0, npos});
-        old.swap(index);
-        for (const index_cell& c : old) {
-            if (c.slot != npos) {
-                index_put(c.tag, c.slot);
+    }
+
+    /// Moves the entry in `from` to the empty cell `to`, keeping its LRU
+    /// neighbours and its candidate record (if any) pointing at it.
+    void move(std::uint32_t from, std::uint32_t to) {
+        const entry& e = table[to] = table[from];
+        (e.prev == npos ? head : table[e.prev].next) = to;
+        (e.next == npos ? tail : table[e.next].prev) = to;
+        // A listed entry not used since the sweep has a record with its own
+        // fresh_at; the list is sorted by it.
+        const auto listed = std::lower_bound(
+            candidates.begin() + static_cast<std::ptrdiff_t>(candidate_pos), candidates.end(),
+            e.fresh_at, [](const candidate& c, std::int64_t t) { return c.fresh_at < t; });
+        // Ties (a frozen clock) are searched only so far: the bound below is
+        // always a correct fallback.
+        const auto stop = listed + std::min<std::ptrdiff_t>(candidates.end() - listed, 8);
+        for (auto it = listed; it != stop && it->fresh_at == e.fresh_at; ++it) {
+            if (it->cell == from) {
+                it->cell = to;
+                return;
             }
         }
+        // Not listed (then the bound covers it already), or listed under an
+        // earlier fresh_at and now unreachable through its record.
+        bound = std::min(bound, e.fresh_at);
     }
 
     /// Backward-shift deletion: no tombstones, so probe lengths never decay.
-    void index_erase(std::uint64_t h, std::uint32_t slot) {
-        const std::size_t mask = index.size() - 1;
-        std::size_t hole = static_cast<std::uint32_t>(h) & mask;
-        while (index[hole].slot != slot) {
-            hole = (hole + 1) & mask;
-        }
-        for (std::size_t j = (hole + 1) & mask; index[j].slot != npos; j = (j + 1) & mask) {
-            const std::size_t home = index[j].tag & mask;
+    /// Entries move only towards `pos` within its cluster.
+    void erase(std::uint32_t pos) {
+        unlink(pos);
+        --live;
+        std::uint32_t hole = pos;
+        for (std::uint32_t j = next_cell(pos); table[j].hash != 0; j = next_cell(j)) {
+            const std::uint32_t home = home_of(table[j].hash, cells());
             const bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
             if (!stays) {
-                index[hole] = index[j];
+                move(j, hole);
                 hole = j;
             }
         }
-        index[hole].slot = npos;
+        table[hole].hash = 0;
     }
 
-    void unlink(std::uint32_t slot) {
-        entry& e = entries[slot];
-        (e.prev == npos ? head : entries[e.prev].next) = e.next;
-        (e.next == npos ? tail : entries[e.next].prev) = e.prev;
+    /// Makes room for `n` entries at load <= 3/4, growing by doubling.
+    void reserve(std::uint32_t n) {
+        if (std::uint64_t{n} * 4 <= std::uint64_t{cells()} * 3) {
+            return;
+        }
+        const std::uint64_t doubled = cells() == 0 ? first_cells : std::uint64_t{cells()} * 2;
+        rehash(static_cast<std::uint32_t>(std::min<std::uint64_t>(doubled, final_cells)));
     }
 
-    void push_front(std::uint32_t slot) {
-        entry& e = entries[slot];
-        e.prev = npos;
-        e.next = head;
-        (head == npos ? tail : entries[head].prev) = slot;
-        head = slot;
+    /// Moves every entry into a table of `n` cells, in LRU order so that the
+    /// links are rebuilt on the way.
+    void rehash(std::uint32_t n) {
+        std::vector<entry> old(n);
+        old.swap(table);
+        std::uint32_t prev = npos;
+        std::int64_t earliest = never;
+        for (std::uint32_t at = head; at != npos; at = old[at].next) {
+            const entry& e = old[at];
+            const std::uint32_t pos = free_cell(e.hash);
+            table[pos] = entry{e.hash, e.state, e.fresh_at, prev, npos};
+            (prev == npos ? head : table[prev].next) = pos;
+            prev = pos;
+            earliest = std::min(earliest, e.fresh_at);
+        }
+        tail = prev;
+        // Listed cells mean nothing in the new table: every entry is now
+        // covered by the bound alone.
+        candidates.clear();
+        candidate_pos = 0;
+        bound = earliest;
+        publish();
     }
 
-    void touch(std::uint32_t slot) {
-        if (head != slot) {
-            unlink(slot);
-            push_front(slot);
+    void publish() {
+        prefetch_base.store(reinterpret_cast<std::uintptr_t>(table.data()),
+                            std::memory_order_relaxed);
+        prefetch_cells.store(cells(), std::memory_order_relaxed);
+    }
+
+    /// Starts loading the home cell of `h`; safe without the lock.
+    void prefetch(std::uint64_t h) const {
+        const std::uint32_t n = prefetch_cells.load(std::memory_order_relaxed);
+        const std::uintptr_t base = prefetch_base.load(std::memory_order_relaxed);
+        if (n != 0) {
+            // Integer arithmetic: the address may lie outside a table torn
+            // by a concurrent growth, and a prefetch never faults.
+            const std::uintptr_t at = base + std::uintptr_t{home_of(h, n)} * sizeof(entry);
+            __builtin_prefetch(reinterpret_cast<const void*>(at));
+            __builtin_prefetch(reinterpret_cast<const void*>(at + sizeof(entry) - 1));
         }
     }
 
-    void erase(std::uint32_t slot) {
-        index_erase(entries[slot].hash, slot);
-        unlink(slot);
-        entries[slot].prev = free_mark;
-        entries[slot].next = free_head;
-        free_head = slot;
-        --live;
-    }
-
-    std::uint32_t allocate_slot() {
-        if (free_head != npos) {
-            const std::uint32_t slot = free_head;
-            free_head = entries[slot].next;
-            return slot;
+    void prefetch_cell(std::uint32_t pos) const {
+        if (pos != npos) {
+            __builtin_prefetch(&table[pos].prev, 1);  // the links, what touch() writes
         }
-        if (entries.size() == entries.capacity()) {
-            // Grow to at most the shard's share, so a full shard holds no slack.
-            entries.reserve(
-                std::min<std::size_t>(std::max<std::size_t>(16, entries.size() * 2), capacity));
-        }
-        entries.push_back(entry{});
-        return static_cast<std::uint32_t>(entries.size() - 1);
     }
 
     void insert(std::uint64_t h, const bucket_state& state, std::int64_t fresh_at) {
-        index_reserve(live + 1);
-        const std::uint32_t slot = allocate_slot();
-        entries[slot] = entry{h, state, fresh_at, npos, npos};
-        index_put(static_cast<std::uint32_t>(h), slot);
-        push_front(slot);
+        reserve(live + 1);
+        const std::uint32_t pos = free_cell(h);
+        table[pos] = entry{h, state, fresh_at, npos, npos};
+        push_front(pos);
         ++live;
         bound = std::min(bound, fresh_at);
     }
 
-    /// Frees one slot in a full shard; see the header for the order.
+    /// Frees one cell in a full shard; see the header for the order.
     void make_room(std::int64_t now) {
-        if (entries[tail].fresh_at <= now) {
+        if (table[tail].fresh_at <= now) {
             erase(tail);
             return;
         }
         while (candidate_pos < candidates.size() && candidates[candidate_pos].fresh_at <= now) {
-            const std::uint32_t slot = candidates[candidate_pos++].slot;
-            const entry& e = entries[slot];
-            if (e.prev == free_mark) {
+            const std::uint32_t pos = candidates[candidate_pos++].cell;
+            const entry& e = table[pos];
+            if (e.hash == 0) {
                 continue;
             }
             if (e.fresh_at <= now) {
-                erase(slot);
+                erase(pos);
                 return;
             }
-            // Used again since the sweep (or the slot was reused): it leaves
-            // the list, so the bound must cover it.
+            // Used again since the sweep, or another entry moved in: it is
+            // no longer listed, so the bound must cover it.
             bound = std::min(bound, e.fresh_at);
         }
-        if (now >= bound && credit >= entries.size()) {
+        if (now >= bound && credit >= live) {
             sweep(now);
             if (live < capacity) {
                 return;
@@ -291,52 +352,66 @@ struct alignas(64) rate_limiter::shard {
     /// Drops every fresh entry and lists the soonest-fresh survivors, so the
     /// next few rounds of make_room() cost O(1) each.
     void sweep(std::int64_t now) {
-        credit -= entries.size();
+        credit -= live;
         const std::size_t wanted = std::max<std::size_t>(16, capacity / 8);
-        candidates.clear();
-        candidates.reserve(wanted);
+        // The list is built aside (as a heap, not sorted): the erases below
+        // move entries, and move() must not search it meanwhile.
+        std::vector<candidate> list;
+        list.swap(candidates);
+        list.clear();
+        list.reserve(wanted);
         candidate_pos = 0;
         const auto later = [](const candidate& a, const candidate& b) {
             return a.fresh_at < b.fresh_at;
         };
         bool left_out = false;
-        for (std::uint32_t slot = 0; slot < entries.size(); ++slot) {
-            const entry& e = entries[slot];
-            if (e.prev == free_mark) {
+        // Start right after an empty cell: no cluster then wraps past the end
+        // of the walk, so an erase only pulls entries not yet visited into
+        // the current cell or beyond it, and every entry is visited once.
+        std::uint32_t pos = 0;
+        while (table[pos].hash != 0) {
+            ++pos;
+        }
+        for (std::uint32_t k = 0; k < cells(); ++k) {
+            pos = next_cell(pos);
+            while (table[pos].hash != 0 && table[pos].fresh_at <= now) {
+                erase(pos);
+            }
+            const entry& e = table[pos];
+            if (e.hash == 0) {
                 continue;
             }
-            if (e.fresh_at <= now) {
-                erase(slot);
-                continue;
-            }
-            if (candidates.size() < wanted) {
-                candidates.push_back({e.fresh_at, slot});
-                std::push_heap(candidates.begin(), candidates.end(), later);
+            if (list.size() < wanted) {
+                list.push_back({e.fresh_at, pos});
+                std::push_heap(list.begin(), list.end(), later);
             } else {
                 left_out = true;
-                if (e.fresh_at < candidates.front().fresh_at) {
-                    std::pop_heap(candidates.begin(), candidates.end(), later);
-                    candidates.back() = {e.fresh_at, slot};
-                    std::push_heap(candidates.begin(), candidates.end(), later);
+                if (e.fresh_at < list.front().fresh_at) {
+                    std::pop_heap(list.begin(), list.end(), later);
+                    list.back() = {e.fresh_at, pos};
+                    std::push_heap(list.begin(), list.end(), later);
                 }
             }
         }
         // Everything left out is at least as late as the latest listed entry.
-        bound = left_out ? candidates.front().fresh_at : never;
-        std::sort_heap(candidates.begin(), candidates.end(), later);
+        bound = left_out ? list.front().fresh_at : never;
+        std::sort_heap(list.begin(), list.end(), later);
+        candidates.swap(list);
     }
 
     void reset() {
-        std::vector<entry>().swap(entries);
-        std::vector<index_cell>().swap(index);
+        std::vector<entry>().swap(table);
         std::vector<candidate>().swap(candidates);
         candidate_pos = 0;
         live = 0;
-        head = tail = free_head = npos;
+        head = tail = npos;
         bound = never;
         credit = capacity;
         size.store(0, std::memory_order_relaxed);
+        publish();
     }
+
+    std::string check_invariants() const;
 };
 
 rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t shards)
@@ -364,11 +439,13 @@ rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t 
     std::random_device entropy;
     seed_ = (std::uint64_t{entropy()} << 32) ^ entropy();
     shards_ = std::make_unique<shard[]>(n);
-    const std::size_t cap_limit = std::numeric_limits<std::uint32_t>::max() - 2;
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t share = max_keys_ / n + (i < max_keys_ % n ? 1 : 0);
-        shards_[i].capacity = static_cast<std::uint32_t>(std::min(share, cap_limit));
-        shards_[i].reset();
+        shard& s = shards_[i];
+        s.capacity = static_cast<std::uint32_t>(std::min(share, max_shard_capacity));
+        // ceil(capacity * 4/3): load <= 3/4 when full, and always an empty cell.
+        s.final_cells = static_cast<std::uint32_t>((std::uint64_t{s.capacity} * 4 + 2) / 3);
+        s.reset();
     }
 }
 
@@ -386,7 +463,8 @@ std::uint64_t rate_limiter::hash(std::string_view scope, std::string_view key,
     if (!scope.empty()) {
         seed = wyhash(scope, seed ^ wyp[3]);
     }
-    return wyhash(key, seed);
+    const std::uint64_t h = wyhash(key, seed);
+    return h == 0 ? 1 : h;  // 0 marks an empty cell
 }
 
 decision rate_limiter::check(std::string_view key, const bucket_policy& policy) {
@@ -396,23 +474,36 @@ decision rate_limiter::check(std::string_view key, const bucket_policy& policy) 
 decision rate_limiter::check(std::string_view scope, std::string_view key,
                              const bucket_policy& policy) {
     const std::uint64_t h = hash(scope, key, policy);
+    shard& s = shards_[shard_shift_ == 0 ? 0 : h >> (64 - shard_shift_)];
+    // The key's cell is most likely not in cache: start loading it while the
+    // clock is read and the lock taken.
+    s.prefetch(h);
     // Read outside the lock; the algorithms treat a slightly older `now`
     // than the stored state as "no time passed".
     const nanoseconds now = clock_.now();
-    shard& s = shards_[shard_shift_ == 0 ? 0 : h >> (64 - shard_shift_)];
 
     std::lock_guard lock{s.mutex};
     s.credit = std::min<std::uint64_t>(s.credit + credit_per_call, 2 * std::uint64_t{s.capacity});
-    const std::uint32_t slot = s.find(h);
-    if (slot != npos) {
-        entry& e = s.entries[slot];
+    const std::uint32_t pos = s.find(h);
+    if (pos != npos) {
+        entry& e = s.table[pos];
+        // touch() below rewrites the links of both LRU neighbours, most
+        // likely cache misses too: start loading them before the algorithm
+        // runs instead of after it.
+        s.prefetch_cell(e.prev);
+        s.prefetch_cell(e.next);
         const decision d = limit::check(e.state, policy, now);
         if (d.reset.count() <= 0) {
-            s.erase(slot);
+            s.erase(pos);
             s.size.store(s.live, std::memory_order_relaxed);
         } else {
-            e.fresh_at = saturating_add(now.count(), d.reset.count());
-            s.touch(slot);
+            const std::int64_t fresh_at = saturating_add(now.count(), d.reset.count());
+            if (fresh_at < e.fresh_at) {
+                // Moved earlier (a clock that stepped back): keep the bound true.
+                s.bound = std::min(s.bound, fresh_at);
+            }
+            e.fresh_at = fresh_at;
+            s.touch(pos);
         }
         return d;
     }
@@ -451,10 +542,77 @@ std::size_t rate_limiter::memory_bytes() const {
     for (std::size_t i = 0; i < shard_count_; ++i) {
         shard& s = shards_[i];
         std::lock_guard lock{s.mutex};
-        total += s.entries.capacity() * sizeof(entry) + s.index.capacity() * sizeof(index_cell) +
-                 s.candidates.capacity() * sizeof(candidate);
+        total += s.table.capacity() * sizeof(entry) + s.candidates.capacity() * sizeof(candidate);
     }
     return total;
+}
+
+std::string rate_limiter::shard::check_invariants() const {
+    const std::uint32_t n = cells();
+    const auto fail = [](std::string what, std::uint32_t pos) {
+        return what + " (cell " + std::to_string(pos) + ")";
+    };
+    if (n > final_cells || live > capacity || std::uint64_t{live} * 4 > std::uint64_t{n} * 3) {
+        return fail("table size, live count and capacity disagree", live);
+    }
+    if (size.load(std::memory_order_relaxed) != live) {
+        return fail("size() is stale", live);
+    }
+    std::uint32_t used = 0;
+    for (std::uint32_t pos = 0; pos < n; ++pos) {
+        const entry& e = table[pos];
+        if (e.hash == 0) {
+            continue;
+        }
+        ++used;
+        // Linear probing: no empty cell and no equal hash between home and here.
+        for (std::uint32_t at = home_of(e.hash, n); at != pos; at = next_cell(at)) {
+            if (table[at].hash == 0) {
+                return fail("entry not reachable from its home cell", pos);
+            }
+            if (table[at].hash == e.hash) {
+                return fail("hash held twice", pos);
+            }
+        }
+        bool listed = false;
+        for (std::size_t i = candidate_pos; i < candidates.size(); ++i) {
+            listed = listed || (candidates[i].cell == pos && candidates[i].fresh_at <= e.fresh_at);
+        }
+        if (e.fresh_at < bound && !listed) {
+            return fail("entry neither listed nor covered by the bound", pos);
+        }
+    }
+    if (used != live) {
+        return fail("live count differs from occupied cells", used);
+    }
+    for (std::size_t i = candidate_pos; i + 1 < candidates.size(); ++i) {
+        if (candidates[i].fresh_at > candidates[i + 1].fresh_at) {
+            return fail("candidates out of order", candidates[i].cell);
+        }
+    }
+    std::uint32_t steps = 0;
+    std::uint32_t prev = npos;
+    for (std::uint32_t at = head; at != npos; at = table[at].next) {
+        if (at >= n || table[at].hash == 0 || table[at].prev != prev || ++steps > live) {
+            return fail("LRU list broken", at);
+        }
+        prev = at;
+    }
+    if (prev != tail || steps != live) {
+        return fail("LRU list does not end at the tail or misses entries", prev);
+    }
+    return {};
+}
+
+std::string rate_limiter::debug_check() const {
+    for (std::size_t i = 0; i < shard_count_; ++i) {
+        std::lock_guard lock{shards_[i].mutex};
+        std::string problem = shards_[i].check_invariants();
+        if (!problem.empty()) {
+            return "shard " + std::to_string(i) + ": " + problem;
+        }
+    }
+    return {};
 }
 
 void rate_limiter::clear() {

@@ -7,9 +7,13 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <iterator>
 #include <latch>
+#include <list>
+#include <random>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #if defined(__GLIBC__)
@@ -17,6 +21,7 @@
 #endif
 
 #include "tollgate/config/config.hpp"
+#include "tollgate/limit/algorithms.hpp"
 #include "tollgate/limit/clock.hpp"
 #include "tollgate/limit/rate_limiter.hpp"
 #include "tollgate/limit/rate_policy.hpp"
@@ -25,6 +30,8 @@ using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
 using tollgate::algorithm_kind;
 using tollgate::limit::bucket_policy;
+using tollgate::limit::bucket_state;
+using tollgate::limit::decision;
 using tollgate::limit::manual_clock;
 using tollgate::limit::rate_limiter;
 using tollgate::limit::rate_policy;
@@ -63,7 +70,268 @@ std::size_t heap_in_use() {
 #endif
 }
 
+/// Runs `body(t)` on `threads` threads released together, and joins them.
+template <class Body>
+void race(int threads, Body body) {
+    std::latch start{threads};
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&start, &body, t] {
+            start.arrive_and_wait();
+            body(t);
+        });
+    }
+    for (auto& th : pool) {
+        th.join();
+    }
+}
+
+bool same(const decision& a, const decision& b) {
+    return a.allowed == b.allowed && a.limit == b.limit && a.remaining == b.remaining &&
+           a.reset == b.reset && a.retry_after == b.retry_after && a.window == b.window;
+}
+
+std::string describe(const decision& d) {
+    return std::string{d.allowed ? "allowed" : "refused"} + " remaining " +
+           std::to_string(d.remaining) + " reset " + std::to_string(d.reset.count()) +
+           " retry_after " + std::to_string(d.retry_after.count());
+}
+
+/// rate_limiter's documented semantics written the plain way: one bucket per
+/// (scope, key, policy), all of them in one LRU list. A fresh bucket is the
+/// same as none, so it is forgotten as soon as it is seen fresh; when the
+/// limiter reports an eviction, the victim is the least recently used live
+/// bucket (exact with one shard; with several only the limiter knows which
+/// shard was full).
+class reference_limiter {
+public:
+    struct bucket {
+        bucket_state state;
+        std::int64_t fresh_at = 0;
+        std::list<std::string>::iterator in_lru;
+    };
+
+    /// The decision for `id`, applied to the model.
+    decision check(const std::string& id, const bucket_policy& p, nanoseconds now) {
+        auto it = buckets_.find(id);
+        if (it != buckets_.end() && it->second.fresh_at <= now.count()) {
+            forget(it);
+            it = buckets_.end();
+        }
+        bucket_state state = it == buckets_.end() ? bucket_state{} : it->second.state;
+        const decision d = tollgate::limit::check(state, p, now);
+        if (d.reset.count() <= 0) {
+            if (it != buckets_.end()) {
+                forget(it);
+            }
+            return d;
+        }
+        if (it == buckets_.end()) {
+            lru_.push_front(id);
+            it = buckets_.emplace(id, bucket{state, 0, lru_.begin()}).first;
+        } else {
+            lru_.splice(lru_.begin(), lru_, it->second.in_lru);
+            it->second.state = state;
+        }
+        it->second.fresh_at = now.count() + d.reset.count();
+        return d;
+    }
+
+    /// Drops the least recently used live bucket; false if there is none.
+    bool evict_lru(nanoseconds now) {
+        for (auto at = lru_.rbegin(); at != lru_.rend(); ++at) {
+            auto it = buckets_.find(*at);
+            if (it->second.fresh_at > now.count()) {
+                forget(it);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /// Forgets `id` (the limiter evicted it, as it turned out).
+    void forget(const std::string& id) {
+        auto it = buckets_.find(id);
+        if (it != buckets_.end()) {
+            forget(it);
+        }
+    }
+
+    bool live(const std::string& id, nanoseconds now) const {
+        auto it = buckets_.find(id);
+        return it != buckets_.end() && it->second.fresh_at > now.count();
+    }
+
+    std::size_t live_count(nanoseconds now) const {
+        std::size_t n = 0;
+        for (const auto& [id, b] : buckets_) {
+            n += b.fresh_at > now.count() ? 1 : 0;
+        }
+        return n;
+    }
+
+private:
+    using map = std::unordered_map<std::string, bucket>;
+
+    void forget(map::iterator it) {
+        lru_.erase(it->second.in_lru);
+        buckets_.erase(it);
+    }
+
+    std::list<std::string> lru_;  // front = most recently used
+    map buckets_;
+};
+
 }  // namespace
+
+TEST_CASE("rate_limiter: random traffic matches a plain LRU model", "[rate][limiter][model]") {
+    struct setup {
+        std::size_t max_keys;
+        std::size_t shards;
+    };
+    // One shard: the model knows every victim. Several: only that some live
+    // bucket went. Capacities that are not powers of two (61 and 200 keys
+    // over 8 shards) give tables that are not either.
+    const setup run = GENERATE(setup{16, 1}, setup{61, 1}, setup{64, 4}, setup{200, 8});
+    CAPTURE(run.max_keys, run.shards);
+
+    manual_clock clock{1s};
+    rate_limiter limiter{clock, run.max_keys, run.shards};
+    REQUIRE(limiter.shard_count() == run.shards);
+    const bool exact = run.shards == 1;
+    reference_limiter model;
+    // Windows of a few ms against steps of up to 2 ms: buckets go fresh all
+    // the time, in an order unrelated to their LRU position.
+    const std::vector<bucket_policy> policies{
+        policy(3, 10ms),
+        policy(1, 20ms),
+        bucket_policy{algorithm_kind::gcra, 2, 3ms, 5},
+        bucket_policy{algorithm_kind::token_bucket, 2, 5ms, 4},
+        policy(2, 7ms, algorithm_kind::fixed_window),
+        policy(3, 4ms, algorithm_kind::sliding_window),
+        policy(0, 1s),  // refuses everything, never stored
+    };
+    std::mt19937_64 rng{20240611 + run.max_keys};
+    const auto uniform = [&rng](std::size_t n) {
+        return static_cast<std::size_t>(std::uniform_int_distribution<std::size_t>{0, n - 1}(rng));
+    };
+
+    std::uint64_t unexplained = 0;  // evictions whose victim is not known yet
+    std::uint64_t evictions = 0;
+    std::uint64_t evictions_with_fresh_held = 0;
+    constexpr int operations = 40'000;
+    for (int op = 0; op < operations; ++op) {
+        // Phases: keys from a pool that fits, then from one four times too
+        // large (evictions), then a quiet spell where everything goes fresh.
+        const bool crowded = (op / 2000) % 2 == 1;
+        const std::size_t pool =
+            crowded ? run.max_keys * 4 : std::max<std::size_t>(run.max_keys / 2, 2);
+        if (uniform(4) == 0) {
+            // About 16 keys' worth of ops per ms of bucket life: a 16-key
+            // limiter fills now and then, a 200-key one as often.
+            clock.advance(nanoseconds{uniform(32'000'000 / run.max_keys)});
+        }
+        if (uniform(500) == 0) {
+            clock.advance(50ms);
+        }
+        const std::size_t which = uniform(policies.size());
+        const bucket_policy& p = policies[which];
+        const std::string key = "k" + std::to_string(uniform(pool));
+        const std::string scope = uniform(3) == 0 ? "route" : "";
+        const std::string id = scope + "/" + key + "/" + std::to_string(which);
+        const nanoseconds now = clock.now();
+        INFO("operation " << op << " on " << id << " at " << now.count() << " ns");
+
+        const std::uint64_t evictions_before = limiter.evictions();
+        const decision got = limiter.check(scope, key, p);
+        const std::uint64_t evicted = limiter.evictions() - evictions_before;
+        REQUIRE(evicted <= 1);
+        if (evicted == 1) {
+            ++evictions;
+            // The limiter was full and found no fresh entry to drop: then
+            // the model, which has every live bucket the limiter has, has
+            // as many as the limiter holds.
+            if (exact) {
+                if (model.live_count(now) - (model.live(id, now) ? 1 : 0) < run.max_keys) {
+                    ++evictions_with_fresh_held;
+                }
+                REQUIRE(model.evict_lru(now));
+            } else {
+                ++unexplained;
+            }
+        }
+
+        const bool was_live = model.live(id, now);
+        const decision want = model.check(id, p, now);
+        if (!same(got, want)) {
+            // Only an evicted bucket may start over, and only if an eviction
+            // is still unexplained.
+            bucket_state fresh{};
+            const decision restart = tollgate::limit::check(fresh, p, now);
+            INFO("limiter: " << describe(got) << " model: " << describe(want));
+            REQUIRE(!exact);
+            REQUIRE(was_live);
+            REQUIRE(unexplained > 0);
+            REQUIRE(same(got, restart));
+            --unexplained;
+            model.forget(id);
+            model.check(id, p, now);
+        }
+
+        const std::size_t held = limiter.size();
+        REQUIRE(held <= run.max_keys);
+        REQUIRE(held + unexplained >= model.live_count(now));
+        const std::string problem = limiter.debug_check();
+        INFO(problem);
+        REQUIRE(problem.empty());
+    }
+    // The large pool made the limiter evict; with one shard, never while it
+    // held a fresh entry (this traffic stays within the sweep budget).
+    REQUIRE(evictions > 0);
+    REQUIRE(limiter.evictions() == evictions);
+    REQUIRE(evictions_with_fresh_held == 0);
+}
+
+TEST_CASE("rate_limiter: a clock that steps back keeps the table consistent",
+          "[rate][limiter][model]") {
+    // Decisions after a backward step are the algorithms' business (tested
+    // with them); here the limiter's own bookkeeping must stay true: a fresh
+    // entry moved earlier must still be found by the next sweep, so the
+    // shard never holds more than its share and never loses track of one.
+    const std::size_t max_keys = GENERATE(std::size_t{5}, std::size_t{37}, std::size_t{64});
+    CAPTURE(max_keys);
+    manual_clock clock{1s};
+    const std::size_t shards = max_keys == 64 ? 4 : 1;
+    rate_limiter limiter{clock, max_keys, shards};
+    const std::vector<bucket_policy> policies{
+        policy(3, 10ms),
+        policy(1, 200us),
+        bucket_policy{algorithm_kind::token_bucket, 2, 5ms, 4},
+        policy(2, 7ms, algorithm_kind::fixed_window),
+        policy(3, 4ms, algorithm_kind::sliding_window),
+    };
+    std::mt19937_64 rng{7 + max_keys};
+    const auto uniform = [&rng](std::uint64_t n) {
+        return std::uniform_int_distribution<std::uint64_t>{0, n - 1}(rng);
+    };
+    for (int op = 0; op < 30'000; ++op) {
+        const std::uint64_t r = uniform(100);
+        if (r < 20) {
+            clock.advance(nanoseconds{uniform(500'000)});
+        } else if (r == 20) {
+            clock.advance(50ms);
+        } else if (r == 21) {
+            clock.set(clock.now() - nanoseconds{uniform(5'000'000)});
+        }
+        limiter.check("k" + std::to_string(uniform(max_keys * 3)),
+                      policies[uniform(policies.size())]);
+        INFO("operation " << op);
+        REQUIRE(limiter.size() <= max_keys);
+        const std::string problem = limiter.debug_check();
+        INFO(problem);
+        REQUIRE(problem.empty());
+    }
+}
 
 TEST_CASE("rate_limiter: one bucket per key, scope and algorithm", "[rate][limiter]") {
     manual_clock clock{1s};
@@ -183,28 +451,58 @@ TEST_CASE("rate_limiter: exact under contention on one key", "[rate][limiter][th
 
     std::atomic<int> allowed{0};
     std::atomic<int> allowed_other{0};
-    std::latch start{threads};
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t) {
-        pool.emplace_back([&, t] {
-            start.arrive_and_wait();
-            int mine = 0;
-            int other = 0;
-            for (int i = 0; i < attempts; ++i) {
-                mine += limiter.check("org:shared", p).allowed ? 1 : 0;
-                // Unrelated keys on other shards must not disturb the count.
-                other += limiter.check("org:t" + std::to_string(t), p).allowed ? 1 : 0;
-            }
-            allowed += mine;
-            allowed_other += other;
-        });
-    }
-    for (auto& th : pool) {
-        th.join();
-    }
+    race(threads, [&](int t) {
+        int mine = 0;
+        int other = 0;
+        for (int i = 0; i < attempts; ++i) {
+            mine += limiter.check("org:shared", p).allowed ? 1 : 0;
+            // Unrelated keys on other shards must not disturb the count.
+            other += limiter.check("org:t" + std::to_string(t), p).allowed ? 1 : 0;
+        }
+        allowed += mine;
+        allowed_other += other;
+    });
     REQUIRE(allowed == 1000);
     REQUIRE(allowed_other == threads * 1000);
     REQUIRE(limiter.size() == threads + 1);
+}
+
+TEST_CASE("rate_limiter: tables grow with the keys held and not with max_keys", "[rate][limiter]") {
+    manual_clock clock{1s};
+    rate_limiter limiter{clock, 1'000'000};
+    const std::size_t empty = limiter.memory_bytes();
+    for (int i = 0; i < 10; ++i) {
+        REQUIRE(limiter.check("ip:10.0.0." + std::to_string(i), policy(5, 1s)).allowed);
+    }
+    // Ten keys touch at most ten shards, each with a first table of 16
+    // cells (640 bytes), not the 15,625 * 4/3 cells of a full one.
+    REQUIRE(limiter.memory_bytes() - empty <= 10 * 1024);
+    limiter.clear();
+    REQUIRE(limiter.memory_bytes() == empty);
+}
+
+TEST_CASE("rate_limiter: tables grow while other threads decide", "[rate][limiter][threads]") {
+    manual_clock clock{10s};
+    // Two shards, so each grows many times while the other threads look up
+    // (and prefetch from) the table being replaced.
+    rate_limiter limiter{clock, 100'000, 2};
+    const auto p = policy(1, 60s);
+    constexpr int threads = 4;
+    constexpr int keys = 5000;
+    std::atomic<int> allowed{0};
+    race(threads, [&](int t) {
+        int mine = 0;
+        for (int i = 0; i < keys; ++i) {
+            const std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
+            mine += limiter.check(key, p).allowed ? 1 : 0;
+            mine -= limiter.check(key, p).allowed ? 1 : 0;  // already spent
+        }
+        allowed += mine;
+    });
+    REQUIRE(allowed == threads * keys);
+    REQUIRE(limiter.size() == threads * keys);
+    REQUIRE(limiter.evictions() == 0);
+    REQUIRE(limiter.debug_check().empty());
 }
 
 TEST_CASE("rate_limiter: at most 128 bytes per key at 1,000,000 keys", "[rate][limiter][memory]") {
