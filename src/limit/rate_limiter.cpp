@@ -414,7 +414,8 @@ struct alignas(64) rate_limiter::shard {
     std::string check_invariants() const;
 };
 
-rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t shards)
+rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t shards,
+                           std::uint64_t seed)
     : clock_{time}, max_keys_{std::max<std::size_t>(max_keys, 1)} {
     std::size_t n = 1;
     if (shards == 0) {
@@ -436,8 +437,11 @@ rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t 
     while ((std::size_t{1} << shard_shift_) < n) {
         ++shard_shift_;
     }
-    std::random_device entropy;
-    seed_ = (std::uint64_t{entropy()} << 32) ^ entropy();
+    seed_ = seed;
+    if (seed_ == 0) {
+        std::random_device entropy;
+        seed_ = (std::uint64_t{entropy()} << 32) ^ entropy();
+    }
     shards_ = std::make_unique<shard[]>(n);
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t share = max_keys_ / n + (i < max_keys_ % n ? 1 : 0);
@@ -447,6 +451,13 @@ rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t 
         s.final_cells = static_cast<std::uint32_t>((std::uint64_t{s.capacity} * 4 + 2) / 3);
         s.reset();
     }
+    // Only past 3 billion keys per shard does a share get capped: then say
+    // what is really held.
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        total += shards_[i].capacity;
+    }
+    max_keys_ = total;
 }
 
 rate_limiter::~rate_limiter() = default;

@@ -196,7 +196,8 @@ TEST_CASE("rate_limiter: random traffic matches a plain LRU model", "[rate][limi
     CAPTURE(run.max_keys, run.shards);
 
     manual_clock clock{1s};
-    rate_limiter limiter{clock, run.max_keys, run.shards};
+    // A fixed hash seed: a failure replays exactly (same shards, same cells).
+    rate_limiter limiter{clock, run.max_keys, run.shards, 0x5eed + run.max_keys};
     REQUIRE(limiter.shard_count() == run.shards);
     const bool exact = run.shards == 1;
     reference_limiter model;
@@ -302,7 +303,7 @@ TEST_CASE("rate_limiter: a clock that steps back keeps the table consistent",
     CAPTURE(max_keys);
     manual_clock clock{1s};
     const std::size_t shards = max_keys == 64 ? 4 : 1;
-    rate_limiter limiter{clock, max_keys, shards};
+    rate_limiter limiter{clock, max_keys, shards, 0x5eed + max_keys};
     const std::vector<bucket_policy> policies{
         policy(3, 10ms),
         policy(1, 200us),
@@ -479,6 +480,19 @@ TEST_CASE("rate_limiter: tables grow with the keys held and not with max_keys", 
     REQUIRE(limiter.memory_bytes() - empty <= 10 * 1024);
     limiter.clear();
     REQUIRE(limiter.memory_bytes() == empty);
+}
+
+TEST_CASE("rate_limiter: max_keys says what a capped shard really holds", "[rate][limiter]") {
+    manual_clock clock{1s};
+    // Tables start small, so a limiter this large costs nothing until used.
+    rate_limiter one{clock, std::size_t{1} << 40, 1};
+    REQUIRE(one.max_keys() == 0xbfff'fff0);
+    REQUIRE(one.check("ip:10.0.0.1", policy(1, 1s)).allowed);
+    REQUIRE(one.debug_check().empty());
+    rate_limiter many{clock, std::size_t{1} << 40, 64};
+    REQUIRE(many.max_keys() == 64 * std::size_t{0xbfff'fff0});
+    rate_limiter plain{clock, 1'000'003, 64};
+    REQUIRE(plain.max_keys() == 1'000'003);
 }
 
 TEST_CASE("rate_limiter: tables grow while other threads decide", "[rate][limiter][threads]") {

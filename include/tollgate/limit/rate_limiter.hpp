@@ -61,7 +61,11 @@ public:
     /// @param max_keys  most entries held at once (0 is treated as 1).
     /// @param shards    0 = automatic (1 below 2048 keys, up to 64); other
     ///                  values are rounded down to a power of two <= 64.
-    rate_limiter(const clock& time, std::size_t max_keys, std::size_t shards = 0);
+    /// @param seed      hash seed; 0 = random (production: keeps outsiders
+    ///                  from aiming keys at one cell). Tests fix it so that
+    ///                  shard choice and table layout repeat from run to run.
+    rate_limiter(const clock& time, std::size_t max_keys, std::size_t shards = 0,
+                 std::uint64_t seed = 0);
     ~rate_limiter();
 
     rate_limiter(const rate_limiter&) = delete;
@@ -84,6 +88,8 @@ public:
     /// Live entries evicted to make room (never counts dropped fresh ones).
     std::uint64_t evictions() const noexcept;
 
+    /// Entries the limiter holds at most: `max_keys` as constructed, unless a
+    /// shard's share had to be capped below 3 * 2^30.
     std::size_t max_keys() const noexcept { return max_keys_; }
     std::size_t shard_count() const noexcept { return shard_count_; }
 
