@@ -201,6 +201,8 @@ void session::do_read_header() {
     route_index_ = -1;
     client_version_ = 11;
     logged_ = false;
+    // The exchange's duration (metric and access log) counts from the head's
+    // first byte, as nginx's $request_time does: a slow head is part of it.
     t_start_ = std::chrono::steady_clock::now();
     // Bounded: a chunk header or extension that never ends must not grow
     // the buffer without limit (Beast then fails the read, answered 400).
@@ -303,7 +305,6 @@ void session::parse_request_head(std::string_view head) {
 
 void session::handle_request() {
     auto& req = parser_->get();
-    t_start_ = std::chrono::steady_clock::now();
     bytes_in_ = 0;
     bytes_out_ = 0;
     key_kind_ = admin::key_kind::none;

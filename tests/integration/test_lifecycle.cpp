@@ -2,15 +2,19 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <sstream>
+#include <thread>
 
 #include <catch2/catch.hpp>
 
 #include "process.hpp"
 #include "support.hpp"
+#include "test_clients.hpp"
 
 using namespace tollgate;
 using namespace tollgate::test;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -119,6 +123,33 @@ TEST_CASE("print-config shows the effective config with secrets redacted", "[lif
     CHECK(out.find("token_secret: \"<redacted>\"") != std::string::npos);
     CHECK(out.find("s3cr3t-value") == std::string::npos);
     CHECK(p.stderr_text().find("s3cr3t-value") == std::string::npos);
+}
+
+TEST_CASE("the access log's duration counts from the first byte of the head", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file(
+        "access-log-duration.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\nupstream:\n  servers: "
+        "[http://127.0.0.1:" +
+            std::to_string(up.port()) + "]\nlog: {access_log: true}\n");
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    {
+        // A head that takes 300 ms to arrive: that time is part of the
+        // exchange (as nginx's $request_time counts it), not only what
+        // follows its last byte.
+        raw_connection c(p.port());
+        c.write("GET /echo HTTP/1.1\r\nHost: tollgate.test\r\n");
+        std::this_thread::sleep_for(300ms);  // the slow client under test, not a wait for a result
+        c.write("Connection: close\r\n\r\n");
+        REQUIRE(c.wait_closed(5s));
+    }
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_exit() == 0);
+    const auto line = nlohmann::json::parse(p.stdout_text());
+    CHECK(line["status"] == 200);
+    CHECK(line["duration_ms"].get<int>() >= 300);
+    CHECK(line["upstream_ms"].get<int>() < 300);
 }
 
 TEST_CASE("the access log has one JSON line per request and never the raw token", "[lifecycle]") {
