@@ -43,6 +43,9 @@ def summarize(rows):
         "p99": statistics.median(float(r["p99_us"]) for r in rows) / 1000,
         "cpu_pct": statistics.median(c / d * 100 for c, d in zip(cpu, dur)),
         "cpu_us_req": statistics.median(c * 1e6 / max(n, 1) for c, n in zip(cpu, req)),
+        # Raw files from before the user_s column have none.
+        "user_us_req": statistics.median(float(r.get("user_s") or "nan") * 1e6 / max(n, 1)
+                                         for r, n in zip(rows, req)),
         "rss_mib": max(int(r["rss_kb"]) for r in rows) / 1024,
         "hwm_mib": max(int(r["hwm_kb"]) for r in rows) / 1024,
         "non2xx_pct": 100 * sum(int(r["non2xx"]) for r in rows) / max(sum(req), 1),
@@ -94,8 +97,9 @@ def main():
         "the ratio to nginx limit_req in the same round; *% backend* likewise against the backend "
         "alone; *spread* is (max - min) / median req/s over "
         "rounds; CPU is the server's utime + stime during the wrk run (all its processes), "
-        "per second of run and per request; RSS/HWM is VmRSS/VmHWM of the serving process "
-        "(the nginx worker; the nginx master adds about 1-2 MiB), largest over rounds; "
+        "per second of run and per request, and *user us/req* its utime alone per request "
+        "(the rest is the kernel's work for it: system calls, TCP); RSS/HWM is VmRSS/VmHWM "
+        "of the serving process (the nginx worker; the nginx master adds about 1-2 MiB), largest over rounds; "
         "*non-2xx* is the share of responses with a status above 399.\n"
     )
     notes = []
@@ -124,9 +128,9 @@ def main():
         md.append(f"## {SCENARIOS[s]}\n")
         md.append(
             "| server | req/s | spread | x nginx | % backend | p50 ms | p99 ms | p99 x nginx "
-            "| CPU % | CPU us/req | RSS MiB | HWM MiB | non-2xx |"
+            "| CPU % | CPU us/req | user us/req | RSS MiB | HWM MiB | non-2xx |"
         )
-        md.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        md.append("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
         ng = stats.get((s, "nginx"))
         be = stats.get((s, "backend"))
         for t in TARGETS:
@@ -144,7 +148,8 @@ def main():
             md.append(
                 f"| {name} | {fnum(st['rps'], 0)} | {spread:.0f}% | {x_ng} | {pct_be} "
                 f"| {st['p50']:.2f} | {st['p99']:.2f} | {p99_ng} | {st['cpu_pct']:.0f} "
-                f"| {st['cpu_us_req']:.1f} | {st['rss_mib']:.1f} | {st['hwm_mib']:.1f} "
+                f"| {st['cpu_us_req']:.1f} | {st['user_us_req']:.1f} "
+                f"| {st['rss_mib']:.1f} | {st['hwm_mib']:.1f} "
                 f"| {st['non2xx_pct']:.1f}% |"
             )
         md.append("")
