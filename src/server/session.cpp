@@ -464,10 +464,12 @@ void session::decide_rate() {
         return;
     }
     // The completion holds the session: nothing else keeps it alive while
-    // a remote store decides.
-    auto result = owner_.store->check(
-        selection->scope, key_.key, selection->policy,
-        [self = shared_from_this()](store::store_result r) { self->on_rate_decision(r); });
+    // a remote store decides. It is made only if the store goes remote.
+    const auto make_completion = [this] {
+        return [self = shared_from_this()](store::store_result r) { self->on_rate_decision(r); };
+    };
+    auto result = owner_.store->check(selection->scope, key_.key, selection->policy,
+                                      store::rate_store::completion_source{make_completion});
     if (result) {
         on_rate_decision(*result);
     }

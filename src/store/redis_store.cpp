@@ -109,7 +109,8 @@ public:
     }
 
     std::optional<store_result> check(std::string_view scope, std::string_view key,
-                                      const limit::bucket_policy& policy, completion done) {
+                                      const limit::bucket_policy& policy,
+                                      const completion_source& done) {
         if (policy.limit == 0) {
             limit::bucket_state unused;
             return store_result{limit::check(unused, policy, nanoseconds{0}), false};
@@ -138,7 +139,7 @@ public:
 
         const std::uint64_t id = next_id_++;
         pending& p = pending_[id];
-        p.done = std::move(done);
+        p.done = done();
         p.scope = std::string(scope);
         p.key = std::string(key);
         p.policy = policy;
@@ -812,8 +813,8 @@ redis_store::~redis_store() {
 
 std::optional<store_result> redis_store::check(std::string_view scope, std::string_view key,
                                                const limit::bucket_policy& policy,
-                                               completion done) {
-    return impl_->check(scope, key, policy, std::move(done));
+                                               const completion_source& done) {
+    return impl_->check(scope, key, policy, done);
 }
 
 }  // namespace tollgate::store

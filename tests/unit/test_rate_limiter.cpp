@@ -25,6 +25,7 @@
 #include "tollgate/limit/clock.hpp"
 #include "tollgate/limit/rate_limiter.hpp"
 #include "tollgate/limit/rate_policy.hpp"
+#include "tollgate/store/rate_store.hpp"
 
 using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
@@ -560,6 +561,28 @@ TEST_CASE("rate_limiter: at most 128 bytes per key at 1,000,000 keys", "[rate][l
         REQUIRE(heap > 0.0);
 #endif
     }
+}
+
+TEST_CASE("memory_store decides at once and never makes a completion", "[rate][store]") {
+    manual_clock clock{1s};
+    rate_limiter limiter{clock, 100};
+    tollgate::store::memory_store store{limiter};
+    int made = 0;
+    const auto make = [&made] {
+        ++made;
+        return [](tollgate::store::store_result) {};
+    };
+    const tollgate::store::rate_store::completion_source source{make};
+    const auto first = store.check("", "ip:10.0.0.1", policy(1, 1s), source);
+    REQUIRE(first);
+    CHECK(first->decision.allowed);
+    const auto second = store.check("", "ip:10.0.0.1", policy(1, 1s), source);
+    REQUIRE(second);
+    CHECK_FALSE(second->decision.allowed);
+    CHECK(made == 0);
+    // The source itself works: what it makes is the caller's completion.
+    CHECK(source());
+    CHECK(made == 1);
 }
 
 TEST_CASE("rate_policy: exempt > per-key override > route > global", "[rate][policy]") {

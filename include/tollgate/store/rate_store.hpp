@@ -27,15 +27,41 @@ class rate_store {
 public:
     using completion = std::function<void(store_result)>;
 
+    /// Makes the completion of a decision that will come later. A store
+    /// calls it at most once, during check(), when it is about to go
+    /// asynchronous (a completion made and then not needed is destroyed
+    /// unused): a decision made at once costs the caller no allocation and
+    /// no reference count (the completion of a session holds the session).
+    /// It refers to the caller's `make`, so it must not outlive the check()
+    /// call it is passed to.
+    class completion_source {
+    public:
+        template <class Make>
+        explicit completion_source(const Make& make) noexcept
+            : make_{&make}, call_{[](const void* m) {
+                  return completion{(*static_cast<const Make*>(m))()};
+              }} {}
+
+        /// A temporary `make` would be gone before the store calls it.
+        template <class Make>
+        completion_source(const Make&&) = delete;
+
+        completion operator()() const { return call_(make_); }
+
+    private:
+        const void* make_;
+        completion (*call_)(const void*);
+    };
+
     virtual ~rate_store() = default;
 
     /// Decides one request for `key` under `policy` (buckets are separate
     /// per `scope`). Returns the result at once when it has it; otherwise
-    /// returns nullopt and calls `done` exactly once later, on the worker's
-    /// io_context. `done` is never called when a result is returned.
+    /// returns nullopt and calls the completion made by `done` exactly once
+    /// later, on the worker's io_context.
     virtual std::optional<store_result> check(std::string_view scope, std::string_view key,
                                               const limit::bucket_policy& policy,
-                                              completion done) = 0;
+                                              const completion_source& done) = 0;
 };
 
 /// The in-process store over the gateway's shared limiter.
@@ -44,7 +70,8 @@ public:
     explicit memory_store(limit::rate_limiter& limiter) : limiter_(limiter) {}
 
     std::optional<store_result> check(std::string_view scope, std::string_view key,
-                                      const limit::bucket_policy& policy, completion) override {
+                                      const limit::bucket_policy& policy,
+                                      const completion_source&) override {
         return store_result{limiter_.check(scope, key, policy), false};
     }
 

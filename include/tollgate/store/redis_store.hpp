@@ -88,7 +88,8 @@ public:
     redis_store& operator=(const redis_store&) = delete;
 
     std::optional<store_result> check(std::string_view scope, std::string_view key,
-                                      const limit::bucket_policy& policy, completion done) override;
+                                      const limit::bucket_policy& policy,
+                                      const completion_source& done) override;
 
 private:
     class impl;
