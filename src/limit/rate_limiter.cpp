@@ -443,6 +443,9 @@ rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t 
         seed_ = (std::uint64_t{entropy()} << 32) ^ entropy();
     }
     shards_ = std::make_unique<shard[]>(n);
+    // Only past 3 billion keys per shard does a share get capped: max_keys()
+    // then says what is really held.
+    std::size_t held = 0;
     for (std::size_t i = 0; i < n; ++i) {
         const std::size_t share = max_keys_ / n + (i < max_keys_ % n ? 1 : 0);
         shard& s = shards_[i];
@@ -450,14 +453,9 @@ rate_limiter::rate_limiter(const clock& time, std::size_t max_keys, std::size_t 
         // ceil(capacity * 4/3): load <= 3/4 when full, and always an empty cell.
         s.final_cells = static_cast<std::uint32_t>((std::uint64_t{s.capacity} * 4 + 2) / 3);
         s.reset();
+        held += s.capacity;
     }
-    // Only past 3 billion keys per shard does a share get capped: then say
-    // what is really held.
-    std::size_t total = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        total += shards_[i].capacity;
-    }
-    max_keys_ = total;
+    max_keys_ = held;
 }
 
 rate_limiter::~rate_limiter() = default;

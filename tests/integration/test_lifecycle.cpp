@@ -30,6 +30,13 @@ std::string config_yaml(std::uint16_t upstream_port, const std::string& rate_lim
            rate_limit + "log: {access_log: false}\n";
 }
 
+/// One thread, the access log on, `extra` (YAML lines) in between.
+std::string access_log_yaml(std::uint16_t upstream_port, const std::string& extra = "") {
+    return "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\nupstream:\n  servers: "
+           "[http://127.0.0.1:" +
+           std::to_string(upstream_port) + "]\n" + extra + "log: {access_log: true}\n";
+}
+
 }  // namespace
 
 TEST_CASE("SIGHUP with a valid file swaps the config", "[lifecycle]") {
@@ -127,11 +134,7 @@ TEST_CASE("print-config shows the effective config with secrets redacted", "[lif
 
 TEST_CASE("the access log's duration counts from the first byte of the head", "[lifecycle]") {
     test_upstream up;
-    auto path = write_temp_file(
-        "access-log-duration.yaml",
-        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\nupstream:\n  servers: "
-        "[http://127.0.0.1:" +
-            std::to_string(up.port()) + "]\nlog: {access_log: true}\n");
+    auto path = write_temp_file("access-log-duration.yaml", access_log_yaml(up.port()));
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     {
@@ -154,11 +157,8 @@ TEST_CASE("the access log's duration counts from the first byte of the head", "[
 
 TEST_CASE("the access log has one JSON line per request and never the raw token", "[lifecycle]") {
     test_upstream up;
-    auto path = write_temp_file(
-        "access-log.yaml",
-        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\nupstream:\n  servers: "
-        "[http://127.0.0.1:" +
-            std::to_string(up.port()) + "]\nrate_limit: {limit: 1}\nlog: {access_log: true}\n");
+    auto path =
+        write_temp_file("access-log.yaml", access_log_yaml(up.port(), "rate_limit: {limit: 1}\n"));
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     const std::string token = "raw-secret-token-4711";
