@@ -6,6 +6,7 @@
 #include <array>
 #include <cstdio>
 #include <ctime>
+#include <utility>
 
 #include <boost/range/iterator_range.hpp>
 
@@ -60,7 +61,8 @@ session::session(proxy::socket_type socket, worker& owner, std::shared_ptr<asio:
     : owner_(owner),
       tls_ctx_(std::move(tls)),
       stream_(make_stream(std::move(socket), tls_ctx_.get())),
-      header_timer_(stream_.get_executor()) {
+      header_timer_(stream_.get_executor()),
+      wait_timer_(stream_.get_executor()) {
     owner_.sessions_.insert(this);
     owner_.session_started();
     error_code ec;
@@ -154,6 +156,10 @@ void session::close() {
     }
     error_code ignored;
     header_timer_.cancel();
+    waiting_ = wait_kind::none;
+    if (wait_timer_armed_) {
+        wait_timer_.cancel();
+    }
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.socket().close(ignored);
     // An upstream operation may be pending (the client left while the
@@ -175,7 +181,8 @@ void session::do_wait_for_request() {
     }
     idle_ = true;
     const auto& c = owner_.runtime_now()->cfg->client;
-    stream_.expires_after(first_request_ ? c.header_timeout : c.idle_timeout);
+    stream_.expires_never();
+    begin_wait(wait_kind::request, first_request_ ? c.header_timeout : c.idle_timeout);
     stream_.async_read_some(
         buffer_.prepare(4096),
         beast::bind_front_handler(&session::on_first_bytes, shared_from_this()));
@@ -183,7 +190,8 @@ void session::do_wait_for_request() {
 
 void session::on_first_bytes(error_code ec, std::size_t n) {
     idle_ = false;
-    if (ec || n == 0) {
+    end_wait();
+    if (ec || n == 0 || closed_) {
         // Idle timeout, client closed, or drain: nothing was asked, nothing to answer.
         close();
         return;
@@ -766,7 +774,9 @@ void session::on_write_request_body(error_code ec, std::size_t) {
 // Wait up to upstream.response_timeout for the response header.
 void session::do_read_response_header() {
     res_parser_.reset();  // made only for heads the raw path does not take
-    upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
+    upstream_->stream.expires_never();
+    response_timed_out_ = false;
+    begin_wait(wait_kind::response_head, rt_->cfg->upstream.response_timeout);
     if (parser_->is_done()) {
         // A client that leaves while the upstream works frees its slot and
         // the upstream: watched once the wait passes a worker tick.
@@ -826,10 +836,12 @@ void session::read_response_head() {
                                 : proxy::find_head_end(view.substr(
                                       0, std::min(view.size(), max_response_header_bytes)));
     if (end != std::string_view::npos) {
+        end_wait();
         parse_response_head(view.substr(0, end));
         return;
     }
     if (view.size() >= max_response_header_bytes) {
+        end_wait();
         upstream_failed(http::error::header_limit, upstream_phase::exchange);
         return;
     }
@@ -842,11 +854,15 @@ void session::on_response_head_bytes(error_code ec, std::size_t n) {
     if (closed_) {
         return;  // close() already ended the exchange
     }
+    if (response_timed_out_) {
+        ec = beast::error::timeout;  // on_wait_timer() closed the connection
+    }
     if (!ec) {
         upstream_->buffer.commit(n);
         read_response_head();
         return;
     }
+    end_wait();
     // A pooled connection the server closed while idle fails here with
     // nothing received; a request without a body can safely go again.
     const bool retryable = upstream_.reused() && !retried_ && !request_has_body_ &&
@@ -1301,6 +1317,47 @@ void session::tunnel_side_ended(std::size_t from) {
     }
     error_code ignored;
     to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+// Starts a wait of `kind` that ends at now + timeout, unless end_wait()
+// comes first. The timer is left alone when it fires no later than that
+// (on_wait_timer then re-arms it for the current deadline).
+void session::begin_wait(wait_kind kind, std::chrono::steady_clock::duration timeout) {
+    waiting_ = kind;
+    wait_deadline_ = std::chrono::steady_clock::now() + timeout;
+    if (!wait_timer_armed_ || wait_timer_.expiry() > wait_deadline_) {
+        arm_wait_timer();
+    }
+}
+
+void session::arm_wait_timer() {
+    wait_timer_armed_ = true;
+    wait_timer_.expires_at(wait_deadline_);  // a pending wait ends, aborted
+    wait_timer_.async_wait(beast::bind_front_handler(&session::on_wait_timer, shared_from_this()));
+}
+
+void session::on_wait_timer(error_code ec) {
+    if (ec || closed_) {
+        return;  // re-armed or cancelled: a newer wait, if any, is pending
+    }
+    wait_timer_armed_ = false;
+    if (waiting_ == wait_kind::none) {
+        return;  // the next begin_wait() arms it again
+    }
+    if (std::chrono::steady_clock::now() < wait_deadline_) {
+        arm_wait_timer();
+        return;
+    }
+    const wait_kind expired = std::exchange(waiting_, wait_kind::none);
+    if (expired == wait_kind::request) {
+        // Nothing was asked, nothing to answer; the pending read ends aborted.
+        close();
+        return;
+    }
+    // No response head in time: the read fails, and is answered 504.
+    response_timed_out_ = true;
+    error_code ignored;
+    upstream_->stream.socket().close(ignored);
 }
 
 // Closes a tunnel in which nothing moved for client.tunnel_idle_timeout.

@@ -1,5 +1,7 @@
 #include "support.hpp"
 
+#include <poll.h>
+
 #include <charconv>
 #include <chrono>
 #include <nlohmann/json.hpp>
@@ -300,18 +302,22 @@ response client::read(bool head) {
     return parser.release();
 }
 
-bool client::closed_by_peer() {
-    stream_.expires_after(std::chrono::seconds(5));
-    char c;
-    error_code ec;
-    while (!ec) {
-        std::size_t n = stream_.socket().read_some(asio::buffer(&c, 1), ec);
-        (void)n;
-        if (!ec) {
-            continue;  // discard stray bytes until EOF
+bool client::closed_within(std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        pollfd p{stream_.socket().native_handle(), POLLIN, 0};
+        if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+            return false;  // still open at the deadline
+        }
+        char c;
+        error_code ec;
+        stream_.socket().read_some(asio::buffer(&c, 1), ec);
+        if (ec) {
+            return ec == asio::error::eof || ec == asio::error::connection_reset;
         }
     }
-    return ec == asio::error::eof || ec == asio::error::connection_reset;
 }
 
 config test_config(std::uint16_t upstream_port) {

@@ -98,7 +98,10 @@ public:
     /// Reads one response (string body); `head` for a HEAD request.
     response read(bool head = false);
     /// True when the server has closed the connection (reads EOF within 5 s).
-    bool closed_by_peer();
+    bool closed_by_peer() { return closed_within(std::chrono::seconds(5)); }
+    /// True when the server closes the connection (EOF or reset) within
+    /// `limit`; bytes before the close are discarded.
+    bool closed_within(std::chrono::milliseconds limit);
     tcp::socket& socket() { return stream_.socket(); }
     beast::tcp_stream& stream() { return stream_; }
 

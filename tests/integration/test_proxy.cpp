@@ -257,6 +257,19 @@ TEST_CASE("upstream silent past response_timeout gives 504", "[proxy][errors]") 
     running_proxy gw(cfg);
     auto res = get(gw.port(), "/stall");
     CHECK(res.result_int() == 504);
+
+    // On a connection that already carried an exchange, too.
+    client c(gw.port());
+    request req{http::verb::get, "/", 11};
+    req.set(http::field::host, "localhost");
+    REQUIRE(c.send(req).result_int() == 200);
+    req.target("/stall");
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(c.send(req).result_int() == 504);
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(3000));
+    const auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"response_timeout\"} 2") !=
+          std::string::npos);
 }
 
 TEST_CASE("upstream connect timeout gives 504", "[proxy][errors]") {
@@ -387,6 +400,61 @@ TEST_CASE("header timeout is a deadline for the whole header", "[proxy][timeouts
     CHECK_FALSE(res.keep_alive());
     CHECK(elapsed < std::chrono::milliseconds(1500));
     CHECK(up.stats.requests == 0);
+}
+
+TEST_CASE("a connection that sends nothing is closed after header_timeout", "[proxy][timeouts]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.client.header_timeout = std::chrono::milliseconds(300);
+    cfg.client.idle_timeout = std::chrono::milliseconds(10000);
+    running_proxy gw(cfg);
+    client c(gw.port());
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(c.closed_within(std::chrono::milliseconds(3000)));
+    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(250));
+}
+
+// The idle wait follows a response wait with a longer deadline, so the
+// session's wait timer must be brought forward: armed for the earlier
+// deadline, this connection would stay open for response_timeout.
+TEST_CASE("a keep-alive connection idle past client.idle_timeout is closed", "[proxy][timeouts]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.client.idle_timeout = std::chrono::milliseconds(300);
+    cfg.upstream.response_timeout = std::chrono::milliseconds(10000);
+    running_proxy gw(cfg);
+    client c(gw.port());
+    request req{http::verb::get, "/", 11};
+    req.set(http::field::host, "localhost");
+    auto res = c.send(req);
+    REQUIRE(res.result_int() == 200);
+    REQUIRE(res.keep_alive());
+    const auto start = std::chrono::steady_clock::now();
+    CHECK(c.closed_within(std::chrono::milliseconds(3000)));
+    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(250));
+}
+
+TEST_CASE("requests keep a keep-alive connection open past client.idle_timeout",
+          "[proxy][timeouts]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.client.idle_timeout = std::chrono::milliseconds(300);
+    running_proxy gw(cfg);
+    client c(gw.port());
+    request req{http::verb::get, "/", 11};
+    req.set(http::field::host, "localhost");
+    // A request every 100 ms for 1.2 s: four idle timeouts long in all, never
+    // idle for one. The pause is the stimulus here, not a wait for state.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1200);
+    int answered = 0;
+    while (std::chrono::steady_clock::now() < until) {
+        auto res = c.send(req);
+        REQUIRE(res.result_int() == 200);
+        ++answered;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    CHECK(answered >= 8);
+    CHECK(up.stats.connections == 1);
 }
 
 TEST_CASE("draining finishes the request in flight with Connection: close", "[proxy][drain]") {

@@ -6,8 +6,9 @@
 ///
 /// Timeouts are the TCP layer's (`beast::tcp_stream`): `expires_after`
 /// closes the socket when it fires, which fails any pending TLS operation
-/// as well. Satisfies Beast's AsyncReadStream and AsyncWriteStream for
-/// completion handlers (not for other completion tokens).
+/// as well. Without one (`expires_never`), no timer is armed at all.
+/// Satisfies Beast's AsyncReadStream and AsyncWriteStream for completion
+/// handlers (not for other completion tokens).
 
 #include <cerrno>
 #include <cstddef>
@@ -64,8 +65,15 @@ public:
     template <class Duration>
     void expires_after(Duration d) {
         tcp_layer().expires_after(d);
+        timed_ = true;
     }
-    void expires_never() { tcp_layer().expires_never(); }
+    /// Free when no timeout is set, the usual case between operations.
+    void expires_never() {
+        if (timed_) {
+            tcp_layer().expires_never();
+            timed_ = false;
+        }
+    }
 
     /// Sends as much of `data` as the socket takes right now: no timer, no
     /// trip through the event loop. Most replies fit the socket buffer, so
@@ -93,10 +101,14 @@ public:
         return sent;
     }
 
+    /// A plain read without a timeout goes to the socket directly: Beast's
+    /// per-operation bookkeeping is there for the timer, and there is none.
     template <class MutableBuffers, class Handler>
     void async_read_some(const MutableBuffers& buffers, Handler&& handler) {
         if (tls_) {
             tls_->async_read_some(buffers, std::forward<Handler>(handler));
+        } else if (!timed_) {
+            plain_.socket().async_read_some(buffers, std::forward<Handler>(handler));
         } else {
             plain_.async_read_some(buffers, std::forward<Handler>(handler));
         }
@@ -115,6 +127,7 @@ private:
     executor_type ex_;
     tcp_stream plain_;  ///< moved into tls_ by start_tls()
     std::unique_ptr<tls_stream> tls_;
+    bool timed_ = false;  ///< a timeout is set (expires_after since expires_never)
 };
 
 }  // namespace tollgate::proxy

@@ -9,6 +9,8 @@
 /// (`buffer_body`), so memory per exchange does not grow with body size.
 
 #include <array>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 
@@ -113,6 +115,17 @@ private:
     void arm_tunnel_idle();
     proxy::stream& tunnel_end(std::size_t side);
 
+    // The waits of every exchange (the next request's first byte, the
+    // upstream's response head) arm no timer of their own: they set a
+    // deadline that one timer per session, re-armed only when it fires or
+    // must fire sooner, checks. A busy keep-alive connection then costs a
+    // timer operation every timeout or so, not two per request.
+    enum class wait_kind : std::uint8_t { none, request, response_head };
+    void begin_wait(wait_kind kind, std::chrono::steady_clock::duration timeout);
+    void end_wait() { waiting_ = wait_kind::none; }
+    void arm_wait_timer();
+    void on_wait_timer(error_code ec);
+
     // Replies tollgate makes itself, and failure paths.
     template <class Handler>
     void write_flat(proxy::stream& to, std::chrono::nanoseconds timeout, Handler&& done);
@@ -137,6 +150,11 @@ private:
     beast::flat_buffer buffer_;
     asio::steady_timer header_timer_;
     bool header_timed_out_ = false;
+    asio::steady_timer wait_timer_;  ///< see begin_wait()
+    std::chrono::steady_clock::time_point wait_deadline_{};
+    wait_kind waiting_ = wait_kind::none;
+    bool wait_timer_armed_ = false;
+    bool response_timed_out_ = false;  ///< the response-head wait ran out
     std::string peer_ip_;
     ip_address peer_addr_;
 
