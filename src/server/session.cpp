@@ -351,10 +351,23 @@ void session::admit() {
     request_facts facts;
     facts.peer = peer_addr_;
     facts.path = path;
-    if (auto org = req.find(cfg.keying.org_header); org != req.end()) {
+    // The key comes from these fields: were one sent twice, tollgate would
+    // count one value while the backend may act on the other.
+    const auto repeated = [&req](auto field) {
+        return field != req.end() && req.count(field->name_string()) > 1;
+    };
+    const auto org = req.find(cfg.keying.org_header);
+    const auto auth = req.find(http::field::authorization);
+    if (repeated(org) || repeated(auth)) {
+        reject(http::status::bad_request,
+               repeated(auth) ? "more than one Authorization" : "more than one org header",
+               admin::reason_kind::bad_request);
+        return;
+    }
+    if (org != req.end()) {
         facts.org_header = org->value();
     }
-    if (auto auth = req.find(http::field::authorization); auth != req.end()) {
+    if (auth != req.end()) {
         facts.authorization = auth->value();
     }
     std::string forwarded_for;

@@ -155,6 +155,30 @@ TEST_CASE("an org header from an untrusted peer is ignored and removed", "[limit
     CHECK(c.send(make_get("/echo", {{"X-Org-Id", "c"}})).result_int() == 429);
 }
 
+// With two, tollgate would key on one value while the backend may act on
+// the other: a caller could spend a fresh token's budget on every request.
+TEST_CASE("a second Authorization or org header is refused with 400", "[limits][keys]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.keying.org_header = "X-Tenant";
+    running_proxy gw(cfg);
+    for (const std::string fields : {
+             "Authorization: Bearer junk\r\nauthorization: Bearer real\r\n",
+             "X-Tenant: a\r\nx-tenant: b\r\n",
+             "X-Tenant: a\r\nAuthorization: Bearer t\r\nX-Tenant: a\r\n",
+         }) {
+        client c(gw.port());
+        c.write_raw("GET /echo HTTP/1.1\r\nHost: localhost\r\n" + fields + "\r\n");
+        auto res = c.read();
+        CHECK(res.result_int() == 400);
+        CHECK(res.body().find("more than one") != std::string::npos);
+    }
+    CHECK(up.stats.requests == 0);
+    // One of each is fine.
+    CHECK(get(gw.port(), "/echo", {{"X-Tenant", "a"}, {"Authorization", "Bearer t"}})
+              .result_int() == 200);
+}
+
 TEST_CASE("spoofed X-Forwarded-For from an untrusted peer gains nothing", "[limits][keys]") {
     test_upstream up;
     limit::manual_clock clock;
