@@ -65,8 +65,16 @@ int main(int argc, char** argv) {
                     try {
                         auto next = std::make_shared<const config>(
                             load_effective_config(options, process_env()));
-                        srv.reload(next);
+                        const auto pending = srv.reload(next);
                         std::cerr << "tollgate: configuration reloaded\n";
+                        if (!pending.empty()) {
+                            std::cerr << "tollgate: warning: changed, but applied only on "
+                                         "restart (the running values stay):";
+                            for (const auto& key : pending) {
+                                std::cerr << ' ' << key;
+                            }
+                            std::cerr << "\n";
+                        }
                     } catch (const std::exception& e) {
                         srv.record_reload_failure();
                         std::cerr << "tollgate: reload failed, keeping the running configuration: "

@@ -72,11 +72,27 @@ concurrency_limiter::~concurrency_limiter() {
     deliver(std::move(ready));
 }
 
+void concurrency_limiter::set_capacity(std::size_t capacity) {
+    if (capacity == 0 || this->capacity() == 0) {
+        throw std::invalid_argument(
+            "concurrency_limiter::set_capacity: a limiter that is off "
+            "stays off; make a new one");
+    }
+    ready_map ready;
+    {
+        const std::lock_guard lock(mutex_);
+        capacity_.store(capacity, std::memory_order_relaxed);
+        grant_locked(ready);
+    }
+    deliver(std::move(ready));
+}
+
 bool concurrency_limiter::may_take_locked(key_map::const_iterator it) const noexcept {
-    if (capacity_ == 0) {
+    const std::size_t capacity = capacity_.load(std::memory_order_relaxed);
+    if (capacity == 0) {
         return true;  // off: count, never refuse
     }
-    if (total_ >= capacity_) {
+    if (total_ >= capacity) {
         return false;
     }
     const bool active = it != keys_.end();
@@ -85,7 +101,7 @@ bool concurrency_limiter::may_take_locked(key_map::const_iterator it) const noex
     // (every active key holds a slot, so sharing <= capacity), but it keeps
     // the formula the documented one.
     const std::size_t sharing = keys_.size() + (active ? 0 : 1);
-    const std::size_t share = std::max<std::size_t>(1, capacity_ / sharing);
+    const std::size_t share = std::max<std::size_t>(1, capacity / sharing);
     return key_in_flight < share;
 }
 
@@ -205,7 +221,8 @@ void concurrency_limiter::grant_locked(ready_map& ready) noexcept {
     // One pass is enough: granting only ever makes the rule stricter for the
     // requests after it (more in flight, perhaps one more active key), so a
     // request skipped earlier in the pass could not take a slot later in it.
-    for (auto it = queue_.begin(); it != queue_.end() && (capacity_ == 0 || total_ < capacity_);) {
+    const std::size_t capacity = capacity_.load(std::memory_order_relaxed);
+    for (auto it = queue_.begin(); it != queue_.end() && (capacity == 0 || total_ < capacity);) {
         key_entry* entry = nullptr;
         try {
             entry = try_take_locked(it->second.key);

@@ -5,12 +5,22 @@
 namespace tollgate::server {
 namespace {
 
+/// A capacity a kept limiter takes once the whole runtime is built (a
+/// reload that fails half way must leave the running limiters as they are).
+using capacity_change = std::pair<std::shared_ptr<limit::concurrency_limiter>, std::size_t>;
+
 std::shared_ptr<limit::concurrency_limiter> reuse_or_create(
-    std::size_t capacity, const std::shared_ptr<limit::concurrency_limiter>& previous) {
+    std::size_t capacity, const std::shared_ptr<limit::concurrency_limiter>& previous,
+    std::vector<capacity_change>& changes) {
     if (capacity == 0) {
         return nullptr;
     }
-    if (previous && previous->capacity() == capacity) {
+    if (previous) {
+        // Kept, not replaced: the slots held now must count against the new
+        // capacity, or a reload would let in a whole capacity more.
+        if (previous->capacity() != capacity) {
+            changes.emplace_back(previous, capacity);
+        }
         return previous;
     }
     return limit::concurrency_limiter::create(capacity);
@@ -66,7 +76,9 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
         // keeps its certificate when a reload drops `tls:`.
         rt->tls_server = previous->tls_server;
     }
-    rt->slots = reuse_or_create(cfg->concurrency.capacity, previous ? previous->slots : nullptr);
+    std::vector<capacity_change> changes;
+    rt->slots =
+        reuse_or_create(cfg->concurrency.capacity, previous ? previous->slots : nullptr, changes);
     for (std::size_t i = 0; i < cfg->routes.size(); ++i) {
         const auto& route = cfg->routes[i];
         rt->route_upstreams.push_back(route.upstream.empty()
@@ -97,7 +109,10 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
                 }
             }
         }
-        rt->route_slots.push_back(reuse_or_create(*route.concurrency, before));
+        rt->route_slots.push_back(reuse_or_create(*route.concurrency, before, changes));
+    }
+    for (const auto& [slots, capacity] : changes) {
+        slots->set_capacity(capacity);
     }
     return rt;
 }

@@ -85,9 +85,50 @@ void server::start() {
     started_ = true;
 }
 
-void server::reload(std::shared_ptr<const config> next) {
+namespace {
+
+bool operator==(const listen_address& a, const listen_address& b) {
+    return a.host == b.host && a.port == b.port;
+}
+
+// What a reload cannot change: the listeners, the worker threads and what
+// each worker built at startup (its upstream pool, its store), and the size
+// of the shared key table.
+std::vector<std::string> restart_only_changes(const config& running, const config& next) {
+    std::vector<std::string> changed;
+    const auto check = [&changed](bool same, const char* key) {
+        if (!same) {
+            changed.emplace_back(key);
+        }
+    };
+    check(running.listen == next.listen, "listen");
+    check(running.admin.listen == next.admin.listen, "admin.listen");
+    check(running.tls.listen.has_value() == next.tls.listen.has_value() &&
+              (!running.tls.listen || *running.tls.listen == *next.tls.listen),
+          "tls.listen");
+    check(running.threads == next.threads, "threads");
+    check(running.upstream.connect_timeout == next.upstream.connect_timeout,
+          "upstream.connect_timeout");
+    check(running.upstream.idle_timeout == next.upstream.idle_timeout, "upstream.idle_timeout");
+    check(running.upstream.max_connections == next.upstream.max_connections,
+          "upstream.max_connections");
+    check(running.rate_limit.max_keys == next.rate_limit.max_keys, "rate_limit.max_keys");
+    const auto& a = running.store;
+    const auto& b = next.store;
+    check(a.type == b.type && a.redis.url == b.redis.url && a.redis.timeout == b.redis.timeout &&
+              a.redis.on_failure == b.redis.on_failure && a.redis.instances == b.redis.instances &&
+              a.redis.key_prefix == b.redis.key_prefix,
+          "store");
+    return changed;
+}
+
+}  // namespace
+
+std::vector<std::string> server::reload(std::shared_ptr<const config> next) {
     auto current = gateway_->current();
+    auto changed = restart_only_changes(*current->cfg, *next);
     gateway_->swap(build_runtime(std::move(next), current.get()));
+    return changed;
 }
 
 void server::drain_and_stop() {

@@ -58,6 +58,25 @@ TEST_CASE("SIGHUP with a valid file swaps the config", "[lifecycle]") {
     CHECK(p.wait_exit() == 0);
 }
 
+TEST_CASE("SIGHUP names the changed settings that apply only on restart", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("reload-restart.yaml", config_yaml(up.port(), "  limit: 2\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    std::string yaml = config_yaml(up.port(), "  limit: 50\n  max_keys: 5000\n");
+    yaml.replace(yaml.find("threads: 2"), 10, "threads: 1");
+    write_temp_file("reload-restart.yaml", yaml);
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_for_log("configuration reloaded"));
+    CHECK(
+        p.wait_for_log("warning: changed, but applied only on restart (the running values "
+                       "stay): threads rate_limit.max_keys"));
+    // What a reload can change did change.
+    CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "50");
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
+
 TEST_CASE("SIGHUP with a broken file keeps the running config and counts the failure",
           "[lifecycle]") {
     test_upstream up;

@@ -175,8 +175,9 @@ TEST_CASE("a second Authorization or org header is refused with 400", "[limits][
     }
     CHECK(up.stats.requests == 0);
     // One of each is fine.
-    CHECK(get(gw.port(), "/echo", {{"X-Tenant", "a"}, {"Authorization", "Bearer t"}})
-              .result_int() == 200);
+    CHECK(
+        get(gw.port(), "/echo", {{"X-Tenant", "a"}, {"Authorization", "Bearer t"}}).result_int() ==
+        200);
 }
 
 TEST_CASE("spoofed X-Forwarded-For from an untrusted peer gains nothing", "[limits][keys]") {
@@ -316,6 +317,34 @@ TEST_CASE("slots: capacity 4 forwards 4 of 6 concurrent requests, refuses 2", "[
     // Returned when the responses finished: all capacity is free again.
     CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
     CHECK(get(gw.port(), "/echo").result_int() == 200);
+}
+
+TEST_CASE("slots: a reload that raises capacity counts the slots already held", "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 2;
+    running_proxy gw(cfg);
+    std::vector<std::unique_ptr<client>> held;
+    for (const char* org : {"a", "b"}) {
+        held.push_back(start_held(gw.port(), {{"X-Org-Id", org}}));
+    }
+    REQUIRE(up.wait_in_flight(2));
+
+    cfg.concurrency.capacity = 3;
+    gw.srv().reload(std::make_shared<const config>(cfg));
+    // One more slot, not three: the two held ones count against the new capacity.
+    held.push_back(start_held(gw.port(), {{"X-Org-Id", "c"}}));
+    REQUIRE(up.wait_in_flight(3));
+    CHECK(get(gw.port(), "/echo", {{"X-Org-Id", "d"}}).result_int() == 429);
+    CHECK(gw.srv().gw().gauges().inflight_slots == 3);
+    CHECK(gw.srv().gw().gauges().concurrency_capacity == 3);
+
+    up.release_held();
+    for (auto& c : held) {
+        CHECK(c->read().result_int() == 200);
+    }
+    CHECK(up.stats.max_in_flight <= 3);
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
 }
 
 TEST_CASE("slots: a second key gets its share, the first gets no new slot", "[slots]") {

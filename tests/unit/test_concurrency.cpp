@@ -433,6 +433,39 @@ TEST_CASE("enqueue grants at once when a slot is free", "[concurrency][queue]") 
     CHECK(limiter->in_flight() == 0);
 }
 
+TEST_CASE("set_capacity counts the slots already held", "[concurrency]") {
+    auto limiter = concurrency_limiter::create(2);
+    auto a = take(*limiter, "A", 1);
+    auto b = take(*limiter, "B", 1);
+    std::optional<slot> c;
+    auto queued =
+        limiter->enqueue("C", nanoseconds(100), [&](std::optional<slot> s) { c = std::move(s); });
+    REQUIRE_FALSE(queued.granted);
+
+    // Raised to 3: one more slot, and it goes to the queued request.
+    limiter->set_capacity(3);
+    CHECK(limiter->capacity() == 3);
+    REQUIRE(c.has_value());
+    CHECK(c->held());
+    CHECK(limiter->in_flight() == 3);
+    CHECK_FALSE(limiter->try_acquire("D"));
+
+    // Lowered to 1 with 3 still held: nothing new until in_flight() < 1.
+    limiter->set_capacity(1);
+    CHECK(limiter->in_flight() == 3);
+    a.clear();
+    c.reset();
+    CHECK_FALSE(limiter->try_acquire("D"));
+    b.clear();
+    auto d = limiter->try_acquire("D");
+    CHECK(d.has_value());
+    CHECK_FALSE(limiter->try_acquire("E"));
+    CHECK(limiter->in_flight() == 1);
+
+    CHECK_THROWS_AS(limiter->set_capacity(0), std::invalid_argument);
+    CHECK_THROWS_AS(concurrency_limiter::create(0)->set_capacity(4), std::invalid_argument);
+}
+
 TEST_CASE("queued requests of one key are served in FIFO order", "[concurrency][queue]") {
     auto limiter = concurrency_limiter::create(1);
     auto holder = take(*limiter, "A", 1);

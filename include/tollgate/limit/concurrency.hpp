@@ -15,7 +15,9 @@
 /// over its share by a rebalance keeps what it holds and gets no new slot
 /// until it drains below its share.
 ///
-/// Invariants, always: `in_flight() <= capacity()`; `in_flight()` equals the
+/// Invariants, always: `in_flight() <= capacity()` (but for slots held
+/// when `set_capacity` lowered it: no slot is granted until enough of them
+/// return); `in_flight()` equals the
 /// slots held; a slot is returned exactly once (it is a move-only RAII guard);
 /// a key whose last slot returns stops being active.
 ///
@@ -29,6 +31,7 @@
 /// (use one object from one thread at a time), but different slots may be
 /// released concurrently from any threads.
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -167,7 +170,12 @@ public:
     /// `expire`; nullopt when nothing is queued.
     std::optional<std::chrono::nanoseconds> next_deadline() const;
 
-    std::size_t capacity() const noexcept { return capacity_; }
+    std::size_t capacity() const noexcept { return capacity_.load(std::memory_order_relaxed); }
+    /// A new capacity (a config reload) for a limiter with one (> 0). Slots
+    /// held stay held and count against it: raised, queued requests that
+    /// may now take a slot get one; lowered, new slots wait until in_flight()
+    /// is below it.
+    void set_capacity(std::size_t capacity);
     /// Slots held now, over all keys.
     std::size_t in_flight() const;
     /// Slots held now by `key` (0 when it is not active).
@@ -214,11 +222,13 @@ private:
     /// Runs `on_done` of every request in `ready`, outside any lock.
     static void deliver(ready_map ready) noexcept;
 
-    const std::size_t capacity_;
+    /// Written under `mutex_` (set_capacity), read under it or, by
+    /// capacity(), without it.
+    std::atomic<std::size_t> capacity_;
 
     mutable std::mutex mutex_;
     std::size_t total_ = 0;  ///< slots held, over all keys
-    key_map keys_;           ///< active keys only, so at most `capacity_` entries
+    key_map keys_;           ///< active keys only
     /// Nodes of keys that went idle, kept so the next new key reuses the
     /// node and its string buffer instead of allocating on the hot path.
     std::vector<key_map::node_type> spare_;

@@ -4,6 +4,7 @@
 /// listeners, the admin listener, reload and graceful drain.
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "tollgate/admin/admin_server.hpp"
@@ -29,7 +30,10 @@ public:
 
     /// Validated config in, swapped atomically: requests in flight keep the
     /// generation they started with. Throws (old config stays) on failure.
-    void reload(std::shared_ptr<const config> next);
+    /// Returns the keys that changed but apply only on restart (listeners,
+    /// threads, upstream pool sizes and timeouts, rate_limit.max_keys,
+    /// store): the running values stay in force for those.
+    std::vector<std::string> reload(std::shared_ptr<const config> next);
 
     /// Stops accepting, lets exchanges finish with `Connection: close` for
     /// up to `shutdown.drain_timeout`, then closes what is left and joins.
