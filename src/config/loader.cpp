@@ -1221,6 +1221,66 @@ void check_tls(const tls_config& tls, error_list& errors, const origin_map& orig
     }
 }
 
+/// One bucket policy as configured, and the keys it was read from.
+struct policy_at {
+    std::string prefix;  ///< "rate_limit", "rate_limit.overrides[2]", "routes[0].rate_limit"
+    algorithm_kind algorithm;
+    std::uint64_t limit;
+    milliseconds window;
+    std::uint64_t burst;  ///< 0 = limit
+    bool own_burst;       ///< burst set at `prefix` (else inherited or the limit)
+};
+
+/// What the buckets can hold exactly (limit/algorithms.cpp): token_bucket
+/// keeps burst x window as request-nanoseconds in 64 bits, sliding_window
+/// counts at most 2^32 - 1 requests per window. Beyond that they would
+/// enforce less than the headers announce.
+void check_bucket_range(const policy_at& p, error_list& errors, const origin_map& origins) {
+    constexpr auto u64_max = std::numeric_limits<std::uint64_t>::max();
+    const std::uint64_t burst = p.burst == 0 ? p.limit : p.burst;
+    const auto window_ms = static_cast<std::uint64_t>(std::max<std::int64_t>(p.window.count(), 1));
+    const std::uint64_t most =
+        window_ms > u64_max / 1'000'000 ? 0 : u64_max / (window_ms * 1'000'000);
+    if (p.algorithm == algorithm_kind::token_bucket && burst > most) {
+        const std::string key = p.prefix + (p.own_burst ? ".burst" : ".limit");
+        merged_error(errors, origins, key, key,
+                     "a burst of " + std::to_string(burst) + " over a window of " +
+                         format_duration(p.window) +
+                         " is more than token_bucket can hold (at most " + std::to_string(most) +
+                         " for this window); use algorithm gcra, which has no such bound");
+    }
+    if (p.algorithm == algorithm_kind::sliding_window &&
+        p.limit > std::numeric_limits<std::uint32_t>::max()) {
+        const std::string key = p.prefix + ".limit";
+        merged_error(errors, origins, key, key,
+                     "sliding_window counts at most 4294967295 requests per window");
+    }
+}
+
+void check_bucket_ranges(const config& cfg, error_list& errors, const origin_map& origins) {
+    const auto& rl = cfg.rate_limit;
+    check_bucket_range({"rate_limit", rl.algorithm, rl.limit, rl.window, rl.burst, rl.burst != 0},
+                       errors, origins);
+    for (std::size_t i = 0; i < rl.overrides.size(); ++i) {
+        const auto& o = rl.overrides[i];
+        check_bucket_range(
+            {"rate_limit.overrides[" + std::to_string(i) + "]", rl.algorithm, o.limit,
+             o.window.value_or(rl.window), o.burst.value_or(0), o.burst.has_value()},
+            errors, origins);
+    }
+    for (std::size_t i = 0; i < cfg.routes.size(); ++i) {
+        if (!cfg.routes[i].rate_limit) {
+            continue;
+        }
+        const auto& r = *cfg.routes[i].rate_limit;
+        check_bucket_range(
+            {"routes[" + std::to_string(i) + "].rate_limit", r.algorithm.value_or(rl.algorithm),
+             r.limit.value_or(rl.limit), r.window.value_or(rl.window), r.burst.value_or(rl.burst),
+             r.burst.has_value()},
+            errors, origins);
+    }
+}
+
 void check_merged(const config& cfg, error_list& errors, const origin_map& origins) {
     // Decided before any merged error is added, on the layers' errors alone.
     bool clean = errors.empty();
@@ -1234,6 +1294,7 @@ void check_merged(const config& cfg, error_list& errors, const origin_map& origi
                      "is true, so upstream.ca_file is never used (remove one of them)");
     }
     if (clean) {
+        check_bucket_ranges(cfg, errors, origins);
         // A port clash check on a config that is already broken would only add noise.
         const listen_address* tls_listen = cfg.tls.listen ? &*cfg.tls.listen : nullptr;
         named_listener plain{"listen", &cfg.listen};

@@ -1011,6 +1011,32 @@ TEST_CASE("config: TOLLGATE_REDIS_URL implies the redis store", "[config][env]")
     CHECK(load_defaults(no_env()).store.type == store_kind::memory);
 }
 
+// Beyond these the buckets would enforce less than the headers announce.
+TEST_CASE("config: token_bucket and sliding_window limits they cannot hold", "[config][loader]") {
+    const std::string too_big =
+        "a burst of 1000000 over a window of 24h is more than token_bucket can hold (at most "
+        "213503 for this window); use algorithm gcra, which has no such bound";
+    CHECK(error_of("rate_limit:\n  algorithm: token_bucket\n  limit: 1000000\n  window: 24h\n") ==
+          "conf/x.yaml:3: rate_limit.limit: " + too_big);
+    CHECK(error_of("rate_limit:\n  algorithm: token_bucket\n  window: 24h\n  burst: 1000000\n") ==
+          "conf/x.yaml:4: rate_limit.burst: " + too_big);
+    // The largest burst that fits is accepted, and gcra takes any.
+    CHECK(parse("rate_limit: {algorithm: token_bucket, limit: 213503, window: 24h}")
+              .rate_limit.limit == 213503);
+    CHECK(parse("rate_limit: {limit: 1000000, window: 24h}").rate_limit.limit == 1000000);
+    CHECK(error_of("rate_limit:\n  algorithm: token_bucket\n  window: 24h\n  overrides:\n"
+                   "    - {key: \"org:a\", limit: 5, burst: 1000000}\n") ==
+          "conf/x.yaml:5: rate_limit.overrides[0].burst: " + too_big);
+    CHECK(error_of("routes:\n  - name: a\n    rate_limit: {algorithm: sliding_window, "
+                   "limit: 4294967296}\n") ==
+          "conf/x.yaml:3: routes[0].rate_limit.limit: sliding_window counts at most 4294967295 "
+          "requests per window");
+    // From the environment, the variable is named.
+    CHECK(error_of("rate_limit: {algorithm: token_bucket}\n",
+                   env_of({{"RATE_LIMIT", "1000000"}, {"RATE_LIMIT_WINDOW", "24h"}})) ==
+          "RATE_LIMIT: rate_limit.limit: " + too_big);
+}
+
 TEST_CASE("config: invalid environment values are errors naming the variable", "[config][env]") {
     auto env_error = [](std::string name, std::string value) {
         return error_from([&] { load_defaults(env_of({{name, value}})); });
