@@ -66,6 +66,17 @@ const value_kind<upstream_server> upstream_url{
 const value_kind<cidr> cidr_range{"a CIDR range like 10.0.0.0/8", parse_cidr};
 const value_kind<std::string> any_text{
     "a string", [](std::string_view t) { return parse_result<std::string>::ok(std::string(t)); }};
+/// What --print-config writes in place of a secret, fed back as the secret.
+constexpr std::string_view placeholder_message =
+    "is the <redacted> placeholder --print-config writes in place of the secret; set the real "
+    "value";
+const value_kind<std::string> secret_text{
+    "a string", [](std::string_view t) {
+        if (t == "<redacted>") {
+            return parse_result<std::string>::fail(std::string(placeholder_message));
+        }
+        return parse_result<std::string>::ok(std::string(t));
+    }};
 
 value_kind<u64> positive_size(u64 max = UINT64_MAX) {
     return {"a size like 16384, 512KiB or 10MiB", [max](std::string_view t) {
@@ -805,7 +816,7 @@ private:
         in_.get_list(*k, "trusted_org_sources", out.trusted_org_sources, cidr_range,
                      "[127.0.0.0/8]", false);
         in_.get_list(*k, "trusted_proxies", out.trusted_proxies, cidr_range, "[10.0.0.0/8]", true);
-        in_.get(*k, "token_secret", out.token_secret, any_text);
+        in_.get(*k, "token_secret", out.token_secret, secret_text);
         in_.get_list(*k, "ip_paths", out.ip_paths, ip_path, "[/health]", false);
     }
 
@@ -1446,8 +1457,7 @@ std::optional<std::string> apply_setting(config& cfg, setting which, std::string
             return problem;
         }
         case setting::token_secret:
-            cfg.keying.token_secret = std::string(value);
-            return std::nullopt;
+            return assign(cfg.keying.token_secret, value, secret_text);
         case setting::log_level:
             return assign(cfg.log.level, value, level);
         case setting::tls_listen:

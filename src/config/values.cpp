@@ -662,6 +662,12 @@ parse_result<redis_endpoint> parse_redis_url(std::string_view text) {
         }
         out.username = std::string(userinfo.substr(0, colon));
         out.password = std::string(userinfo.substr(colon + 1));
+        if (out.password == "<redacted>") {
+            return result::fail(
+                "password is the <redacted> placeholder --print-config writes in place of the "
+                "secret; set the real value" +
+                echo);
+        }
         rest = rest.substr(at + 1);
     }
     std::size_t slash = rest.find('/');
