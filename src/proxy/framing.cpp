@@ -748,8 +748,11 @@ std::optional<framing_error> validate_response_head(std::string_view head, head_
         return error(version == 0 ? "invalid status line" : "unsupported HTTP version");
     }
     info.version = version;
+    // The SP before an empty reason is required by the grammar but often
+    // left out (`HTTP/1.1 200`): the line is unambiguous either way, and
+    // nginx and HAProxy take it too.
     if (cur.at(8) != ' ' || !is(cur.at(9), c_digit) || !is(cur.at(10), c_digit) ||
-        !is(cur.at(11), c_digit) || cur.at(12) != ' ') {
+        !is(cur.at(11), c_digit) || (cur.at(12) != ' ' && !cur.crlf_at(12))) {
         return error("invalid status line");
     }
     info.status = static_cast<unsigned>(head[9] - '0') * 100 +
@@ -758,7 +761,7 @@ std::optional<framing_error> validate_response_head(std::string_view head, head_
     if (info.status < 100 || info.status > 599) {
         return error("invalid status code");
     }
-    std::size_t i = 13;
+    std::size_t i = cur.at(12) == ' ' ? 13 : 12;
     while (is(cur.at(i), c_field)) {
         ++i;
     }
@@ -797,6 +800,14 @@ std::optional<framing_error> validate_response_head(std::string_view head, head_
         info.content_length = f.cl_value;
     }
     return std::nullopt;
+}
+
+std::string_view beast_response_head(std::string_view head, std::string& scratch) {
+    if (head.size() <= 12 || head[12] != '\r') {
+        return head;
+    }
+    scratch.assign(head.substr(0, 12)).append(" ").append(head.substr(12));
+    return scratch;
 }
 
 std::string_view request_path(std::string_view target) {

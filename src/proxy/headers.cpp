@@ -123,9 +123,10 @@ bool response_keeps_alive(const head_info& info) {
 
 void render_response_head(std::string_view head, const head_info& info,
                           const response_rewrite& edit, std::string& out) {
-    // The status line: `HTTP/1.x NNN reason` (validate_response_head).
+    // The status line: `HTTP/1.x NNN reason` or `HTTP/1.x NNN`
+    // (validate_response_head).
     const std::string_view line = head.substr(0, head.find("\r\n"));
-    std::string_view reason = line.substr(13);
+    std::string_view reason = line.substr(std::min<std::size_t>(13, line.size()));
     if (reason.empty()) {
         reason = http::obsolete_reason(static_cast<http::status>(info.status));
     }

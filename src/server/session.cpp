@@ -905,8 +905,10 @@ void session::parse_response_head(std::string_view head) {
         res_parser_->skip(true);
     }
     error_code ec;
-    const std::size_t used = res_parser_->put(asio::buffer(head.data(), head.size()), ec);
-    if (!ec && !res_parser_->is_header_done()) {
+    std::string scratch;
+    const std::string_view parsed = proxy::beast_response_head(head, scratch);
+    const std::size_t used = res_parser_->put(asio::buffer(parsed.data(), parsed.size()), ec);
+    if (!ec && (!res_parser_->is_header_done() || used != parsed.size())) {
         ec = http::error::partial_message;
     }
     if (ec) {
@@ -914,7 +916,7 @@ void session::parse_response_head(std::string_view head) {
                         upstream_phase::exchange);
         return;
     }
-    upstream_->buffer.consume(used);
+    upstream_->buffer.consume(head.size());
     on_response_head();
 }
 

@@ -133,6 +133,11 @@ std::optional<framing_error> validate_response_head(std::string_view head);
 /// Same, and reports what it found in `info`.
 std::optional<framing_error> validate_response_head(std::string_view head, head_info& info);
 
+/// An accepted response head as Beast's parser takes it: `HTTP/1.x NNN`
+/// (no reason, no SP) gets the SP Beast requires. Returns `head` itself, or
+/// a view of `scratch` holding the amended copy.
+std::string_view beast_response_head(std::string_view head, std::string& scratch);
+
 /// The path of an accepted request target, without the query: the target
 /// itself up to `?` for origin-form; for absolute-form the part after the
 /// authority (`/` when empty); `*` for asterisk-form. What routes and
