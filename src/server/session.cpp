@@ -152,7 +152,16 @@ void session::close() {
     slot_.release();
     tunnel_ticket_.release();
     if (parser_ && !logged_) {
-        log_access(0);  // the exchange was cut short
+        // The exchange was cut short. Once the response had started, the
+        // client saw its status line: that is the status it counts as.
+        const unsigned status = response_started_ ? response_status_ : 0;
+        if (status != 0) {
+            auto& shard = owner_.gw.metrics.shard(owner_.index);
+            shard.request_duration.observe(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start_).count());
+            shard.response_status(status);
+        }
+        log_access(status);
     }
     error_code ignored;
     header_timer_.cancel();
@@ -212,6 +221,12 @@ void session::do_read_header() {
     // The exchange's duration (metric and access log) counts from the head's
     // first byte, as nginx's $request_time does: a slow head is part of it.
     t_start_ = std::chrono::steady_clock::now();
+    t_upstream_ = {};  // unset until forwarded
+    decided_ = false;
+    response_started_ = false;
+    response_status_ = 0;
+    bytes_in_ = 0;
+    bytes_out_ = 0;
     // Bounded: a chunk header or extension that never ends must not grow
     // the buffer without limit (Beast then fails the read, answered 400).
     buffer_.max_size(std::max<std::size_t>(c.max_header_bytes, 64 * 1024));
@@ -313,8 +328,6 @@ void session::parse_request_head(std::string_view head) {
 
 void session::handle_request() {
     auto& req = parser_->get();
-    bytes_in_ = 0;
-    bytes_out_ = 0;
     key_kind_ = admin::key_kind::none;
     decision_.reset();
     client_version_ = req.version();
@@ -599,6 +612,7 @@ void session::reject(http::status status, std::string_view message, admin::reaso
 }
 
 void session::record(admin::decision_kind decision, admin::reason_kind reason) {
+    decided_ = true;
     decision_kind_ = decision;
     reason_ = reason;
     owner_.gw.metrics.shard(owner_.index).request(decision, reason, key_kind_);
@@ -1498,10 +1512,12 @@ void session::log_access(unsigned status) {
     append_json_escaped(line, proxy::request_path(target));
     line += "\",\"status\":";
     line += std::to_string(status);
+    // Cut short before a decision (a partial head, a wait for a slot), there
+    // is none to report.
     line += ",\"decision\":\"";
-    line += admin::to_string(decision_kind_);
+    line += decided_ ? admin::to_string(decision_kind_) : "none";
     line += "\",\"reason\":\"";
-    line += admin::to_string(reason_);
+    line += decided_ ? admin::to_string(reason_) : "client_closed";
     line += "\",\"key_type\":\"";
     line += admin::to_string(key_kind_);
     line += "\",\"key\":\"";
@@ -1510,7 +1526,7 @@ void session::log_access(unsigned status) {
         append_json_escaped(line, key_kind_ == admin::key_kind::tok ? key.substr(0, 4 + 12) : key);
     }
     line += "\",\"upstream_ms\":";
-    const bool forwarded = decision_kind_ == admin::decision_kind::allowed;
+    const bool forwarded = t_upstream_ != std::chrono::steady_clock::time_point{};
     const auto now = std::chrono::steady_clock::now();
     line += std::to_string(
         forwarded ? std::chrono::duration_cast<std::chrono::milliseconds>(now - t_upstream_).count()

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -172,6 +173,51 @@ TEST_CASE("the access log's duration counts from the first byte of the head", "[
     CHECK(line["status"] == 200);
     CHECK(line["duration_ms"].get<int>() >= 300);
     CHECK(line["upstream_ms"].get<int>() < 300);
+}
+
+TEST_CASE("the access log tells exchanges cut short apart from finished ones", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("access-log-cut.yaml", access_log_yaml(up.port()));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    {
+        // A finished request, then a head the client never completes.
+        client c(p.port());
+        request req{http::verb::get, "/echo", 11};
+        req.set(http::field::host, "tollgate.test");
+        REQUIRE(c.send(req).result_int() == 200);
+        c.write_raw("GET /partial HTTP/1.1\r\nHo");
+    }
+    {
+        // The upstream resets after part of the body: the client saw a 200.
+        client c(p.port());
+        c.write_raw("GET /reset-mid HTTP/1.1\r\nHost: tollgate.test\r\n\r\n");
+        CHECK(c.closed_by_peer());
+    }
+    // Every exchange is logged by the time tollgate exits.
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_exit() == 0);
+    std::map<std::string, nlohmann::json> by_path;
+    std::istringstream stream(p.stdout_text());
+    for (std::string line; std::getline(stream, line);) {
+        auto entry = nlohmann::json::parse(line);
+        by_path[entry["path"].get<std::string>()] = entry;
+    }
+    REQUIRE(by_path.size() == 3);
+    CHECK(by_path["/echo"]["status"] == 200);
+    CHECK(by_path["/echo"]["bytes_out"].get<int>() > 0);
+    // The head never completed (no path): nothing of the exchange before it
+    // on the connection leaks in, and there was no decision.
+    const auto& cut = by_path[""];
+    CHECK(cut["status"] == 0);
+    CHECK(cut["decision"] == "none");
+    CHECK(cut["reason"] == "client_closed");
+    CHECK(cut["upstream_ms"] == 0);
+    CHECK(cut["bytes_out"] == 0);
+    const auto& reset = by_path["/reset-mid"];
+    CHECK(reset["status"] == 200);
+    CHECK(reset["decision"] == "allowed");
+    CHECK(reset["upstream_ms"].get<int>() < 60'000);
 }
 
 TEST_CASE("the access log has one JSON line per request and never the raw token", "[lifecycle]") {

@@ -212,6 +212,7 @@ private:
     int route_index_ = -1;
     resolved_key key_;
     admin::key_kind key_kind_ = admin::key_kind::none;
+    bool decided_ = false;  ///< record() ran for this exchange
     admin::decision_kind decision_kind_ = admin::decision_kind::allowed;
     admin::reason_kind reason_ = admin::reason_kind::ok;
     std::optional<limit::decision> decision_;
@@ -219,7 +220,7 @@ private:
     std::shared_ptr<limit::concurrency_limiter> queue_;
     limit::concurrency_limiter::waiter_id waiter_ = 0;
     std::chrono::steady_clock::time_point t_start_{};
-    std::chrono::steady_clock::time_point t_upstream_{};
+    std::chrono::steady_clock::time_point t_upstream_{};  ///< forwarded at; unset: not forwarded
     std::uint64_t bytes_in_ = 0;
     std::uint64_t bytes_out_ = 0;
     bool logged_ = false;
