@@ -901,4 +901,65 @@ std::optional<framing_error> chunk_extension_budget::add(std::string_view extens
     return std::nullopt;
 }
 
+bool chunked_line_check::feed(std::string_view bytes) {
+    constexpr std::uint64_t saturated = std::numeric_limits<std::uint64_t>::max() / 16;
+    std::size_t i = 0;
+    while (i < bytes.size() && state_ != state::done && state_ != state::failed) {
+        const char c = bytes[i];
+        switch (state_) {
+            case state::size:
+                if (c == '\r') {
+                    state_ = state::size_lf;
+                } else if (c == '\n') {
+                    state_ = state::failed;
+                } else if (!in_extension_ && is(c, c_hex)) {
+                    // Too many digits: Beast refuses the size; stop counting.
+                    remaining_ =
+                        remaining_ >= saturated ? saturated : remaining_ * 16 + hex_value(c);
+                } else {
+                    in_extension_ = true;
+                }
+                break;
+            case state::size_lf:
+                state_ = c != '\n'         ? state::failed
+                         : remaining_ == 0 ? state::line_start
+                                           : state::data;
+                break;
+            case state::data: {
+                const std::uint64_t take = std::min<std::uint64_t>(remaining_, bytes.size() - i);
+                remaining_ -= take;
+                i += static_cast<std::size_t>(take);
+                if (remaining_ == 0) {
+                    state_ = state::data_cr;
+                }
+                continue;
+            }
+            case state::data_cr:
+                state_ = c == '\r' ? state::data_lf : state::failed;
+                break;
+            case state::data_lf:
+                state_ = c == '\n' ? state::size : state::failed;
+                in_extension_ = false;
+                break;
+            case state::line_start:
+                state_ = c == '\r' ? state::end_lf : c == '\n' ? state::failed : state::line;
+                break;
+            case state::line:
+                state_ = c == '\r' ? state::line_lf : c == '\n' ? state::failed : state::line;
+                break;
+            case state::line_lf:
+                state_ = c == '\n' ? state::line_start : state::failed;
+                break;
+            case state::end_lf:
+                state_ = c == '\n' ? state::done : state::failed;
+                break;
+            case state::done:
+            case state::failed:
+                break;
+        }
+        ++i;
+    }
+    return state_ != state::failed;
+}
+
 }  // namespace tollgate::proxy

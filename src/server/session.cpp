@@ -62,7 +62,8 @@ session::session(proxy::socket_type socket, worker& owner, std::shared_ptr<asio:
       tls_ctx_(std::move(tls)),
       stream_(make_stream(std::move(socket), tls_ctx_.get())),
       header_timer_(stream_.get_executor()),
-      wait_timer_(stream_.get_executor()) {
+      wait_timer_(stream_.get_executor()),
+      body_reader_(stream_, chunk_lines_) {
     owner_.sessions_.insert(this);
     owner_.session_started();
     error_code ec;
@@ -346,6 +347,17 @@ void session::handle_request() {
         // forward; the upstream then gets an ordinary request.
         send_continue_ = req.version() >= 11 && !parser_->is_done();
         req.erase(http::field::expect);
+    }
+    if (parser_->chunked()) {
+        // What came with the head is checked now; the rest as it is read
+        // (body_reader_).
+        chunk_lines_ = {};
+        const auto data = buffer_.data();
+        if (!chunk_lines_.feed({static_cast<const char*>(data.data()), data.size()})) {
+            reject(http::status::bad_request, "malformed chunked body",
+                   admin::reason_kind::bad_request);
+            return;
+        }
     }
     admit();
 }
@@ -727,6 +739,12 @@ void session::do_read_request_body() {
     body.data = body_buf_->data();
     body.size = body_buf_->size();
     stream_.expires_after(rt_->cfg->client.body_timeout);
+    if (parser_->chunked()) {
+        http::async_read_some(
+            body_reader_, buffer_, *parser_,
+            beast::bind_front_handler(&session::on_read_request_body, shared_from_this()));
+        return;
+    }
     http::async_read_some(
         stream_, buffer_, *parser_,
         beast::bind_front_handler(&session::on_read_request_body, shared_from_this()));

@@ -380,6 +380,34 @@ TEST_CASE("a chunked body over the limit is cut with 413", "[proxy][limits]") {
     CHECK(c.closed_by_peer());
 }
 
+// The bytes of a chunked body read after its head pass the same line check
+// as those that came with it (line_checked_reader).
+TEST_CASE("a bare LF in a chunked body read later is answered 400 at once", "[proxy][limits]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.client.body_timeout = std::chrono::milliseconds(10000);
+    running_proxy gw(cfg);
+    for (const std::string tail : {"0\r\n\n", "0\r\nX: y\n\r\n", "3\nabc\n0\n\n"}) {
+        client c(gw.port());
+        c.write_raw("POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
+        c.write_raw("5\r\nhello\r\n");
+        // Once the request holds its slot, its head has been parsed and
+        // decided on: what is sent next arrives in a later read.
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (gw.srv().gw().gauges().inflight_slots < 1 &&
+               std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+        REQUIRE(gw.srv().gw().gauges().inflight_slots == 1);
+        const auto start = std::chrono::steady_clock::now();
+        c.write_raw(tail);
+        auto res = c.read();
+        CHECK(res.result_int() == 400);
+        CHECK_FALSE(res.keep_alive());
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(5000));
+    }
+}
+
 TEST_CASE("header timeout is a deadline for the whole header", "[proxy][timeouts]") {
     test_upstream up;
     auto cfg = test_config(up.port());

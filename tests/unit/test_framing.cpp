@@ -433,3 +433,42 @@ TEST_CASE("Beast parses a body whose first chunk is the last one fed a byte at a
     CHECK(parser.get().body().empty());
     CHECK(pending.empty());
 }
+
+TEST_CASE("framing: chunked_line_check follows a body's line endings", "[framing]") {
+    // Fed whole and one byte at a time, the verdict is the same.
+    auto verdict = [](std::string_view body) {
+        chunked_line_check whole;
+        const bool ok = whole.feed(body);
+        chunked_line_check bytewise;
+        bool ok_bytewise = true;
+        for (char c : body) {
+            ok_bytewise = bytewise.feed(std::string_view(&c, 1)) && ok_bytewise;
+        }
+        CHECK(ok == ok_bytewise);
+        CHECK(whole.done() == bytewise.done());
+        return ok ? (whole.done() ? "done" : "more") : "bad";
+    };
+    CHECK(verdict("5\r\nhello\r\n0\r\n\r\n") == std::string("done"));
+    CHECK(verdict("5;a=\"x\"\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n") ==
+          std::string("done"));
+    CHECK(verdict("5\r\nhel") == std::string("more"));
+    // Data may hold any byte, LF and CR included.
+    CHECK(verdict("4\r\n\n\r\r\n\r\n0\r\n\r\n") == std::string("done"));
+    // What follows the body (a pipelined request) is not looked at.
+    CHECK(verdict("0\r\n\r\nGET / HTTP/1.1\n\n") == std::string("done"));
+    // Misplaced line endings: a size line, after data, a trailer, the end.
+    CHECK(verdict("3\nabc\n0\n\n") == std::string("bad"));
+    CHECK(verdict("5\r\nhello\n0\r\n\r\n") == std::string("bad"));
+    CHECK(verdict("5\r\nhelloX\r\n0\r\n\r\n") == std::string("bad"));
+    CHECK(verdict("5\rhello\r\n0\r\n\r\n") == std::string("bad"));
+    CHECK(verdict("0\r\nX: y\n\r\n") == std::string("bad"));
+    CHECK(verdict("0\r\n\n") == std::string("bad"));
+    CHECK(verdict("0\r\n\rX") == std::string("bad"));
+    // A size past 64 bits is Beast's to refuse; the check just keeps reading.
+    CHECK(verdict("fffffffffffffffff\r\nabc") == std::string("more"));
+    // Once failed, it stays failed.
+    chunked_line_check check;
+    CHECK_FALSE(check.feed("0\n"));
+    CHECK_FALSE(check.feed("\r\n\r\n"));
+    CHECK(check.failed());
+}

@@ -173,4 +173,37 @@ private:
     std::size_t used_ = 0;
 };
 
+/// Follows the line structure of a chunked body (RFC 9112 7.1) byte by byte
+/// as it arrives, to refuse what Beast's parser would wait on forever: a
+/// bare LF, or a CR without LF, where a chunk-size line, the CRLF after
+/// chunk data, a trailer line or the final CRLF belongs (Beast looks for
+/// CRLF only, so `3\nabc\n0\n\n` kept a request open until
+/// client.body_timeout). Beast still checks everything else (hex sizes,
+/// extensions, trailer fields); bytes after the body's end are not looked at.
+class chunked_line_check {
+public:
+    /// The next bytes of the body; false from the first misplaced line ending on.
+    bool feed(std::string_view bytes);
+    bool failed() const { return state_ == state::failed; }
+    bool done() const { return state_ == state::done; }
+
+private:
+    enum class state : std::uint8_t {
+        size,     ///< chunk-size [ chunk-ext ], up to CR
+        size_lf,  ///< the LF after it
+        data,     ///< `remaining_` bytes of chunk data
+        data_cr,  ///< the CRLF after chunk data
+        data_lf,
+        line_start,  ///< a trailer field line, or the CRLF that ends the body
+        line,
+        line_lf,
+        end_lf,
+        done,
+        failed,
+    };
+    state state_ = state::size;
+    std::uint64_t remaining_ = 0;
+    bool in_extension_ = false;  ///< past the size's hex digits
+};
+
 }  // namespace tollgate::proxy

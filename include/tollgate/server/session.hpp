@@ -8,6 +8,7 @@
 /// shared_from_this(). Bodies are streamed through fixed buffers
 /// (`buffer_body`), so memory per exchange does not grow with body size.
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -30,6 +31,42 @@
 namespace tollgate::server {
 
 class worker;
+
+/// Reads from a client stream and shows every byte read to a chunked body's
+/// line check before the reader (Beast's parser) sees it: a misplaced line
+/// ending fails the read with `bad_chunk` (answered 400) instead of leaving
+/// Beast waiting for a CRLF that never comes.
+class line_checked_reader {
+public:
+    using executor_type = proxy::stream::executor_type;
+    line_checked_reader(proxy::stream& next, proxy::chunked_line_check& check)
+        : next_(next), check_(check) {}
+    executor_type get_executor() const { return next_.get_executor(); }
+
+    template <class MutableBuffers, class Handler>
+    void async_read_some(const MutableBuffers& buffers, Handler&& handler) {
+        next_.async_read_some(
+            buffers, [buffers, check = &check_, handler = std::forward<Handler>(handler)](
+                         error_code ec, std::size_t n) mutable {
+                std::size_t left = ec ? 0 : n;
+                for (auto it = asio::buffer_sequence_begin(buffers);
+                     left > 0 && it != asio::buffer_sequence_end(buffers); ++it) {
+                    const asio::const_buffer piece = *it;
+                    const std::size_t take = std::min(left, piece.size());
+                    if (!check->feed({static_cast<const char*>(piece.data()), take})) {
+                        ec = http::error::bad_chunk;
+                        break;
+                    }
+                    left -= take;
+                }
+                handler(ec, n);
+            });
+    }
+
+private:
+    proxy::stream& next_;
+    proxy::chunked_line_check& check_;
+};
 
 class session : public std::enable_shared_from_this<session> {
 public:
@@ -170,7 +207,9 @@ private:
         }
     };
     chunk_header_check chunk_check_;
-    std::string path_scratch_;  ///< normalised path, when it differs from the target
+    proxy::chunked_line_check chunk_lines_;  ///< a chunked request body's line endings
+    line_checked_reader body_reader_;        ///< stream_ through chunk_lines_
+    std::string path_scratch_;               ///< normalised path, when it differs from the target
     std::optional<request_parser> parser_;
     std::optional<http::request_serializer<http::buffer_body>> req_sr_;
     std::optional<response_parser> res_parser_;
