@@ -224,6 +224,7 @@ void session::do_read_header() {
     t_start_ = std::chrono::steady_clock::now();
     t_upstream_ = {};  // unset until forwarded
     decided_ = false;
+    decision_.reset();
     response_started_ = false;
     response_status_ = 0;
     bytes_in_ = 0;
@@ -1479,7 +1480,14 @@ void session::upstream_failed(error_code ec, upstream_phase phase) {
 void session::respond_error(http::status status, std::string_view message) {
     // The request body may be half read; the connection cannot carry another request.
     const bool keep = client_keep_alive_ && parser_ && parser_->is_done();
-    send_local(make_error_reply(status, message, client_version_, keep));
+    auto res = make_error_reply(status, message, client_version_, keep);
+    if (decision_) {
+        // A token was taken for this request: its reply says so, whoever
+        // wrote it (DESIGN 5: every limited response).
+        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
+            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
+    }
+    send_local(std::move(res));
 }
 
 void session::send_local(local_response res) {

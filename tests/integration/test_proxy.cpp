@@ -247,7 +247,9 @@ TEST_CASE("a refused server is skipped for the next one", "[proxy][errors]") {
 TEST_CASE("upstream closing without a response gives 502", "[proxy][errors]") {
     test_upstream up;
     running_proxy gw(test_config(up.port()));
-    CHECK(get(gw.port(), "/hangup").result_int() == 502);
+    const auto hangup = get(gw.port(), "/hangup");
+    CHECK(hangup.result_int() == 502);
+    CHECK_FALSE(hangup["X-RateLimit-Remaining"].empty());
 }
 
 TEST_CASE("upstream silent past response_timeout gives 504", "[proxy][errors]") {
@@ -257,6 +259,9 @@ TEST_CASE("upstream silent past response_timeout gives 504", "[proxy][errors]") 
     running_proxy gw(cfg);
     auto res = get(gw.port(), "/stall");
     CHECK(res.result_int() == 504);
+    // A token was taken: the reply carries the limits like any other.
+    CHECK(res["X-RateLimit-Limit"] == "600");
+    CHECK(res["X-RateLimit-Remaining"] == "599");
 
     // On a connection that already carried an exchange, too.
     client c(gw.port());
