@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -36,6 +37,16 @@ std::string access_log_yaml(std::uint16_t upstream_port, const std::string& extr
     return "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\nupstream:\n  servers: "
            "[http://127.0.0.1:" +
            std::to_string(upstream_port) + "]\n" + extra + "log: {access_log: true}\n";
+}
+
+/// The access log's lines in `out` (stdout), parsed.
+std::vector<nlohmann::json> access_log_lines(const std::string& out) {
+    std::vector<nlohmann::json> lines;
+    std::istringstream stream(out);
+    for (std::string line; std::getline(stream, line);) {
+        lines.push_back(nlohmann::json::parse(line));
+    }
+    return lines;
 }
 
 }  // namespace
@@ -198,9 +209,7 @@ TEST_CASE("the access log tells exchanges cut short apart from finished ones", "
     p.signal(SIGTERM);
     REQUIRE(p.wait_exit() == 0);
     std::map<std::string, nlohmann::json> by_path;
-    std::istringstream stream(p.stdout_text());
-    for (std::string line; std::getline(stream, line);) {
-        auto entry = nlohmann::json::parse(line);
+    for (auto& entry : access_log_lines(p.stdout_text())) {
         by_path[entry["path"].get<std::string>()] = entry;
     }
     REQUIRE(by_path.size() == 3);
@@ -233,11 +242,7 @@ TEST_CASE("the access log has one JSON line per request and never the raw token"
     p.signal(SIGTERM);
     REQUIRE(p.wait_exit() == 0);
     const std::string out = p.stdout_text();
-    std::vector<nlohmann::json> lines;
-    std::istringstream stream(out);
-    for (std::string line; std::getline(stream, line);) {
-        lines.push_back(nlohmann::json::parse(line));
-    }
+    const auto lines = access_log_lines(out);
     REQUIRE(lines.size() == 2);
     CHECK(lines[0]["status"] == 200);
     CHECK(lines[0]["path"] == "/echo");  // no query string
