@@ -19,7 +19,7 @@ tcp::endpoint to_endpoint(const listen_address& address) {
     return {ip, address.port};
 }
 
-server::server(std::shared_ptr<const config> cfg, const limit::clock* time) {
+server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : started_with_(cfg) {
     const auto& c = *cfg;
     std::size_t threads = c.threads != 0 ? c.threads : std::thread::hardware_concurrency();
     threads = std::max<std::size_t>(1, threads);
@@ -126,7 +126,9 @@ std::vector<std::string> restart_only_changes(const config& running, const confi
 
 std::vector<std::string> server::reload(std::shared_ptr<const config> next) {
     auto current = gateway_->current();
-    auto changed = restart_only_changes(*current->cfg, *next);
+    // Against what runs, not the last reload: that one may have asked for
+    // a change it could not make either.
+    auto changed = restart_only_changes(*started_with_, *next);
     gateway_->swap(build_runtime(std::move(next), current.get()));
     return changed;
 }

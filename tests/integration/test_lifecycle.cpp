@@ -85,6 +85,13 @@ TEST_CASE("SIGHUP names the changed settings that apply only on restart", "[life
                        "stay): threads rate_limit.max_keys"));
     // What a reload can change did change.
     CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "50");
+    // Still not applied at the next reload; and a value back to what runs is no change.
+    yaml.replace(yaml.find("max_keys: 5000"), 14, "max_keys: 1000000");
+    write_temp_file("reload-restart.yaml", yaml);
+    p.signal(SIGHUP);
+    CHECK(
+        p.wait_for_log("warning: changed, but applied only on restart (the running values "
+                       "stay): threads\n"));
     p.signal(SIGTERM);
     CHECK(p.wait_exit() == 0);
 }

@@ -57,6 +57,8 @@ public:
 private:
     admin::response handle_admin(const admin::request& req);
 
+    /// The config the listeners, workers and key table were built from.
+    std::shared_ptr<const config> started_with_;
     std::unique_ptr<gateway> gateway_;
     std::vector<std::unique_ptr<worker>> workers_;
     std::unique_ptr<admin::admin_server> admin_;
