@@ -330,8 +330,6 @@ void session::parse_request_head(std::string_view head) {
 
 void session::handle_request() {
     auto& req = parser_->get();
-    key_kind_ = admin::key_kind::none;
-    decision_.reset();
     client_version_ = req.version();
 
     client_keep_alive_ = req.keep_alive() && !draining_;
@@ -1048,10 +1046,7 @@ void session::on_response_head() {
         client_keep_alive_ = false;
     }
     res.keep_alive(client_keep_alive_);
-    if (decision_) {
-        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
-            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
-    }
+    set_rate_limit_fields(res);
     const bool whole_body_here =
         !header_only_response_ && !chunked && !until_close && upstream_->buffer.size() >= *length;
     if (header_only_response_ || whole_body_here) {
@@ -1267,10 +1262,7 @@ void session::start_tunnel() {
     proxy::strip_hop_by_hop(res);
     res.set(http::field::connection, "upgrade");
     res.set(http::field::upgrade, protocol);
-    if (decision_) {
-        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
-            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
-    }
+    set_rate_limit_fields(res);
     auto& shard = owner_.gw.metrics.shard(owner_.index);
     shard.upstream_duration.observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_upstream_).count());
@@ -1477,16 +1469,22 @@ void session::upstream_failed(error_code ec, upstream_phase phase) {
     }
 }
 
+// The rate-limit fields of this exchange's decision, when one was made, on
+// a head that goes out through Beast's field list.
+void session::set_rate_limit_fields(http::fields& head) const {
+    if (decision_) {
+        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
+            .for_each([&](const limit::header_field& f) { head.set(f.name, f.value); });
+    }
+}
+
 void session::respond_error(http::status status, std::string_view message) {
     // The request body may be half read; the connection cannot carry another request.
     const bool keep = client_keep_alive_ && parser_ && parser_->is_done();
     auto res = make_error_reply(status, message, client_version_, keep);
-    if (decision_) {
-        // A token was taken for this request: its reply says so, whoever
-        // wrote it (DESIGN 5: every limited response).
-        limit::rate_limit_headers(*decision_, rt_->cfg->rate_limit.headers)
-            .for_each([&](const limit::header_field& f) { res.set(f.name, f.value); });
-    }
+    // A token was taken for this request: its reply says so, whoever wrote
+    // it (DESIGN 5: every limited response).
+    set_rate_limit_fields(res);
     send_local(std::move(res));
 }
 

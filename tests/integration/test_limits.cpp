@@ -49,6 +49,17 @@ bool eventually(F condition) {
     return true;
 }
 
+/// Lets the held /hold requests finish: each is answered 200, and every
+/// slot comes back once its response is done.
+void finish_held(test_upstream& up, running_proxy& gw,
+                 const std::vector<std::unique_ptr<client>>& held) {
+    up.release_held();
+    for (const auto& c : held) {
+        CHECK(c->read().result_int() == 200);
+    }
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+}
+
 }  // namespace
 
 TEST_CASE("600 requests pass and the 601st gets 429 with the full header set", "[limits]") {
@@ -309,13 +320,9 @@ TEST_CASE("slots: capacity 4 forwards 4 of 6 concurrent requests, refuses 2", "[
         CHECK(nlohmann::json::parse(res.body())["reason"] == "concurrency");
     }
     CHECK(gw.srv().gw().gauges().inflight_slots == 4);
-    up.release_held();
-    for (auto& c : held) {
-        CHECK(c->read().result_int() == 200);
-    }
-    CHECK(up.stats.max_in_flight <= 4);
     // Returned when the responses finished: all capacity is free again.
-    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    finish_held(up, gw, held);
+    CHECK(up.stats.max_in_flight <= 4);
     CHECK(get(gw.port(), "/echo").result_int() == 200);
 }
 
@@ -339,12 +346,8 @@ TEST_CASE("slots: a reload that raises capacity counts the slots already held", 
     CHECK(gw.srv().gw().gauges().inflight_slots == 3);
     CHECK(gw.srv().gw().gauges().concurrency_capacity == 3);
 
-    up.release_held();
-    for (auto& c : held) {
-        CHECK(c->read().result_int() == 200);
-    }
+    finish_held(up, gw, held);
     CHECK(up.stats.max_in_flight <= 3);
-    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
 }
 
 TEST_CASE("slots: a second key gets its share, the first gets no new slot", "[slots]") {
@@ -363,10 +366,7 @@ TEST_CASE("slots: a second key gets its share, the first gets no new slot", "[sl
     auto refused = get(gw.port(), "/echo", {bearer("first")});
     CHECK(refused.result_int() == 429);
     CHECK(nlohmann::json::parse(refused.body())["reason"] == "concurrency");
-    up.release_held();
-    for (auto& c : held) {
-        CHECK(c->read().result_int() == 200);
-    }
+    finish_held(up, gw, held);
     CHECK(up.stats.max_in_flight == 4);
 }
 

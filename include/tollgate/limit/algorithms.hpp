@@ -87,7 +87,8 @@ static_assert(sizeof(bucket_state) == 16);
 /// Degenerate inputs are clamped rather than rejected (the config loader
 /// rejects them first, config/loader.cpp check_bucket_range): `window <= 0`
 /// counts as 1 ns; for token_bucket, `burst * window` is capped at 2^64-1
-/// ns; sliding_window caps `limit` at 2^32-1. A clock that steps backwards is treated as not having moved.
+/// ns; sliding_window caps `limit` at 2^32-1. A clock that steps backwards
+/// is treated as not having moved.
 decision check(bucket_state& state, const bucket_policy& policy,
                std::chrono::nanoseconds now) noexcept;
 

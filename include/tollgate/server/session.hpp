@@ -172,6 +172,7 @@ private:
     void on_local_sent(error_code ec, std::size_t n);
     enum class upstream_phase { connect, exchange };
     void upstream_failed(error_code ec, upstream_phase phase);
+    void set_rate_limit_fields(http::fields& head) const;
     void respond_error(http::status status, std::string_view message);
     void log_access(unsigned status);
     void close();
