@@ -178,6 +178,23 @@ void session::close() {
     upstream_.abort();
 }
 
+// After a response: the client reads it before it sends the next request,
+// so a receive right away finds nothing (Asio tries one before it waits: a
+// failed system call per request). Started once the worker has handled the
+// other events it has in hand, the receive often finds the request there.
+void session::wait_for_next_request() {
+    if (buffer_.size() > 0 || stream_.is_tls()) {
+        // Pipelined, or TLS, whose record layer may hold the request already.
+        do_wait_for_request();
+        return;
+    }
+    asio::post(stream_.get_executor(), [self = shared_from_this()] {
+        if (!self->closed_) {
+            self->do_wait_for_request();
+        }
+    });
+}
+
 // Wait for the first byte of the next request. A keep-alive connection may
 // idle for client.idle_timeout; the header deadline starts with that byte.
 void session::do_wait_for_request() {
@@ -827,7 +844,18 @@ void session::do_read_response_header() {
         watch_wanted_ = true;
         owner_.watch_later(*this);
     }
-    read_response_head();
+    if (upstream_->buffer.size() > 0 || upstream_->stream.is_tls()) {
+        read_response_head();
+        return;
+    }
+    // The request has just gone out, so a receive now would fail; after the
+    // worker's other events it often finds the head. A timeout in between
+    // closes the socket, and the read then fails into the 504 as usual.
+    asio::post(upstream_->stream.get_executor(), [self = shared_from_this()] {
+        if (!self->closed_ && self->upstream_) {
+            self->read_response_head();
+        }
+    });
 }
 
 // Notices a client that disconnects while nothing is being read from it
@@ -1221,7 +1249,7 @@ void session::finish_exchange() {
         lingering_close();
         return;
     }
-    do_wait_for_request();
+    wait_for_next_request();
 }
 
 // The protocols of the request's `Upgrade` that the route allows
@@ -1578,7 +1606,7 @@ void session::on_local_sent(error_code ec, std::size_t) {
     }
     parser_.reset();
     rt_.reset();
-    do_wait_for_request();
+    wait_for_next_request();
 }
 
 }  // namespace tollgate::server

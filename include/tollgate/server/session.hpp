@@ -92,6 +92,7 @@ private:
     using response_parser = http::response_parser<http::buffer_body>;
 
     // Between requests.
+    void wait_for_next_request();
     void do_wait_for_request();
     void on_first_bytes(error_code ec, std::size_t n);
     void do_read_header();
