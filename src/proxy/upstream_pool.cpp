@@ -97,12 +97,13 @@ void upstream_pool::lease::recycle() {
     if (!conn_ || !pool_) {
         return;
     }
-    if (pool_->shut_down_ || !conn_->stream.socket().is_open()) {
+    // Bytes past the end of the response were not asked for: the server is
+    // out of step with us, and the next request would get them as its answer.
+    if (pool_->shut_down_ || !conn_->stream.socket().is_open() || conn_->buffer.size() > 0) {
         close();
         return;
     }
     conn_->exchanges++;
-    conn_->buffer.clear();
     conn_->stream.expires_never();
     auto pool = std::move(pool_);
     pool->put_idle(std::move(conn_));
@@ -254,18 +255,15 @@ bool upstream_pool::take_idle(const upstream_target* target, lease& out) {
         }
         std::unique_ptr<connection> conn = std::move(*it);
         idle_.erase(it);
-        // A server that closed the idle connection (or sent stray bytes)
-        // shows it as readable; such a connection must not carry a request.
-        // A connection back from its last exchange within the last second is
-        // not worth the extra syscall: servers do not close that fast, and a
-        // bodyless request that meets a closed one is retried anyway.
-        bool alive = true;
-        if (now - conn->idle_since > std::chrono::seconds(1)) {
-            char probe;
-            const ssize_t n =
-                ::recv(conn->stream.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            alive = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-        }
+        // A server that closed the idle connection, or sent bytes nobody
+        // asked for, shows it as readable: such a connection must not carry
+        // a request (stray bytes would be read as its answer). One receive
+        // that finds nothing per reuse is the price; reading them as the
+        // next client's response is not an option.
+        char probe;
+        const ssize_t n =
+            ::recv(conn->stream.socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        const bool alive = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
         if (!alive || now - conn->idle_since > settings_.idle_timeout) {
             // Closed here without serve_waiters(): we may be serving one already.
             conn.reset();

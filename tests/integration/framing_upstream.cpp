@@ -1,5 +1,7 @@
 #include "framing_upstream.hpp"
 
+#include <sys/socket.h>
+
 #include <array>
 #include <optional>
 
@@ -83,6 +85,18 @@ bool raw_upstream::wait_closed_count(std::size_t n, std::chrono::milliseconds ti
 std::size_t raw_upstream::connections() {
     std::lock_guard lock(mutex_);
     return accepted_;
+}
+
+bool raw_upstream::send_on_last(std::string_view bytes) {
+    std::lock_guard lock(mutex_);  // the serving thread closes under it
+    if (sockets_.empty() || !sockets_.back()->is_open()) {
+        return false;
+    }
+    // The raw descriptor: the serving thread may be blocked reading the
+    // same socket object.
+    const ssize_t n =
+        ::send(sockets_.back()->native_handle(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    return n == static_cast<ssize_t>(bytes.size());
 }
 
 std::vector<received_request> recording_upstream::requests() {

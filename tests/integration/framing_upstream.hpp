@@ -41,6 +41,9 @@ public:
     /// Blocks until `n` connections were accepted and closed by the peer.
     bool wait_closed_count(std::size_t n, std::chrono::milliseconds timeout);
     std::size_t connections();
+    /// Writes `bytes` on the most recently accepted connection, from the
+    /// caller's thread, as an upstream that speaks unasked would.
+    bool send_on_last(std::string_view bytes);
 
 protected:
     /// Serves one connection until it ends; `index` counts accepted ones.

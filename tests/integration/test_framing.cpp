@@ -273,7 +273,26 @@ TEST_CASE("framing: bytes an upstream sends beyond its response never reach anot
         auto second = client.read();
         CHECK(second.status == 200);
         CHECK(second.body == "ok");
+        // Not reused: what else the server sends would answer a request.
+        CHECK(up.connections() == 2);
     }
+}
+
+TEST_CASE("framing: bytes an upstream sends while its connection is idle never answer a request",
+          "[framing]") {
+    // The unasked response arrives after tollgate has read the answer and
+    // pooled the connection: it must not become the next request's answer.
+    scripted_upstream up("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    running_proxy gw(framing_config(up.port()));
+    raw_client client(gw.port());
+    client.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(client.read().status == 200);
+    REQUIRE(up.send_on_last("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected"));
+    client.send(sentinel);
+    auto second = client.read();
+    CHECK(second.status == 200);
+    CHECK(second.body == "ok");
+    CHECK(up.connections() == 2);  // the poisoned connection was not reused
 }
 
 TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-hop ones",
