@@ -44,6 +44,22 @@ bool is_disconnect(const error_code& ec) {
            ec == asio::error::connection_aborted || ec == http::error::partial_message;
 }
 
+/// RFC 9110 9.2.2: the methods a proxy may send again by itself. A server
+/// may have acted on a POST or PATCH before its connection died.
+bool idempotent(http::verb method) {
+    switch (method) {
+        case http::verb::get:
+        case http::verb::head:
+        case http::verb::options:
+        case http::verb::trace:
+        case http::verb::put:
+        case http::verb::delete_:
+            return true;
+        default:
+            return false;
+    }
+}
+
 }  // namespace
 
 namespace {
@@ -936,9 +952,11 @@ void session::on_response_head_bytes(error_code ec, std::size_t n) {
     }
     end_wait();
     // A pooled connection the server closed while idle fails here with
-    // nothing received; a request without a body can safely go again.
+    // nothing received; an idempotent request without a body can safely go
+    // again (the server may also have died while acting on it).
     const bool retryable = upstream_.reused() && !retried_ && !request_has_body_ &&
-                           upstream_->buffer.size() == 0 && is_disconnect(ec);
+                           idempotent(parser_->get().method()) && upstream_->buffer.size() == 0 &&
+                           is_disconnect(ec);
     if (retryable) {
         retried_ = true;
         upstream_.close();

@@ -224,4 +224,36 @@ void scripted_upstream::serve(tcp::socket& socket, std::size_t) {
     }
 }
 
+std::vector<std::string> answer_once_upstream::request_lines() {
+    std::lock_guard lock(mutex_);
+    return lines_;
+}
+
+void answer_once_upstream::serve(tcp::socket& socket, std::size_t) {
+    static constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    std::string buf;
+    std::array<char, 4096> chunk{};
+    error_code ec;
+    for (std::size_t answered = 0;;) {
+        // The requests here have no body: a head is a request.
+        if (const std::size_t end = proxy::find_head_end(buf); end != std::string::npos) {
+            {
+                std::lock_guard lock(mutex_);
+                lines_.push_back(buf.substr(0, buf.find("\r\n")));
+            }
+            buf.erase(0, end);
+            if (answered++ > 0) {
+                return;  // closed by the caller
+            }
+            asio::write(socket, asio::buffer(ok.data(), ok.size()), ec);
+            continue;
+        }
+        const std::size_t n = socket.read_some(asio::buffer(chunk), ec);
+        if (ec) {
+            return;
+        }
+        buf.append(chunk.data(), n);
+    }
+}
+
 }  // namespace tollgate::test::framing

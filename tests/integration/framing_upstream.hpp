@@ -109,4 +109,20 @@ private:
     std::size_t requests_ = 0;
 };
 
+/// Answers the first request of each connection with `200 ok`; reads the
+/// second and closes without a word, as a server that dies while acting on
+/// it. Records the request lines it read.
+class answer_once_upstream final : public raw_upstream {
+public:
+    answer_once_upstream() = default;
+    ~answer_once_upstream() override { stop(); }
+
+    std::vector<std::string> request_lines();
+
+private:
+    void serve(tcp::socket& socket, std::size_t index) override;
+
+    std::vector<std::string> lines_;
+};
+
 }  // namespace tollgate::test::framing

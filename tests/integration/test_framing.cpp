@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <sys/socket.h>
 
 #include "framing_corpus.hpp"
@@ -293,6 +295,29 @@ TEST_CASE("framing: bytes an upstream sends while its connection is idle never a
     CHECK(second.status == 200);
     CHECK(second.body == "ok");
     CHECK(up.connections() == 2);  // the poisoned connection was not reused
+}
+
+TEST_CASE("framing: only idempotent requests go again after a pooled connection dies",
+          "[framing]") {
+    // The server reads the second request on a pooled connection and dies:
+    // a GET goes again on a fresh connection, a POST (even without a body)
+    // is answered 502, as the server may have acted on it.
+    for (std::string_view method : {"GET", "DELETE", "POST", "PATCH"}) {
+        INFO(method);
+        const bool again = method == "GET" || method == "DELETE";
+        answer_once_upstream up;
+        running_proxy gw(framing_config(up.port()));
+        raw_client client(gw.port());
+        client.send("GET /warm HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        REQUIRE(client.read().status == 200);
+        client.send(std::string(method) +
+                    " /act HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        CHECK(client.read().status == (again ? 200 : 502));
+        const auto lines = up.request_lines();
+        const auto acts =
+            std::count(lines.begin(), lines.end(), std::string(method) + " /act HTTP/1.1");
+        CHECK(acts == (again ? 2 : 1));
+    }
 }
 
 TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-hop ones",
