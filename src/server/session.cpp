@@ -251,6 +251,7 @@ void session::do_read_header() {
     key_kind_ = admin::key_kind::none;
     route_index_ = -1;
     client_version_ = 11;
+    head_request_ = false;
     logged_ = false;
     // The exchange's duration (metric and access log) counts from the head's
     // first byte, as nginx's $request_time does: a slow head is part of it.
@@ -1554,6 +1555,12 @@ bool session::may_keep_alive() const {
 
 // Sends the reply rendered into write_scratch_.flat.
 void session::write_local(unsigned status, bool keep_alive) {
+    if (head_request_) {
+        // A reply to HEAD has no body (RFC 9110 9.3.2), or a keep-alive
+        // client would read it as the start of the next response. Its
+        // Content-Length still says what a GET would have got.
+        write_scratch_.flat.resize(proxy::find_head_end(write_scratch_.flat));
+    }
     owner_.gw.metrics.shard(owner_.index).response_status(status);
     log_access(status);
     local_keep_alive_ = keep_alive;

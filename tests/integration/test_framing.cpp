@@ -320,6 +320,34 @@ TEST_CASE("framing: only idempotent requests go again after a pooled connection 
     }
 }
 
+TEST_CASE("framing: tollgate's own replies to HEAD have no body", "[framing]") {
+    // A refusal (429) and an upstream failure (502) between pipelined
+    // requests: a body after either would be read as the next response.
+    for (const bool refused : {true, false}) {
+        INFO((refused ? "429" : "502"));
+        scripted_upstream up(refused ? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                     : "HTTP/1.1 2OO OK\r\n\r\n",  // not a status: 502
+                             false);
+        auto cfg = framing_config(up.port());
+        cfg.rate_limit.limit = 1;
+        cfg.rate_limit.window = std::chrono::hours(1);
+        running_proxy gw(cfg);
+        raw_client client(gw.port());
+        const std::string head = "HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        if (refused) {
+            client.send(head);  // takes the only token
+            REQUIRE(client.read(true).status == 200);
+        }
+        client.send(head + "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        auto answer = client.read(true);
+        CHECK(answer.status == (refused ? 429 : 502));
+        CHECK(answer.header[http::field::content_length] != "0");  // what a GET would get
+        auto next = client.read();
+        CHECK(next.status == 429);
+        CHECK(next.body.rfind("{\"error\"", 0) == 0);
+    }
+}
+
 TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-hop ones",
           "[framing]") {
     // 10 fields take the raw path (render_response_head), 40 the parsed one
