@@ -810,6 +810,18 @@ std::string_view beast_response_head(std::string_view head, std::string& scratch
     return scratch;
 }
 
+std::string_view request_authority(std::string_view target) {
+    if (target.empty() || target[0] == '/') {
+        return {};
+    }
+    const std::size_t scheme = target.find("://");
+    if (scheme == std::string_view::npos) {
+        return {};
+    }
+    const std::string_view rest = target.substr(scheme + 3);
+    return rest.substr(0, rest.find_first_of("/?"));
+}
+
 std::string_view request_path(std::string_view target) {
     if (target.empty() || target[0] == '/' || target == "*") {
         return target.substr(0, target.find('?'));

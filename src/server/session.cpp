@@ -403,7 +403,12 @@ void session::admit() {
     // `//login`, `/login;x` or an absolute-form target cannot dodge a route.
     const std::string_view path =
         proxy::normalize_path(proxy::request_path(req.target()), path_scratch_);
-    route_index_ = rt_->match_route(req[http::field::host], path);
+    // Without Host (HTTP/1.0), an absolute-form target names the host.
+    std::string_view host = req[http::field::host];
+    if (host.empty()) {
+        host = proxy::request_authority(req.target());
+    }
+    route_index_ = rt_->match_route(host, path);
     const route_config* route = route_index_ >= 0 ? &cfg.routes[route_index_] : nullptr;
 
     request_facts facts;
@@ -690,7 +695,11 @@ void session::do_write_request_header() {
     // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not.
     std::string host;
     if (req.find(http::field::host) == req.end()) {
-        host = proxy::authority_of(upstream_->target->server);
+        // The host the client asked for, as routing saw it; else the upstream's.
+        host = proxy::request_authority(req.target());
+        if (host.empty()) {
+            host = proxy::authority_of(upstream_->target->server);
+        }
     }
     if (whole_request_) {
         // The common case, a request without a body: its head is all of it,

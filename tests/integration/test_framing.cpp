@@ -455,3 +455,34 @@ TEST_CASE("framing: a route's limit applies however its path is written", "[fram
         CHECK(status_of(target) == 429);
     }
 }
+
+TEST_CASE("framing: a host route holds for an HTTP/1.0 absolute-form request without Host",
+          "[framing]") {
+    // HTTP/1.0 may omit Host; the target's authority then names the host,
+    // for tollgate's routing as for the backend (which is sent it as Host).
+    recording_upstream up;
+    auto cfg = framing_config(up.port());
+    route_config admin;
+    admin.name = "admin";
+    admin.host = "admin.test";
+    route_rate_limit limit;
+    limit.limit = 1;
+    limit.window = std::chrono::seconds(60);
+    admin.rate_limit = limit;
+    cfg.routes.push_back(admin);
+    running_proxy gw(cfg);
+    auto ask = [&](std::string_view request) {
+        raw_client client(gw.port());
+        client.send(request);
+        return client.read();
+    };
+    REQUIRE(ask("GET /x HTTP/1.1\r\nHost: admin.test\r\n\r\n").status == 200);
+    const auto bare = ask("GET http://admin.test/x HTTP/1.0\r\n\r\n");
+    CHECK(bare.status == 429);
+    CHECK(bare.header["X-RateLimit-Limit"] == "1");
+    // Another host's request passes, and reaches the backend with its Host.
+    REQUIRE(ask("GET http://other.test/y HTTP/1.0\r\n\r\n").status == 200);
+    const auto received = up.requests();
+    REQUIRE_FALSE(received.empty());
+    CHECK(received.back().head.find("\r\nHost: other.test\r\n") != std::string::npos);
+}

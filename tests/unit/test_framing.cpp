@@ -351,6 +351,15 @@ TEST_CASE("framing: request_path", "[framing]") {
     CHECK(request_path("HTTPS://h:1/health/x") == "/health/x");
 }
 
+TEST_CASE("framing: request_authority", "[framing]") {
+    CHECK(request_authority("http://a.test:8080/x?y") == "a.test:8080");
+    CHECK(request_authority("HTTPS://h") == "h");
+    CHECK(request_authority("http://h?x") == "h");
+    CHECK(request_authority("/a/b").empty());
+    CHECK(request_authority("*").empty());
+    CHECK(request_authority("").empty());
+}
+
 TEST_CASE("framing: chunk extension budget", "[framing]") {
     chunk_extension_budget budget;
     CHECK_FALSE(budget.add(""));

@@ -144,6 +144,11 @@ std::string_view beast_response_head(std::string_view head, std::string& scratch
 /// `keying.ip_paths` should match on.
 std::string_view request_path(std::string_view target);
 
+/// The authority of an absolute-form target (`http://a.test:8080/x` gives
+/// `a.test:8080`), empty for any other form. An HTTP/1.0 request may come
+/// without Host: its target's authority is the host it asks for.
+std::string_view request_authority(std::string_view target);
+
 /// The path as a backend is likely to understand it, for matching routes
 /// and `keying.ip_paths` only (the forwarded target is never rewritten):
 /// `;params` cut from every segment (Tomcat, Jetty), percent-encoded
