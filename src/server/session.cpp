@@ -311,6 +311,13 @@ void session::read_request_head() {
     }
     if (view.size() >= max) {
         header_timer_.cancel();
+        // A request line that alone fills the limit: its target is what is
+        // too long (RFC 9112 3: 414), not the fields.
+        if (view.substr(0, max).find('\n') == std::string_view::npos) {
+            reject(http::status::uri_too_long, "request target too long",
+                   admin::reason_kind::header_too_large);
+            return;
+        }
         reject(http::status::request_header_fields_too_large, "request header too large",
                admin::reason_kind::header_too_large);
         return;

@@ -350,7 +350,8 @@ TEST_CASE("malformed request gets 400 and close", "[proxy][framing]") {
     CHECK(up.stats.requests == 0);
 }
 
-TEST_CASE("header too large gives 431, body too large gives 413", "[proxy][limits]") {
+TEST_CASE("header too large gives 431, a target too long 414, body too large 413",
+          "[proxy][limits]") {
     test_upstream up;
     auto cfg = test_config(up.port());
     cfg.client.max_header_bytes = 1024;
@@ -361,6 +362,11 @@ TEST_CASE("header too large gives 431, body too large gives 413", "[proxy][limit
         c.write_raw("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(2000, 'a') +
                     "\r\n\r\n");
         CHECK(c.read().result_int() == 431);
+    }
+    {
+        client c(gw.port());
+        c.write_raw("GET /" + std::string(2000, 'a') + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        CHECK(c.read().result_int() == 414);
     }
     {
         client c(gw.port());
