@@ -10,6 +10,13 @@
 
 namespace tollgate::test::framing {
 
+namespace {
+
+/// The plain answer of the recording and scripted upstreams.
+constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+}  // namespace
+
 raw_upstream::raw_upstream()
     : acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
     port_ = acceptor_.local_endpoint().port();
@@ -115,7 +122,6 @@ std::vector<std::string> recording_upstream::stray_bytes() {
 }
 
 void recording_upstream::serve(tcp::socket& socket, std::size_t index) {
-    static constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     std::string buf;
     std::optional<http::request_parser<http::string_body>> parser;
     std::size_t current = 0;
@@ -194,7 +200,6 @@ std::size_t scripted_upstream::requests() {
 }
 
 void scripted_upstream::serve(tcp::socket& socket, std::size_t) {
-    static constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     std::string buf;
     std::array<char, 4096> chunk{};
     error_code ec;
@@ -230,7 +235,6 @@ std::vector<std::string> answer_once_upstream::request_lines() {
 }
 
 void answer_once_upstream::serve(tcp::socket& socket, std::size_t) {
-    static constexpr std::string_view ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     std::string buf;
     std::array<char, 4096> chunk{};
     error_code ec;

@@ -28,6 +28,17 @@ config framing_config(std::uint16_t upstream_port) {
     return cfg;
 }
 
+/// A route named `name` with a limit of its own: one request per minute.
+route_config one_per_minute(std::string name) {
+    route_config route;
+    route.name = std::move(name);
+    route_rate_limit limit;
+    limit.limit = 1;
+    limit.window = std::chrono::seconds(60);
+    route.rate_limit = limit;
+    return route;
+}
+
 // A raw client: writes bytes as given, reads responses with Beast and
 // reports errors instead of throwing, so truncation can be asserted.
 class raw_client {
@@ -434,13 +445,8 @@ TEST_CASE("framing: a route's limit applies however its path is written", "[fram
     // dodge a stricter route limit.
     recording_upstream up;
     auto cfg = framing_config(up.port());
-    route_config login;
-    login.name = "login";
+    route_config login = one_per_minute("login");
     login.path_prefix = "/login";
-    route_rate_limit limit;
-    limit.limit = 1;
-    limit.window = std::chrono::seconds(60);
-    login.rate_limit = limit;
     cfg.routes.push_back(login);
     running_proxy gw(cfg);
     auto status_of = [&](std::string_view target) {
@@ -462,13 +468,8 @@ TEST_CASE("framing: a host route holds for an HTTP/1.0 absolute-form request wit
     // for tollgate's routing as for the backend (which is sent it as Host).
     recording_upstream up;
     auto cfg = framing_config(up.port());
-    route_config admin;
-    admin.name = "admin";
+    route_config admin = one_per_minute("admin");
     admin.host = "admin.test";
-    route_rate_limit limit;
-    limit.limit = 1;
-    limit.window = std::chrono::seconds(60);
-    admin.rate_limit = limit;
     cfg.routes.push_back(admin);
     running_proxy gw(cfg);
     auto ask = [&](std::string_view request) {
