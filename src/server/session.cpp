@@ -1065,8 +1065,7 @@ void session::on_response_head() {
     const unsigned status = res.result_int();
     response_status_ = status;
     if (status >= 100 && status < 200 && status != 101) {
-        // Interim responses are not relayed (tollgate answers 100-continue itself).
-        do_read_response_header();
+        relay_interim(res);
         return;
     }
     if (status == 101) {
@@ -1127,6 +1126,36 @@ void session::on_response_head() {
         return;
     }
     do_write_response_header();
+}
+
+// A proxy forwards the interim responses it did not ask for, such as 103
+// Early Hints, and never to an HTTP/1.0 client (RFC 9110 15.2); 100
+// Continue is tollgate's own to send. While the request is still being
+// read, the client side may be writing 100 Continue: the interim response
+// is dropped then rather than written alongside it.
+void session::relay_interim(response_parser::value_type& res) {
+    if (res.result_int() == 100 || client_version_ < 11 || !parser_->is_done()) {
+        do_read_response_header();
+        return;
+    }
+    proxy::strip_hop_by_hop(res);
+    res.version(11);
+    auto head = std::make_shared<std::string>();
+    proxy::render_head(res.base(), *head);
+    bytes_out_ += head->size();
+    stream_.expires_after(rt_->cfg->client.body_timeout);
+    asio::async_write(stream_, asio::buffer(*head),
+                      [self = shared_from_this(), head](error_code ec, std::size_t) {
+                          if (self->closed_) {
+                              return;
+                          }
+                          self->stream_.expires_never();
+                          if (ec) {
+                              self->close();
+                              return;
+                          }
+                          self->do_read_response_header();
+                      });
 }
 
 // A response that is all here (no body, or a Content-Length body that came

@@ -359,6 +359,34 @@ TEST_CASE("framing: tollgate's own replies to HEAD have no body", "[framing]") {
     }
 }
 
+TEST_CASE("framing: 103 Early Hints reach an HTTP/1.1 client, not an HTTP/1.0 one", "[framing]") {
+    scripted_upstream up(
+        "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nConnection: X-Hop\r\n"
+        "X-Hop: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        false);
+    running_proxy gw(framing_config(up.port()));
+    {
+        raw_client client(gw.port());
+        client.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        auto hints = client.read();
+        CHECK(hints.status == 103);
+        CHECK(hints.header["Link"] == "</s.css>; rel=preload");
+        CHECK(hints.header["X-Hop"].empty());  // hop-by-hop, as in any response
+        auto final_answer = client.read();
+        CHECK(final_answer.status == 200);
+        CHECK(final_answer.body == "ok");
+        client.send(sentinel);  // the connection goes on
+        CHECK(client.read().status == 200);
+    }
+    {
+        raw_client client(gw.port());
+        client.send("GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        auto answer = client.read();
+        CHECK(answer.status == 200);
+        CHECK(answer.body == "ok");
+    }
+}
+
 TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-hop ones",
           "[framing]") {
     // 10 fields take the raw path (render_response_head), 40 the parsed one

@@ -132,6 +132,7 @@ private:
     void parse_response_head(std::string_view head);
     bool relay_whole_response(std::string_view head, const proxy::head_info& info);
     void on_response_head();
+    void relay_interim(response_parser::value_type& res);
     void write_whole_response(std::size_t body_bytes);
     void do_write_response_header();
     void on_write_response_header(error_code ec, std::size_t n);
