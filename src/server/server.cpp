@@ -209,14 +209,21 @@ std::string server::debug_keys_json(std::size_t top) const {
     }
     nlohmann::json in_flight = nlohmann::json::array();
     auto rt = gateway_->current();
+    // Read from the slots themselves, not from gauge_values: those are
+    // doubles for Prometheus and would print as 12.0 here.
+    std::size_t slots_in_flight = 0;
+    std::size_t slots_capacity = 0;
+    std::size_t slots_active_keys = 0;
     if (rt->slots) {
         for (const auto& [key, count] : rt->slots->top_in_flight(top)) {
             in_flight.push_back({{"key_type", type_of(key)},
                                  {"key", admin::display_key(key)},
                                  {"in_flight", count}});
         }
+        slots_in_flight = rt->slots->in_flight();
+        slots_capacity = rt->slots->capacity();
+        slots_active_keys = rt->slots->active_keys();
     }
-    const auto g = gateway_->gauges();
     nlohmann::json out{
         {"window_seconds",
          2 * std::chrono::duration_cast<std::chrono::seconds>(gateway_->refused_keys.window())
@@ -224,9 +231,9 @@ std::string server::debug_keys_json(std::size_t top) const {
         {"limited", std::move(limited)},
         {"in_flight", std::move(in_flight)},
         {"slots",
-         {{"in_flight", g.inflight_slots},
-          {"capacity", g.concurrency_capacity},
-          {"active_keys", g.active_keys}}},
+         {{"in_flight", slots_in_flight},
+          {"capacity", slots_capacity},
+          {"active_keys", slots_active_keys}}},
         {"requests",
          {{"allowed", gateway_->metrics.requests(admin::decision_kind::allowed)},
           {"limited", gateway_->metrics.requests(admin::decision_kind::limited)},

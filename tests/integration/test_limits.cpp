@@ -472,6 +472,12 @@ TEST_CASE("metrics count every decision exactly", "[metrics]") {
     CHECK(doc["limited"][0]["key_type"] == "tok");
     CHECK(doc["limited"][0]["key"].get<std::string>().size() == 4 + 12);
     CHECK(doc["limited"][0]["refused"] == 5);
+    // Slot numbers are counts: JSON integers as in docs/operating.md, not 256.0.
+    const auto& slots = doc["slots"];
+    CHECK(slots["in_flight"].is_number_integer());
+    CHECK(slots["capacity"].is_number_integer());
+    CHECK(slots["active_keys"].is_number_integer());
+    CHECK(slots["capacity"] == cfg.concurrency.capacity);
 }
 
 TEST_CASE("the admin port answers while the proxy's slots are saturated", "[metrics]") {
