@@ -59,14 +59,17 @@ double redis_shared::errors(redis_error_kind kind) const {
     return c ? c->Value() : 0;
 }
 
-void redis_shared::worker_fallback(bool entering, bool log) {
-    if (entering) {
-        if (fallback_workers_.fetch_add(1) == 0 && log) {
-            std::cerr << "tollgate: redis unreachable; deciding with local buckets\n";
-        }
-    } else if (fallback_workers_.fetch_sub(1) == 1 && log) {
-        std::cerr << "tollgate: redis reachable again; deciding in redis\n";
+void redis_shared::report_fallback(bool fallback) {
+    if (fallback_.load() == fallback) {
+        return;  // the common case (a worker failing again): no lock
     }
+    std::lock_guard lock(fallback_mutex_);
+    if (fallback_.load() == fallback) {
+        return;
+    }
+    fallback_.store(fallback);
+    std::cerr << (fallback ? "tollgate: redis unreachable; deciding with local buckets\n"
+                           : "tollgate: redis reachable again; deciding in redis\n");
 }
 
 }  // namespace tollgate::store

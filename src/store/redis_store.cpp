@@ -102,10 +102,8 @@ public:
         pending_.clear();
         deadlines_.clear();
         probes_.clear();
-        if (in_fallback_) {
-            in_fallback_ = false;
-            shared_.worker_fallback(false, false);
-        }
+        // The shared fallback state is left alone: a store shutting down
+        // says nothing about Redis.
     }
 
     std::optional<store_result> check(std::string_view scope, std::string_view key,
@@ -371,7 +369,7 @@ private:
                 complete(id, decide_without_redis(it->second));
             }
         }
-        update_fallback();
+        update_fallback(true);
         arm_timer();
     }
 
@@ -557,6 +555,11 @@ private:
         if (!d.allowed) {
             cache_.remember(p.bucket, d, since_epoch(p.sent_at));
         }
+        if (!in_fallback_) {
+            // An answer is an outcome too: the last report may be another
+            // worker's timeout, while Redis decides again here.
+            shared_.report_fallback(false);
+        }
         complete(id, store_result{d, false}, true);
     }
 
@@ -620,7 +623,7 @@ private:
                     suspect_ = true;
                 }
                 hold_ = false;
-                update_fallback();
+                update_fallback(true);
             }
             complete(id, decide_without_redis(it->second));
         }
@@ -739,16 +742,23 @@ private:
             false};
     }
 
-    void update_fallback() {
+    /// Reports this worker's changes of view to the shared fallback state.
+    /// `failed`: Redis has just failed this worker (an attempt, a timeout);
+    /// reported even when the worker decided locally already, because
+    /// another worker may have reported Redis back meanwhile.
+    void update_fallback(bool failed = false) {
+        if (closing_) {
+            return;  // a store shutting down is not Redis coming back
+        }
         // A connection that worked and was lost is not a fallback yet: the
         // next request reconnects at once and waits for it.
         const bool redis_decides = (state_ == state::ready && !suspect_) ||
                                    (state_ == state::connecting && hold_) ||
                                    (state_ == state::disconnected && ac_ == nullptr && hold_next_);
-        const bool fallback = !closing_ && !redis_decides;
-        if (fallback != in_fallback_) {
+        const bool fallback = !redis_decides;
+        if (fallback != in_fallback_ || (fallback && failed)) {
             in_fallback_ = fallback;
-            shared_.worker_fallback(fallback);
+            shared_.report_fallback(fallback);
         }
     }
 

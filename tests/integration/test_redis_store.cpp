@@ -301,6 +301,51 @@ TEST_CASE("Redis killed: fail-open keeps serving within limit / instances, then 
     CHECK(steady::now() - back < 3s);
 }
 
+TEST_CASE("Redis back: one busy worker clears the fallback gauge while the other idles",
+          "[redis][failure]") {
+    redis_server redis;
+    test_upstream up;
+    auto path = write_temp_file("redis-fallback.yaml",
+                                "listen: 127.0.0.1:0\n"
+                                "admin: {listen: 127.0.0.1:0}\n"
+                                "threads: 2\n"
+                                "upstream: {servers: [http://127.0.0.1:" +
+                                    std::to_string(up.port()) +
+                                    "]}\n"
+                                    "rate_limit: {limit: 1000, window: 1h}\n"
+                                    "store: {type: redis, redis: {url: \"" +
+                                    redis.url() +
+                                    "\", instances: 2}}\n"
+                                    "log: {access_log: false}\n");
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    // The HELP line also reads "tollgate_store_fallback 1 while ...": match the sample.
+    auto gauge_is = [&](int v) {
+        return get(p.admin_port(), "/metrics")
+                   .body()
+                   .find("\ntollgate_store_fallback " + std::to_string(v) + "\n") !=
+               std::string::npos;
+    };
+    REQUIRE(fresh_get(p.port()).limit == "1000");
+
+    // Fresh connections spread over both workers (SO_REUSEPORT): both fall back.
+    redis.kill();
+    for (int i = 0; i < 40; ++i) {
+        CHECK(fresh_get(p.port()).status == 200);
+    }
+    REQUIRE(p.wait_for_log("redis unreachable; deciding with local buckets"));
+    CHECK(gauge_is(1));
+
+    // Only the worker holding this keep-alive connection sees traffic now.
+    redis.restart();
+    client c(p.port());
+    REQUIRE(eventually([&] { return timed_get(c).limit == "1000"; }, 5s));
+    CHECK(gauge_is(0));
+    CHECK(p.wait_for_log("redis reachable again; deciding in redis"));
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
+
 TEST_CASE("Redis killed: fail-closed answers 503 with Retry-After, then recovers",
           "[redis][failure]") {
     redis_server redis;

@@ -1,7 +1,7 @@
 #pragma once
 /// @file redis_shared.hpp
 /// What the per-worker Redis stores of one process share: their metrics and
-/// whether any of them is deciding without Redis. Held by server::gateway
+/// whether Redis was last found unreachable. Held by server::gateway
 /// (member `redis`); inert until a Redis store attaches, so memory mode
 /// registers nothing.
 ///
@@ -16,6 +16,15 @@
 ///    late answers included.
 ///  * `tollgate_store_fallback` (0/1) is read from `fallback()` by the
 ///    gateway's gauge snapshot (admin::gauge_values::store_fallback).
+///
+/// Fallback is the last outcome any worker saw, not a count of workers
+/// deciding locally: a worker only looks at Redis when it has a request, so
+/// an idle worker's view goes stale. One worker reconnecting proves Redis is
+/// back for all of them (the gauge drops to 0 and "reachable again" is logged
+/// at once, even if the other workers see no traffic); one worker failing
+/// again proves it is gone. An idle worker still waiting out its back-off
+/// may decide its next requests locally for up to `backoff_max` after the
+/// gauge went to 0.
 ///
 /// Thread-safety: every member may be called from any thread.
 
@@ -58,18 +67,23 @@ public:
     /// Errors counted so far (tests).
     double errors(redis_error_kind kind) const;
 
-    /// A worker starts (`true`) or stops (`false`) deciding without Redis.
-    /// Logs the process-wide transitions on stderr (unless `log` is false:
-    /// a store shutting down is not Redis coming back).
-    void worker_fallback(bool entering, bool log = true);
-    /// True while at least one worker decides without Redis.
-    bool fallback() const noexcept { return fallback_workers_.load() > 0; }
+    /// A worker found Redis unusable (`true`: an attempt failed or a
+    /// decision timed out; reported again on each new failure) or deciding
+    /// for it again (`false`: connected, a probe or a decision answered).
+    /// The latest report of any worker wins; a change is logged on stderr.
+    /// Cheap when nothing changes (one atomic load).
+    void report_fallback(bool fallback);
+    /// True while the latest report says Redis is unusable.
+    bool fallback() const noexcept { return fallback_.load(); }
 
 private:
     std::once_flag attached_;
     std::array<prometheus::Counter*, static_cast<std::size_t>(redis_error_kind::count_)> errors_{};
     prometheus::Histogram* duration_ = nullptr;
-    std::atomic<int> fallback_workers_{0};
+    /// Guards the change of `fallback_` together with its log line, so the
+    /// last line logged always matches the gauge.
+    std::mutex fallback_mutex_;
+    std::atomic<bool> fallback_{false};
 };
 
 }  // namespace tollgate::store

@@ -36,6 +36,9 @@
 /// (`backoff_min` doubling to `backoff_max`) while attempts fail; during
 /// those attempts requests decide locally. There are no timers while idle, so
 /// recovery is noticed by the next request after at most `backoff_max`.
+/// Each worker reports what it finds to redis_shared, where the latest
+/// outcome of any worker sets `tollgate_store_fallback`: one worker finding
+/// Redis back clears it, even while the others see no traffic.
 ///
 /// Nothing here runs without a request or an outstanding reply: an idle
 /// store holds no operation on the io_context, so a draining worker's
