@@ -9,6 +9,7 @@
 
 #include "tollgate/config/cli.hpp"
 #include "tollgate/config/loader.hpp"
+#include "tollgate/log.hpp"
 #include "tollgate/net.hpp"
 #include "tollgate/server/server.hpp"
 
@@ -38,9 +39,10 @@ int main(int argc, char** argv) {
             return 0;
         }
     } catch (const std::exception& e) {
-        std::cerr << "tollgate: " << e.what() << "\n";
+        log_line(log_level::error, e.what());
         return options.check_config ? 1 : 2;
     }
+    set_log_level(cfg->log.level);
 
     try {
         asio::io_context control;
@@ -48,6 +50,8 @@ int main(int argc, char** argv) {
         asio::steady_timer flush_timer(control);
         server::server srv(cfg);
         srv.start();
+        // Not filtered by log.level: with port 0 this line is the only
+        // place that names the ports (see log.hpp).
         std::cerr << "tollgate " << TOLLGATE_VERSION << " listening on " << srv.proxy_endpoint()
                   << ", admin on " << srv.admin_endpoint() << ", upstream "
                   << cfg->upstream.servers.front().url;
@@ -66,19 +70,24 @@ int main(int argc, char** argv) {
                         auto next = std::make_shared<const config>(
                             load_effective_config(options, process_env()));
                         const auto pending = srv.reload(next);
-                        std::cerr << "tollgate: configuration reloaded\n";
+                        // The new level applies to the lines about this reload already.
+                        set_log_level(next->log.level);
+                        log_line(log_level::info, "configuration reloaded");
                         if (!pending.empty()) {
-                            std::cerr << "tollgate: warning: changed, but applied only on "
-                                         "restart (the running values stay):";
+                            std::string keys;
                             for (const auto& key : pending) {
-                                std::cerr << ' ' << key;
+                                keys += ' ' + key;
                             }
-                            std::cerr << "\n";
+                            log_line(log_level::warn,
+                                     "warning: changed, but applied only on restart (the running "
+                                     "values stay):" +
+                                         keys);
                         }
                     } catch (const std::exception& e) {
                         srv.record_reload_failure();
-                        std::cerr << "tollgate: reload failed, keeping the running configuration: "
-                                  << e.what() << "\n";
+                        log_line(log_level::error,
+                                 std::string("reload failed, keeping the running configuration: ") +
+                                     e.what());
                     }
                     wait_signal();
                     return;
@@ -86,7 +95,7 @@ int main(int argc, char** argv) {
                 // Readiness flips before the line is printed, so whoever
                 // reads the log sees /readyz already answering 503.
                 srv.gw().start_draining();
-                std::cerr << "tollgate: draining (signal " << signo << ")\n";
+                log_line(log_level::info, "draining (signal " + std::to_string(signo) + ")");
                 srv.drain_and_stop();
                 flush_timer.cancel();
                 control.stop();
@@ -107,9 +116,9 @@ int main(int argc, char** argv) {
         flush_loop();
         control.run();
         std::fflush(stdout);
-        std::cerr << "tollgate: stopped\n";
+        log_line(log_level::info, "stopped");
     } catch (const std::exception& e) {
-        std::cerr << "tollgate: " << e.what() << "\n";
+        log_line(log_level::error, e.what());
         return 1;
     }
     return 0;

@@ -1,6 +1,6 @@
 #include "tollgate/store/redis_shared.hpp"
 
-#include <iostream>
+#include "tollgate/log.hpp"
 
 namespace tollgate::store {
 
@@ -68,8 +68,11 @@ void redis_shared::report_fallback(bool fallback) {
         return;
     }
     fallback_.store(fallback);
-    std::cerr << (fallback ? "tollgate: redis unreachable; deciding with local buckets\n"
-                           : "tollgate: redis reachable again; deciding in redis\n");
+    if (fallback) {
+        log_line(log_level::warn, "redis unreachable; deciding with local buckets");
+    } else {
+        log_line(log_level::info, "redis reachable again; deciding in redis");
+    }
 }
 
 }  // namespace tollgate::store

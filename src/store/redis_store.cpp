@@ -1,12 +1,12 @@
 #include "tollgate/store/redis_store.hpp"
 
 #include <deque>
-#include <iostream>
 #include <stdexcept>
 #include <unordered_map>
 
 #include <hiredis/async.h>
 
+#include "tollgate/log.hpp"
 #include "tollgate/store/redis_asio.hpp"
 #include "tollgate/store/redis_cache.hpp"
 #include "tollgate/store/redis_scripts.hpp"
@@ -768,9 +768,8 @@ private:
             return;
         }
         reported_ = true;
-        // One write, so lines from several workers do not interleave.
-        std::cerr << ("tollgate: redis " + settings_.endpoint.host + ":" +
-                      std::to_string(settings_.endpoint.port) + ": " + what + "\n");
+        log_line(log_level::warn, "redis " + settings_.endpoint.host + ":" +
+                                      std::to_string(settings_.endpoint.port) + ": " + what);
     }
 
     asio::io_context& ioc_;

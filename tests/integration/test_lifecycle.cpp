@@ -115,6 +115,83 @@ TEST_CASE("SIGHUP with a broken file keeps the running config and counts the fai
     CHECK(p.wait_exit() == 0);
 }
 
+namespace {
+
+/// config_yaml with `log.level: level` and, from `threads` on, a restart-only change.
+std::string leveled_yaml(std::uint16_t upstream_port, const std::string& level, int limit,
+                         int threads = 2) {
+    std::string yaml = config_yaml(upstream_port, "  limit: " + std::to_string(limit) + "\n");
+    yaml.replace(yaml.find("threads: 2"), 10, "threads: " + std::to_string(threads));
+    yaml.replace(yaml.find("log: {"), 6, "log: {level: " + level + ", ");
+    return yaml;
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("log.level drops the lines below it at startup and after SIGHUP", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("log-level.yaml", leveled_yaml(up.port(), "error", 2));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());  // the startup line names the ports: written at every level
+    auto limit_becomes = [&](const std::string& limit) {
+        for (int i = 0; i < 500; ++i) {
+            if (get(p.port(), "/echo")["X-RateLimit-Limit"] == limit) {
+                return true;
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return false;
+    };
+    const std::string reloaded = "configuration reloaded";
+    const std::string restart_only = "warning: changed, but applied only on restart";
+
+    // error: neither the info line nor the warning (threads is restart-only).
+    write_temp_file("log-level.yaml", leveled_yaml(up.port(), "error", 50, 1));
+    p.signal(SIGHUP);
+    REQUIRE(limit_becomes("50"));
+    // warn: the warning, still not the info line. The warning follows the
+    // info line, so once it is there both reloads have written all they do.
+    write_temp_file("log-level.yaml", leveled_yaml(up.port(), "warn", 60, 1));
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_for_log(restart_only));
+    CHECK(count_of(p.stderr_text(), reloaded) == 0);
+    CHECK(count_of(p.stderr_text(), restart_only) == 1);
+    // info: both.
+    write_temp_file("log-level.yaml", leveled_yaml(up.port(), "info", 70, 1));
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_for_log(reloaded));
+    CHECK(limit_becomes("70"));
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+    // All written by now: one info line for the three reloads, two warnings.
+    CHECK(count_of(p.stderr_text(), reloaded) == 1);
+    CHECK(count_of(p.stderr_text(), restart_only) == 2);
+    CHECK(count_of(p.stderr_text(), "draining (signal 15)") == 1);
+    CHECK(count_of(p.stderr_text(), "tollgate: stopped") == 1);
+}
+
+TEST_CASE("TOLLGATE_LOG_LEVEL=error keeps info lines off stderr", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("log-level-env.yaml", config_yaml(up.port(), "  limit: 5\n"));
+    tollgate_process p({"--config", path}, {{"TOLLGATE_LOG_LEVEL", "error"}});
+    REQUIRE(p.wait_listening());
+    CHECK(get(p.port(), "/echo").result_int() == 200);
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+    const auto err = p.stderr_text();
+    CHECK(err.find("listening on") != std::string::npos);
+    CHECK(err.find("draining") == std::string::npos);
+    CHECK(err.find("stopped") == std::string::npos);
+}
+
 TEST_CASE("SIGTERM during a slow request: it completes, then the process exits 0", "[lifecycle]") {
     test_upstream up;
     auto path = write_temp_file("drain.yaml", config_yaml(up.port(), "  limit: 100\n"));
