@@ -69,7 +69,9 @@ void redis_shared::report_fallback(bool fallback) {
     }
     fallback_.store(fallback);
     if (fallback) {
-        log_line(log_level::warn, "redis unreachable; deciding with local buckets");
+        log_line(log_level::warn,
+                 "redis unreachable; store.redis.failure_mode decides (open: local buckets, "
+                 "closed: 503)");
     } else {
         log_line(log_level::info, "redis reachable again; deciding in redis");
     }

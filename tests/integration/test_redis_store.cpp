@@ -333,7 +333,7 @@ TEST_CASE("Redis back: one busy worker clears the fallback gauge while the other
     for (int i = 0; i < 40; ++i) {
         CHECK(fresh_get(p.port()).status == 200);
     }
-    REQUIRE(p.wait_for_log("redis unreachable; deciding with local buckets"));
+    REQUIRE(p.wait_for_log("redis unreachable; store.redis.failure_mode decides"));
     CHECK(gauge_is(1));
 
     // Only the worker holding this keep-alive connection sees traffic now.
