@@ -266,7 +266,9 @@ TEST_CASE("the access log's duration counts from the first byte of the head", "[
     REQUIRE(p.wait_exit() == 0);
     const auto line = nlohmann::json::parse(p.stdout_text());
     CHECK(line["status"] == 200);
-    CHECK(line["duration_ms"].get<int>() >= 300);
+    // 300 ms less however late a loaded machine read the first bytes;
+    // counted from the head's last byte, it would be about 1 ms.
+    CHECK(line["duration_ms"].get<int>() >= 250);
     CHECK(line["upstream_ms"].get<int>() < 300);
 }
 
