@@ -301,6 +301,11 @@ void worker::force_stop() {
         }
         watch_timer_.cancel();
         pool->shutdown();
+        // A Redis store that waits out a hung server would keep run() going
+        // for its dead-connection timeout, past shutdown.drain_timeout.
+        if (store) {
+            store->stop();
+        }
         work_.reset();
     });
 }

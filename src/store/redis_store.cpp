@@ -113,6 +113,9 @@ public:
             limit::bucket_state unused;
             return store_result{limit::check(unused, policy, nanoseconds{0}), false};
         }
+        if (closing_) {
+            return decide_without_redis(scope, key, policy);  // stopping: no new connection
+        }
         const auto now = steady::now();
         std::string bucket = redis_bucket_key(settings_.key_prefix, scope, key, policy);
         bool refusal_expired = false;
@@ -817,6 +820,10 @@ redis_store::redis_store(asio::io_context& ioc, redis_settings settings, limit::
 }
 
 redis_store::~redis_store() {
+    impl_->shutdown();
+}
+
+void redis_store::stop() {
     impl_->shutdown();
 }
 

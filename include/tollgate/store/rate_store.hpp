@@ -55,6 +55,11 @@ public:
 
     virtual ~rate_store() = default;
 
+    /// The worker is stopping (its sessions are gone): let go of
+    /// connections and timers now, so that they do not keep its io_context
+    /// running. Called on the worker's thread.
+    virtual void stop() {}
+
     /// Decides one request for `key` under `policy` (buckets are separate
     /// per `scope`). Returns the result at once when it has it; otherwise
     /// returns nullopt and calls the completion made by `done` exactly once

@@ -87,6 +87,9 @@ public:
     redis_store(asio::io_context& ioc, redis_settings settings, limit::rate_limiter& local,
                 redis_shared& shared, prometheus::Registry& registry);
     ~redis_store() override;
+    /// Frees the connection and its timers without completing what is
+    /// pending; later checks decide locally.
+    void stop() override;
     redis_store(const redis_store&) = delete;
     redis_store& operator=(const redis_store&) = delete;
 
