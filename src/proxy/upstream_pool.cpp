@@ -110,12 +110,25 @@ void upstream_pool::lease::recycle() {
     pool->serve_waiters();
 }
 
-// One connect, moving to the next server of the group when a server refuses.
+// One connect, moving to another server of the group when a server refuses.
 struct upstream_pool::attempt {
     std::shared_ptr<const upstream_group> group;
-    std::size_t first = 0;
+    std::size_t current = 0;    ///< index of the server being tried
+    std::vector<bool> refused;  ///< per server: refused this attempt
     std::size_t tried = 0;
     acquire_handler handler;
+
+    // The server to try after a refusal: the group's next turn, as if a new
+    // request had come, so that a dead server's turns spread over the live
+    // ones instead of all going to the one after it; one not tried yet.
+    void next() {
+        refused[current] = true;
+        const std::size_t n = group->targets.size();
+        current = group->next.fetch_add(1, std::memory_order_relaxed) % n;
+        while (refused[current]) {
+            current = (current + 1) % n;
+        }
+    }
 };
 
 upstream_pool::upstream_pool(asio::io_context& ioc, pool_settings settings)
@@ -187,14 +200,15 @@ bool upstream_pool::try_start(const std::shared_ptr<const upstream_group>& group
     count_open(1);
     auto a = std::make_shared<attempt>();
     a->group = group;
-    a->first = first;
+    a->current = first;
+    a->refused.assign(n, false);
     a->handler = std::move(handler);
     connect(std::move(a));
     return true;
 }
 
 void upstream_pool::connect(std::shared_ptr<attempt> a) {
-    const auto& target = a->group->targets[(a->first + a->tried) % a->group->targets.size()];
+    const auto& target = a->group->targets[a->current];
     auto conn = std::make_unique<connection>(ioc_);
     conn->target = target;
     conn->stream.expires_after(settings_.connect_timeout);
@@ -205,6 +219,14 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
             ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
             ec == asio::error::host_unreachable || ec == asio::error::network_unreachable;
         if (refused && ++a->tried < a->group->targets.size() && !self->shut_down_) {
+            a->next();
+            lease idle;
+            if (self->take_idle(a->group->targets[a->current].get(), idle)) {
+                self->released();  // the connection this attempt counted
+                auto h = std::move(a->handler);
+                h({}, std::move(idle));
+                return;
+            }
             self->connect(std::move(a));
             return;
         }

@@ -244,6 +244,33 @@ TEST_CASE("a refused server is skipped for the next one", "[proxy][errors]") {
     CHECK(up.stats.requests == 6);
 }
 
+TEST_CASE("a refused server's turns spread over the live ones", "[proxy][errors]") {
+    // Round robin over a, dead, c: the dead server's turns must not all go
+    // to the server after it (that was 4 for a, 8 for c).
+    test_upstream a;
+    test_upstream c;
+    std::uint16_t dead_port;
+    {
+        asio::io_context ioc;
+        tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+        dead_port = acceptor.local_endpoint().port();
+    }
+    auto cfg = test_config(a.port());
+    upstream_server dead = cfg.upstream.servers.front();
+    dead.port = dead_port;
+    dead.url = "http://127.0.0.1:" + std::to_string(dead_port);
+    upstream_server live = cfg.upstream.servers.front();
+    live.port = c.port();
+    live.url = "http://127.0.0.1:" + std::to_string(c.port());
+    cfg.upstream.servers = {cfg.upstream.servers.front(), dead, live};
+    running_proxy gw(cfg);
+    for (int i = 0; i < 12; ++i) {
+        CHECK(get(gw.port(), "/echo").result_int() == 200);
+    }
+    CHECK(a.stats.requests == 6);
+    CHECK(c.stats.requests == 6);
+}
+
 TEST_CASE("upstream closing without a response gives 502", "[proxy][errors]") {
     test_upstream up;
     running_proxy gw(test_config(up.port()));
