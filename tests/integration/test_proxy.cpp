@@ -12,6 +12,13 @@ using namespace tollgate::test;
 
 namespace {
 
+/// A loopback port nothing listens on (one that was bound a moment ago).
+std::uint16_t closed_port() {
+    asio::io_context ioc;
+    tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    return acceptor.local_endpoint().port();
+}
+
 request make_request(http::verb verb, std::string_view target) {
     request req{verb, target, 11};
     req.set(http::field::host, "localhost");
@@ -225,12 +232,7 @@ TEST_CASE("upstream refusing connections gives 502", "[proxy][errors]") {
 
 TEST_CASE("a refused server is skipped for the next one", "[proxy][errors]") {
     test_upstream up;
-    std::uint16_t dead_port;
-    {
-        asio::io_context ioc;
-        tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-        dead_port = a.local_endpoint().port();
-    }
+    const std::uint16_t dead_port = closed_port();
     auto cfg = test_config(up.port());
     upstream_server dead;
     dead.host = "127.0.0.1";
@@ -249,12 +251,7 @@ TEST_CASE("a refused server's turns spread over the live ones", "[proxy][errors]
     // to the server after it (that was 4 for a, 8 for c).
     test_upstream a;
     test_upstream c;
-    std::uint16_t dead_port;
-    {
-        asio::io_context ioc;
-        tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-        dead_port = acceptor.local_endpoint().port();
-    }
+    const std::uint16_t dead_port = closed_port();
     auto cfg = test_config(a.port());
     upstream_server dead = cfg.upstream.servers.front();
     dead.port = dead_port;

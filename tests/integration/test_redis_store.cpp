@@ -24,6 +24,14 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
+/// A config file for the tollgate binary: two threads, ports 0, no access
+/// log, in front of 127.0.0.1:`upstream_port`, with `extra` YAML lines.
+std::string binary_yaml(std::uint16_t upstream_port, const std::string& extra) {
+    return "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 2\n"
+           "upstream: {servers: [http://127.0.0.1:" +
+           std::to_string(upstream_port) + "]}\nlog: {access_log: false}\n" + extra;
+}
+
 request make_get(std::string_view target) {
     request req{http::verb::get, target, 11};
     req.set(http::field::host, "localhost");
@@ -306,17 +314,10 @@ TEST_CASE("Redis back: one busy worker clears the fallback gauge while the other
     redis_server redis;
     test_upstream up;
     auto path = write_temp_file("redis-fallback.yaml",
-                                "listen: 127.0.0.1:0\n"
-                                "admin: {listen: 127.0.0.1:0}\n"
-                                "threads: 2\n"
-                                "upstream: {servers: [http://127.0.0.1:" +
-                                    std::to_string(up.port()) +
-                                    "]}\n"
-                                    "rate_limit: {limit: 1000, window: 1h}\n"
-                                    "store: {type: redis, redis: {url: \"" +
-                                    redis.url() +
-                                    "\", instances: 2}}\n"
-                                    "log: {access_log: false}\n");
+                                binary_yaml(up.port(),
+                                            "rate_limit: {limit: 1000, window: 1h}\n"
+                                            "store: {type: redis, redis: {url: \"" +
+                                                redis.url() + "\", instances: 2}}\n"));
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     // The HELP line also reads "tollgate_store_fallback 1 while ...": match the sample.
@@ -512,14 +513,7 @@ TEST_CASE("the tollgate binary uses Redis from TOLLGATE_REDIS_URL", "[redis][lif
     redis_server redis;
     test_upstream up;
     auto path = write_temp_file("redis.yaml",
-                                "listen: 127.0.0.1:0\n"
-                                "admin: {listen: 127.0.0.1:0}\n"
-                                "threads: 2\n"
-                                "upstream: {servers: [http://127.0.0.1:" +
-                                    std::to_string(up.port()) +
-                                    "]}\n"
-                                    "rate_limit: {limit: 3, window: 1h}\n"
-                                    "log: {access_log: false}\n");
+                                binary_yaml(up.port(), "rate_limit: {limit: 3, window: 1h}\n"));
     tollgate_process p({"--config", path}, {{"TOLLGATE_REDIS_URL", redis.url()}});
     REQUIRE(p.wait_listening());
     for (int i = 0; i < 3; ++i) {
