@@ -1604,7 +1604,10 @@ void session::write_local(unsigned status, bool keep_alive) {
         // A reply to HEAD has no body (RFC 9110 9.3.2), or a keep-alive
         // client would read it as the start of the next response. Its
         // Content-Length still says what a GET would have got.
-        write_scratch_.flat.resize(proxy::find_head_end(write_scratch_.flat));
+        const std::size_t end = proxy::find_head_end(write_scratch_.flat);
+        if (end != std::string::npos) {
+            write_scratch_.flat.resize(end);
+        }
     }
     owner_.gw.metrics.shard(owner_.index).response_status(status);
     log_access(status);
