@@ -716,9 +716,7 @@ std::optional<framing_error> validate_request_head(std::string_view head, const 
     if (info.form == target_form::absolute && info.has_host) {
         // The backend must route on the target's authority (RFC 9112 3.2.2)
         // while tollgate routes on Host: they must be the same.
-        std::string_view rest = info.target.substr(info.target.find("//") + 2);
-        rest = rest.substr(0, rest.find_first_of("/?"));
-        if (!iequals(rest, info.host)) {
+        if (!iequals(request_authority(info.target), info.host)) {
             return bad("Host does not match the request target");
         }
     }

@@ -35,6 +35,12 @@ std::string lower(std::string_view s) {
 
 }  // namespace
 
+std::uint16_t free_port() {
+    asio::io_context ioc;
+    tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    return acceptor.local_endpoint().port();
+}
+
 std::uint64_t fnv1a(std::string_view data) {
     std::uint64_t h = 1469598103934665603ull;
     for (unsigned char c : data) {

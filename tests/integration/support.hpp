@@ -29,6 +29,10 @@ using response = http::response<http::string_body>;
 /// 64-bit FNV-1a, to compare multi-megabyte bodies cheaply.
 std::uint64_t fnv1a(std::string_view data);
 
+/// A loopback port nobody listens on right now (bound to port 0, then
+/// released): a refusing upstream, or a port for a server started later.
+std::uint16_t free_port();
+
 /// Deterministic body of `n` bytes (not all one byte, so a shifted or
 /// truncated relay shows up in the checksum).
 std::string pattern_body(std::size_t n);

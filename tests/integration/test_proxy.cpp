@@ -12,13 +12,6 @@ using namespace tollgate::test;
 
 namespace {
 
-/// A loopback port nothing listens on (one that was bound a moment ago).
-std::uint16_t closed_port() {
-    asio::io_context ioc;
-    tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    return acceptor.local_endpoint().port();
-}
-
 request make_request(http::verb verb, std::string_view target) {
     request req{verb, target, 11};
     req.set(http::field::host, "localhost");
@@ -217,13 +210,7 @@ TEST_CASE("Expect: 100-continue is answered before the body is sent", "[proxy][b
 }
 
 TEST_CASE("upstream refusing connections gives 502", "[proxy][errors]") {
-    std::uint16_t dead_port;
-    {
-        asio::io_context ioc;
-        tcp::acceptor a(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-        dead_port = a.local_endpoint().port();
-    }
-    running_proxy gw(test_config(dead_port));
+    running_proxy gw(test_config(free_port()));
     auto res = get(gw.port(), "/");
     CHECK(res.result_int() == 502);
     CHECK(res[http::field::content_type] == "application/json");
@@ -232,7 +219,7 @@ TEST_CASE("upstream refusing connections gives 502", "[proxy][errors]") {
 
 TEST_CASE("a refused server is skipped for the next one", "[proxy][errors]") {
     test_upstream up;
-    const std::uint16_t dead_port = closed_port();
+    const std::uint16_t dead_port = free_port();
     auto cfg = test_config(up.port());
     upstream_server dead;
     dead.host = "127.0.0.1";
@@ -251,7 +238,7 @@ TEST_CASE("a refused server's turns spread over the live ones", "[proxy][errors]
     // to the server after it (that was 4 for a, 8 for c).
     test_upstream a;
     test_upstream c;
-    const std::uint16_t dead_port = closed_port();
+    const std::uint16_t dead_port = free_port();
     auto cfg = test_config(a.port());
     upstream_server dead = cfg.upstream.servers.front();
     dead.port = dead_port;
