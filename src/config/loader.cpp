@@ -1035,6 +1035,9 @@ std::optional<std::pair<int, std::string>> extra_document(std::string_view text,
                      "only one YAML document is allowed (found a second after " + marker + ")"};
 }
 
+constexpr std::string_view empty_file_message =
+    "the file has no settings (empty, comments only or null); write {} to take every default";
+
 void read_yaml(config& cfg, std::string_view text, const std::string& file, error_list& errors,
                origin_map& origins) {
     yaml_reader in(file, errors, origins);
@@ -1051,7 +1054,11 @@ void read_yaml(config& cfg, std::string_view text, const std::string& file, erro
         while (marks.documents.size() < max_documents && parser.HandleNextDocument(marks)) {
         }
         if (marks.documents.empty()) {
-            return;  // empty or comments only: all defaults
+            // A file that says nothing is far more often a truncated write or
+            // a template that rendered empty than a wish for every default,
+            // and a reload must not swap the running settings for defaults.
+            in.error(1, "", empty_file_message);
+            return;
         }
         if (auto problem = extra_document(source, marks)) {
             in.error(problem->first, "", problem->second);
@@ -1065,6 +1072,10 @@ void read_yaml(config& cfg, std::string_view text, const std::string& file, erro
         return;
     } catch (const YAML::Exception& e) {
         errors.add(1, file + ":1: invalid YAML: " + e.msg, "");
+        return;
+    }
+    if (root.IsNull()) {
+        in.error(1, "", empty_file_message);  // "~" or "null": a document that says nothing
         return;
     }
     config_reader(in, cfg).read(root);

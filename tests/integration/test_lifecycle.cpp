@@ -111,6 +111,18 @@ TEST_CASE("SIGHUP with a broken file keeps the running config and counts the fai
     CHECK(res["X-RateLimit-Limit"] == "3");
     auto metrics = get(p.admin_port(), "/metrics").body();
     CHECK(metrics.find("tollgate_config_reload_failures_total 1") != std::string::npos);
+
+    // A file emptied by a truncating write is refused too, not read as all
+    // defaults (which would swap the upstream for 127.0.0.1:9000).
+    write_temp_file("reload-bad.yaml", "");
+    p.signal(SIGHUP);
+    CHECK(p.wait_for_log("reload failed, keeping the running configuration: " + path +
+                         ":1: the file has no settings"));
+    res = get(p.port(), "/echo");
+    CHECK(res.result_int() == 200);
+    CHECK(res["X-RateLimit-Limit"] == "3");
+    metrics = get(p.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_config_reload_failures_total 2") != std::string::npos);
     p.signal(SIGTERM);
     CHECK(p.wait_exit() == 0);
 }

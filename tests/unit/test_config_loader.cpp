@@ -209,14 +209,24 @@ void check_same(const config& a, const config& b) {
 
 // ---- shipped files and defaults ------------------------------------------------
 
-TEST_CASE("config: empty and comment-only files mean all defaults", "[config][loader]") {
-    check_same(parse(""), config{});
-    check_same(parse("# nothing\n\n"), config{});
-    check_same(load_config_file(data_dir + "/empty.yaml", no_env()), config{});
-    check_same(load_config_file(data_dir + "/comments_only.yaml", no_env()), config{});
+TEST_CASE("config: a file with no settings is an error; {} and no file mean all defaults",
+          "[config][loader]") {
+    const std::string empty =
+        ":1: the file has no settings (empty, comments only or null); write {} to take every "
+        "default";
+    CHECK(error_of("") == "conf/x.yaml" + empty);
+    CHECK(error_of("# nothing\n\n") == "conf/x.yaml" + empty);
+    CHECK(error_of("~\n") == "conf/x.yaml" + empty);
+    CHECK(error_of("null\n") == "conf/x.yaml" + empty);
+    CHECK(error_from([] { load_config_file(data_dir + "/empty.yaml", no_env()); }) ==
+          data_dir + "/empty.yaml" + empty);
+    CHECK(error_from([] { load_config_file(data_dir + "/comments_only.yaml", no_env()); }) ==
+          data_dir + "/comments_only.yaml" + empty);
+    check_same(parse("{}\n"), config{});
+    check_same(parse("# all defaults\n{}\n"), config{});
     check_same(load_defaults(no_env()), config{});
     CHECK(load_defaults(no_env()).source.empty());
-    CHECK(parse("").source == "conf/x.yaml");
+    CHECK(parse("{}").source == "conf/x.yaml");
 }
 
 TEST_CASE("config: conf/tollgate.yaml states exactly the built-in defaults", "[config][loader]") {
@@ -637,7 +647,7 @@ TEST_CASE("config: tls, websocket and upgrade defaults", "[config][loader][tls]"
     CHECK(route_config{}.upgrade == std::vector<std::string>{"websocket"});
     // A file that does not mention them gets the same, and so does a route.
     config c = parse("routes:\n  - name: a\n");
-    check_same(parse(""), d);
+    check_same(parse("{}"), d);
     REQUIRE(c.routes.size() == 1);
     CHECK(c.routes[0].upgrade == std::vector<std::string>{"websocket"});
     // Sections with every key commented out.
