@@ -115,6 +115,49 @@ const value_kind<std::string> header_name{
                         quote_value(t));
     }};
 
+/// Names tollgate itself reads, sets or re-frames: as keying.org_header
+/// they would break requests (a name with `_` is refused with 400), hand the
+/// org key a field the proxy rewrites, or strip a field a backend needs
+/// (the org header of an untrusted peer is removed before forwarding).
+constexpr std::array<std::string_view, 16> reserved_header_names{"Host",
+                                                                 "Authorization",
+                                                                 "Content-Length",
+                                                                 "Transfer-Encoding",
+                                                                 "Connection",
+                                                                 "Keep-Alive",
+                                                                 "Proxy-Connection",
+                                                                 "TE",
+                                                                 "Trailer",
+                                                                 "Upgrade",
+                                                                 "Expect",
+                                                                 "Via",
+                                                                 "X-Forwarded-For",
+                                                                 "X-Forwarded-Proto",
+                                                                 "Cookie",
+                                                                 "Forwarded"};
+
+const value_kind<std::string> org_header_name{
+    "an HTTP header name", [](std::string_view t) {
+        auto name = header_name.parse(t);
+        if (!name) {
+            return name;
+        }
+        if (t.find('_') != std::string_view::npos) {
+            return parse_result<std::string>::fail(
+                "must not contain _ (tollgate refuses requests with _ in a header name, see "
+                "README), got " +
+                quote_value(t));
+        }
+        for (std::string_view reserved : reserved_header_names) {
+            if (iequals(t, reserved)) {
+                return parse_result<std::string>::fail(
+                    "must be a header of its own like X-Org-Id, not " + quote_value(t) +
+                    ", which tollgate reads or rewrites itself");
+            }
+        }
+        return name;
+    }};
+
 const value_kind<std::string> route_name{
     "a route name", [](std::string_view t) {
         bool ok = !t.empty() && t.size() <= 64;
@@ -812,7 +855,7 @@ private:
             return;
         }
         keying_config& out = cfg_.keying;
-        in_.get(*k, "org_header", out.org_header, header_name);
+        in_.get(*k, "org_header", out.org_header, org_header_name);
         in_.get_list(*k, "trusted_org_sources", out.trusted_org_sources, cidr_range,
                      "[127.0.0.0/8]", false);
         in_.get_list(*k, "trusted_proxies", out.trusted_proxies, cidr_range, "[10.0.0.0/8]", true);

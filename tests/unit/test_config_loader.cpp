@@ -388,6 +388,18 @@ TEST_CASE("config: value errors name file, line and key path", "[config][loader]
     CHECK(error_of("keying:\n  org_header: \"X Org\"\n") ==
           "conf/x.yaml:2: keying.org_header: must be an HTTP header name like X-Org-Id, got \"X "
           "Org\"");
+    // Names that could never work as the org header: refused with 400, or
+    // read or rewritten by tollgate itself (and stripped from untrusted peers).
+    CHECK(error_of("keying:\n  org_header: X_Org_Id\n") ==
+          "conf/x.yaml:2: keying.org_header: must not contain _ (tollgate refuses requests with _ "
+          "in a header name, see README), got \"X_Org_Id\"");
+    for (const char* name : {"Host", "authorization", "X-FORWARDED-FOR", "Content-Length"}) {
+        CHECK(error_of(std::string("keying:\n  org_header: ") + name + "\n") ==
+              std::string("conf/x.yaml:2: keying.org_header: must be a header of its own like "
+                          "X-Org-Id, not \"") +
+                  name + "\", which tollgate reads or rewrites itself");
+    }
+    CHECK(parse("keying:\n  org_header: X-Tenant-Id\n").keying.org_header == "X-Tenant-Id");
     CHECK(error_of("keying:\n  ip_paths: [health]\n") ==
           "conf/x.yaml:2: keying.ip_paths[0]: must be a path starting with / (a * is allowed only "
           "at the end), got \"health\"");
