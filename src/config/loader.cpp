@@ -1340,7 +1340,7 @@ void check_bucket_ranges(const config& cfg, error_list& errors, const origin_map
         const auto& r = *cfg.routes[i].rate_limit;
         check_bucket_range(
             {"routes[" + std::to_string(i) + "].rate_limit", r.algorithm.value_or(rl.algorithm),
-             r.limit.value_or(rl.limit), r.window.value_or(rl.window), r.burst.value_or(rl.burst),
+             r.limit.value_or(rl.limit), r.window.value_or(rl.window), r.effective_burst(rl.burst),
              r.burst.has_value()},
             errors, origins);
     }

@@ -28,7 +28,7 @@ std::optional<bucket_selection> rate_policy::select(std::string_view key,
     const route_rate_limit& r = *route->rate_limit;
     const bucket_policy p{r.algorithm.value_or(global_.algorithm), r.limit.value_or(global_.limit),
                           r.window ? std::chrono::nanoseconds{*r.window} : global_.window,
-                          r.burst.value_or(global_.burst)};
+                          r.effective_burst(global_.burst)};
     const std::string_view scope = route->name.empty() ? route->path_prefix : route->name;
     return bucket_selection{p, scope};
 }

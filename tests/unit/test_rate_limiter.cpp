@@ -642,7 +642,23 @@ TEST_CASE("rate_policy: exempt > per-key override > route > global", "[rate][pol
         REQUIRE(s->policy.limit == 3);
         REQUIRE(s->policy.algorithm == algorithm_kind::gcra);
         REQUIRE(s->policy.window == 1s);
-        REQUIRE(s->policy.burst == 4);
+        // Its own limit and no burst: burst = that limit, not the global 4.
+        REQUIRE(s->policy.burst == 0);
+    }
+    SECTION("a route's burst: its own, else the global one only with the global limit") {
+        tollgate::route_config slower = search;
+        slower.name = "slower";
+        slower.rate_limit = tollgate::route_rate_limit{};
+        slower.rate_limit->window = 60000ms;
+        const auto inherits = rp.select("ip:1.2.3.4", &slower);
+        REQUIRE(inherits);
+        CHECK(inherits->policy.limit == 2);
+        CHECK(inherits->policy.window == 60s);
+        CHECK(inherits->policy.burst == 4);
+        slower.rate_limit->limit = 7;
+        CHECK(rp.select("ip:1.2.3.4", &slower)->policy.burst == 0);
+        slower.rate_limit->burst = 9;
+        CHECK(rp.select("ip:1.2.3.4", &slower)->policy.burst == 9);
     }
     SECTION("exempt wins over everything") {
         REQUIRE_FALSE(rp.select("ip:1.2.3.4", &health));
@@ -663,7 +679,7 @@ TEST_CASE("rate_policy: exempt > per-key override > route > global", "[rate][pol
             on_plain += charge("ip:1.2.3.4", &plain) ? 1 : 0;
             acme += charge("org:acme", i % 2 == 0 ? &search : &plain) ? 1 : 0;
         }
-        REQUIRE(on_search == 4);  // gcra, limit 3, burst 4 inherited
+        REQUIRE(on_search == 3);  // gcra, limit 3, burst = its limit (not the global 4)
         REQUIRE(on_plain == 2);   // global sliding window
         REQUIRE(acme == 5);       // one override bucket across routes
     }

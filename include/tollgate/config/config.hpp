@@ -93,6 +93,18 @@ struct route_rate_limit {
     std::optional<std::uint64_t> limit{};
     std::optional<milliseconds> window{};
     std::optional<std::uint64_t> burst{};
+
+    /// The burst the route's buckets get (0 = their limit): the route's own,
+    /// else the global one only while the limit is the global one too. A
+    /// route that sets its own limit and no burst gets burst = its limit, as
+    /// an override does; a global burst of 1200 must not turn a login
+    /// route's `limit: 2` into 1200 requests in a row.
+    std::uint64_t effective_burst(std::uint64_t global_burst) const {
+        if (burst) {
+            return *burst;
+        }
+        return limit ? 0 : global_burst;
+    }
 };
 
 struct route_config {
