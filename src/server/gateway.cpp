@@ -9,6 +9,41 @@ namespace {
 /// reload that fails half way must leave the running limiters as they are).
 using capacity_change = std::pair<std::shared_ptr<limit::concurrency_limiter>, std::size_t>;
 
+using named_limiters =
+    std::vector<std::pair<std::string, std::shared_ptr<limit::concurrency_limiter>>>;
+
+/// Every limiter of `previous` with its name ("" = global, "route:" + the
+/// route's name):
+/// the ones in use and the parked ones.
+named_limiters limiters_of(const runtime* previous) {
+    named_limiters out;
+    if (previous == nullptr) {
+        return out;
+    }
+    if (previous->slots) {
+        out.emplace_back("", previous->slots);
+    }
+    for (std::size_t i = 0; i < previous->cfg->routes.size(); ++i) {
+        if (previous->cfg->routes[i].concurrency && previous->route_slots[i]) {
+            out.emplace_back("route:" + previous->cfg->routes[i].name, previous->route_slots[i]);
+        }
+    }
+    out.insert(out.end(), previous->parked_slots.begin(), previous->parked_slots.end());
+    return out;
+}
+
+/// Takes the limiter named `name` out of `from` (null when there is none).
+std::shared_ptr<limit::concurrency_limiter> take(named_limiters& from, std::string_view name) {
+    for (auto it = from.begin(); it != from.end(); ++it) {
+        if (it->first == name) {
+            auto found = std::move(it->second);
+            from.erase(it);
+            return found;
+        }
+    }
+    return nullptr;
+}
+
 std::shared_ptr<limit::concurrency_limiter> reuse_or_create(
     std::size_t capacity, const std::shared_ptr<limit::concurrency_limiter>& previous,
     std::vector<capacity_change>& changes) {
@@ -77,8 +112,12 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
         rt->tls_server = previous->tls_server;
     }
     std::vector<capacity_change> changes;
-    rt->slots =
-        reuse_or_create(cfg->concurrency.capacity, previous ? previous->slots : nullptr, changes);
+    named_limiters before = limiters_of(previous);
+    // Taken only when used: a limiter left in `before` is parked below.
+    const auto reuse = [&](std::size_t capacity, std::string_view name) {
+        return reuse_or_create(capacity, capacity == 0 ? nullptr : take(before, name), changes);
+    };
+    rt->slots = reuse(cfg->concurrency.capacity, "");
     for (std::size_t i = 0; i < cfg->routes.size(); ++i) {
         const auto& route = cfg->routes[i];
         rt->route_upstreams.push_back(route.upstream.empty()
@@ -99,17 +138,13 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
             rt->route_slots.push_back(rt->slots);
             continue;
         }
-        // A route keeps its limiter across reloads when its name and capacity stay.
-        std::shared_ptr<limit::concurrency_limiter> before;
-        if (previous) {
-            for (std::size_t j = 0; j < previous->cfg->routes.size(); ++j) {
-                if (previous->cfg->routes[j].name == route.name &&
-                    previous->cfg->routes[j].concurrency) {
-                    before = previous->route_slots[j];
-                }
-            }
+        // A route keeps its limiter across reloads while its name stays.
+        rt->route_slots.push_back(reuse(*route.concurrency, "route:" + route.name));
+    }
+    for (auto& [name, limiter] : before) {
+        if (limiter && limiter->in_flight() > 0) {
+            rt->parked_slots.emplace_back(name, std::move(limiter));
         }
-        rt->route_slots.push_back(reuse_or_create(*route.concurrency, before, changes));
     }
     for (const auto& [slots, capacity] : changes) {
         slots->set_capacity(capacity);

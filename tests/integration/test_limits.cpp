@@ -350,6 +350,44 @@ TEST_CASE("slots: a reload that raises capacity counts the slots already held", 
     CHECK(up.stats.max_in_flight <= 3);
 }
 
+TEST_CASE("slots: slots held across a reload that turns capacity off and on still count",
+          "[slots]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 2;
+    route_config own;  // only for Host: own.test
+    own.name = "own";
+    own.host = "own.test";
+    own.path_prefix = "/hold";
+    own.concurrency = 1;
+    cfg.routes.push_back(own);
+    running_proxy gw(cfg);
+    std::vector<std::unique_ptr<client>> held;
+    for (const char* org : {"a", "b"}) {
+        held.push_back(start_held(gw.port(), {{"X-Org-Id", org}}));
+    }
+    held.push_back(start_held(gw.port(), {{"X-Org-Id", "c"}, {"Host", "own.test"}}));
+    REQUIRE(up.wait_in_flight(3));
+
+    // Off (global capacity 0, the route's concurrency removed), then on again.
+    auto off = cfg;
+    off.concurrency.capacity = 0;
+    off.routes[0].concurrency.reset();
+    gw.srv().reload(std::make_shared<const config>(off));
+    gw.srv().reload(std::make_shared<const config>(cfg));
+    // The three requests still hold their slots: both limiters are full.
+    auto refused = get(gw.port(), "/echo", {{"X-Org-Id", "d"}});
+    CHECK(refused.result_int() == 429);
+    CHECK(nlohmann::json::parse(refused.body())["reason"] == "concurrency");
+    CHECK(get(gw.port(), "/hold", {{"X-Org-Id", "e"}, {"Host", "own.test"}}).result_int() == 429);
+    CHECK(gw.srv().gw().gauges().inflight_slots == 2);
+
+    finish_held(up, gw, held);
+    CHECK(up.stats.max_in_flight == 3);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+    CHECK(get(gw.port(), "/hold", {{"Host", "own.test"}}).result_int() == 200);
+}
+
 TEST_CASE("slots: a second key gets its share, the first gets no new slot", "[slots]") {
     test_upstream up;
     auto cfg = test_config(up.port());

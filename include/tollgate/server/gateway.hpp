@@ -38,6 +38,12 @@ struct runtime {
     std::shared_ptr<limit::concurrency_limiter> slots;
     /// One per `routes[i]`: the route's own when it sets `concurrency`, else `slots`.
     std::vector<std::shared_ptr<limit::concurrency_limiter>> route_slots;
+    /// Limiters of an earlier generation that this one does not use
+    /// (`concurrency.capacity: 0`, a route's `concurrency` removed) while
+    /// slots taken from them are still held, by name ("" = the global one,
+    /// "route:" + the route's name): a later reload that turns them on again takes them
+    /// over, so those slots still count against the new capacity.
+    std::vector<std::pair<std::string, std::shared_ptr<limit::concurrency_limiter>>> parked_slots;
     /// One per `routes[i]`, for `tollgate_route_requests_total`.
     std::vector<std::shared_ptr<admin::route_counters>> route_counters;
     /// The TLS listener's context (null without `tls.listen`); rebuilt on
@@ -53,8 +59,9 @@ struct runtime {
 };
 
 /// Builds a runtime: resolves upstream hosts, sets up keying and policies.
-/// Slot limiters whose capacity did not change are taken over from
-/// `previous` (so slots held across a reload stay counted). Throws
+/// Slot limiters are taken over from `previous` by name, also ones it had
+/// parked, with the new capacity (so slots held across a reload stay
+/// counted, even across a reload that turned them off). Throws
 /// std::runtime_error.
 std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
                                              const runtime* previous = nullptr);
