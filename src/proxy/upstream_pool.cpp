@@ -53,13 +53,39 @@ std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>
     return group;
 }
 
+upstream_pool::lease::lease(lease&& other) noexcept
+    : pool_(std::move(other.pool_)),
+      conn_(std::move(other.conn_)),
+      left_counter_(std::exchange(other.left_counter_, nullptr)) {}
+
 upstream_pool::lease& upstream_pool::lease::operator=(lease&& other) noexcept {
     if (this != &other) {
         close();
         pool_ = std::move(other.pool_);
         conn_ = std::move(other.conn_);
+        left_counter_ = std::exchange(other.left_counter_, nullptr);
     }
     return *this;
+}
+
+void upstream_pool::lease::give_up_place() {
+    if (pool_) {
+        pool_->released();
+        pool_.reset();
+    } else if (left_counter_ != nullptr) {
+        left_counter_->fetch_sub(1);
+        left_counter_ = nullptr;
+    }
+}
+
+void upstream_pool::lease::leave_pool() {
+    if (!conn_ || !pool_) {
+        return;
+    }
+    auto pool = std::move(pool_);
+    pool->open_--;  // not count_open(): the shared gauge still counts it
+    left_counter_ = pool->settings_.open_counter;
+    pool->serve_waiters();
 }
 
 upstream_pool::lease::~lease() {
@@ -74,10 +100,7 @@ void upstream_pool::lease::close() {
     conn_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     conn_->stream.socket().close(ignored);
     conn_.reset();
-    if (pool_) {
-        pool_->released();
-        pool_.reset();
-    }
+    give_up_place();
 }
 
 void upstream_pool::lease::abort() {
@@ -87,10 +110,7 @@ void upstream_pool::lease::abort() {
     error_code ignored;
     conn_->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     conn_->stream.socket().close(ignored);
-    if (pool_) {
-        pool_->released();
-        pool_.reset();
-    }
+    give_up_place();
 }
 
 void upstream_pool::lease::recycle() {

@@ -1349,6 +1349,10 @@ bool session::select_upgrade(const route_config* route) {
 // The upstream switched protocols: relay its 101, then the bytes.
 void session::start_tunnel() {
     response_started_ = true;
+    // A tunnel holds its upstream connection for as long as it lasts: it is
+    // bounded by websocket.max_tunnels, not upstream.max_connections, so
+    // open tunnels never leave ordinary requests waiting for a connection.
+    upstream_.leave_pool();
     auto& res = res_parser_->get();
     const std::string protocol(res[http::field::upgrade]);
     proxy::strip_hop_by_hop(res);

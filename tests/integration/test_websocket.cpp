@@ -312,6 +312,28 @@ TEST_CASE("websocket: open tunnels hold no completion slot", "[websocket][slots]
     CHECK(echo(second, "me too") == "me too");
 }
 
+TEST_CASE("websocket: open tunnels leave upstream.max_connections to ordinary requests",
+          "[websocket]") {
+    ws_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    cfg.upstream.max_connections = 1;
+    cfg.upstream.connect_timeout = 1000ms;
+    running_proxy gw(cfg);
+    ws_client first(gw.port());
+    REQUIRE(first.upgraded());
+    ws_client second(gw.port());
+    REQUIRE(second.upgraded());
+    // Without a connection of their own, these waited connect_timeout for
+    // one and got 504 while the tunnels stayed open.
+    CHECK(get(gw.port(), "/plain").result_int() == 200);
+    CHECK(get(gw.port(), "/plain").result_int() == 200);
+    CHECK(echo(first, "still open") == "still open");
+    CHECK(echo(second, "me too") == "me too");
+    // The shared gauge still counts the tunnels' connections (and the pooled one).
+    CHECK(gw.srv().gw().gauges().upstream_connections >= 2);
+}
+
 TEST_CASE("websocket: a tunnel silent past tunnel_idle_timeout is closed",
           "[websocket][timeouts]") {
     ws_upstream up;

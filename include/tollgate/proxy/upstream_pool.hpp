@@ -74,7 +74,7 @@ public:
     class lease {
     public:
         lease() = default;
-        lease(lease&&) noexcept = default;
+        lease(lease&& other) noexcept;
         lease& operator=(lease&& other) noexcept;
         lease(const lease&) = delete;
         lease& operator=(const lease&) = delete;
@@ -97,13 +97,23 @@ public:
         /// keeps the connection object alive until the lease is destroyed,
         /// since a pending operation still refers to its stream and buffer.
         void abort();
+        /// The connection stops counting against `max_connections` (a
+        /// tunnel: it never comes back, and `websocket.max_tunnels` bounds
+        /// those), and a request waiting for a connection may take its place.
+        /// It still counts in the shared open counter until it is closed.
+        void leave_pool();
 
     private:
         friend class upstream_pool;
         lease(std::shared_ptr<upstream_pool> pool, std::unique_ptr<connection> conn)
             : pool_(std::move(pool)), conn_(std::move(conn)) {}
+        /// Gives the connection's place up: in the pool, or only in the
+        /// shared counter once it has left the pool.
+        void give_up_place();
         std::shared_ptr<upstream_pool> pool_;
         std::unique_ptr<connection> conn_;
+        /// Set by leave_pool(): the shared open counter, to decrement on close.
+        std::atomic<std::size_t>* left_counter_ = nullptr;
     };
 
     using acquire_handler = std::function<void(error_code, lease)>;
