@@ -455,8 +455,10 @@ void session::admit() {
     }
 
     if (select_upgrade(route)) {
-        // A tunnel may stay open for hours: it holds no completion slot,
-        // but counts against the tunnel caps, and takes one rate token.
+        // A tunnel counts against the tunnel caps for as long as it is open.
+        // Its handshake is a request like any other: it goes on below to a
+        // completion slot (held until the upstream switches, or to the end
+        // of a declined upgrade's response) and one rate token.
         auto ticket = owner_.gw.tunnels.try_open(key_.key, cfg.websocket.max_per_key,
                                                  cfg.websocket.max_tunnels);
         if (!ticket) {
@@ -464,12 +466,6 @@ void session::admit() {
             return;
         }
         tunnel_ticket_ = std::move(*ticket);
-        if (route && route->exempt) {
-            forward(admin::reason_kind::exempt);
-        } else {
-            decide_rate();
-        }
-        return;
     }
     if (route && route->exempt) {
         forward(admin::reason_kind::exempt);
@@ -1380,6 +1376,9 @@ void session::on_tunnel_head_sent(error_code ec, std::size_t) {
         return;
     }
     res_sr_.reset();
+    // The 101 reached the client: the exchange is over, and the tunnel that
+    // follows may last hours. The tunnel caps bound it from here on.
+    slot_.release();
     stream_.expires_never();
     upstream_->stream.expires_never();
     pipes_ = std::make_unique<std::array<tunnel_pipe, 2>>();

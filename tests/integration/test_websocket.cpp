@@ -54,6 +54,20 @@ void check_tunnels_refusal(const websocket::response_type& res) {
     CHECK(body["retry_after"] == 1);
 }
 
+/// Writes a WebSocket handshake for `target` on a connection of its own and
+/// returns without waiting for the answer (read it with client::read()).
+std::unique_ptr<client> start_upgrade(std::uint16_t port, std::string_view target) {
+    auto c = std::make_unique<client>(port);
+    request req{http::verb::get, target, 11};
+    req.set(http::field::host, "localhost");
+    req.set(http::field::connection, "Upgrade");
+    req.set(http::field::upgrade, "websocket");
+    req.set(http::field::sec_websocket_key, "dGhlIHNhbXBsZSBub25jZQ==");
+    req.set(http::field::sec_websocket_version, "13");
+    http::write(c->stream(), req);
+    return c;
+}
+
 upstream_server http_server(std::uint16_t port) {
     upstream_server s;
     s.host = "127.0.0.1";
@@ -295,21 +309,105 @@ TEST_CASE("websocket: max_tunnels caps open tunnels across all keys", "[websocke
     CHECK(c.upgraded());
 }
 
-TEST_CASE("websocket: open tunnels hold no completion slot", "[websocket][slots]") {
-    ws_upstream up;
+// Two headers must not get a request past concurrency.capacity: until the
+// upstream answers, a handshake is a request in flight like any other.
+TEST_CASE("websocket: handshakes the upstream sits on hold slots; past capacity they get 429",
+          "[websocket][slots]") {
+    // test_upstream ignores Upgrade: /hold answers 200 once the test lets it.
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 3;
+    running_proxy gw(cfg);
+    std::vector<std::unique_ptr<client>> held;
+    for (int i = 0; i < 3; ++i) {
+        held.push_back(start_upgrade(gw.port(), "/hold"));
+    }
+    REQUIRE(up.wait_in_flight(3));
+    REQUIRE(gw.srv().gw().gauges().inflight_slots == 3);
+    for (int i = 0; i < 4; ++i) {
+        ws_client refused(gw.port(), "/hold");
+        CHECK_FALSE(refused.upgraded());
+        CHECK(refused.response().result_int() == 429);
+        CHECK(refused.response()["Retry-After"] == "1");
+        CHECK(nlohmann::json::parse(refused.response().body())["reason"] == "concurrency");
+    }
+    CHECK(gw.srv().gw().gauges().inflight_slots == 3);
+    CHECK(up.stats.requests == 3);
+
+    // Declined (200, no switch): each slot goes back when its response is done.
+    up.release_held();
+    for (const auto& c : held) {
+        CHECK(c->read().result_int() == 200);
+    }
+    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(up.stats.max_in_flight == 3);
+    CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 0);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+}
+
+TEST_CASE("websocket: a handshake waits FIFO for a slot when queue_timeout allows",
+          "[websocket][slots]") {
+    test_upstream up;
     auto cfg = test_config(up.port());
     cfg.concurrency.capacity = 1;
+    cfg.concurrency.queue_timeout = 5000ms;
     running_proxy gw(cfg);
+    auto first = start_upgrade(gw.port(), "/hold");
+    REQUIRE(up.wait_in_flight(1));
+    auto queued = start_upgrade(gw.port(), "/hold");
+    REQUIRE(poll_until([&] { return gw.srv().gw().current()->slots->queued() == 1; }));
+    CHECK(up.stats.requests == 1);
+    up.release_held();
+    CHECK(first->read().result_int() == 200);
+    CHECK(queued->read().result_int() == 200);
+    CHECK(up.stats.max_in_flight == 1);
+    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+}
+
+TEST_CASE("websocket: the handshake needs a slot, the open tunnel gives it back",
+          "[websocket][slots]") {
+    ws_upstream up;
+    test_upstream plain;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 1;
+    route_config hold;
+    hold.name = "hold";
+    hold.path_prefix = "/hold";
+    hold.upstream = {http_server(plain.port())};
+    cfg.routes = {hold};
+    running_proxy gw(cfg);
+
+    // The one slot is held by a plain request: no handshake now.
+    auto held = std::make_unique<client>(gw.port());
+    request req{http::verb::get, "/hold", 11};
+    req.set(http::field::host, "localhost");
+    http::write(held->stream(), req);
+    REQUIRE(plain.wait_in_flight(1));
+    {
+        ws_client refused(gw.port());
+        CHECK_FALSE(refused.upgraded());
+        CHECK(refused.response().result_int() == 429);
+        CHECK(nlohmann::json::parse(refused.response().body())["reason"] == "concurrency");
+    }
+    CHECK(up.stats.handshakes == 0);
+    plain.release_held();
+    CHECK(held->read().result_int() == 200);
+    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+
     ws_client first(gw.port());
     REQUIRE(first.upgraded());
-    // A second tunnel needs the single slot only for its handshake.
+    // Switched: the slot is back while the tunnel stays open ...
+    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 1);
+    // ... so a second handshake and a plain request each get the single slot.
     ws_client second(gw.port());
     REQUIRE(second.upgraded());
     CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
-    auto res = get(gw.port(), "/plain");
-    CHECK(res.result_int() == 200);
+    CHECK(get(gw.port(), "/hold").result_int() == 200);
+    CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 2);
     CHECK(echo(first, "still open") == "still open");
     CHECK(echo(second, "me too") == "me too");
+    CHECK(gw.srv().gw().gauges().inflight_slots == 0);
 }
 
 TEST_CASE("websocket: open tunnels leave upstream.max_connections to ordinary requests",

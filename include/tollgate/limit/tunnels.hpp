@@ -2,9 +2,9 @@
 /// @file tunnels.hpp
 /// Caps on open tunnels (WebSocket and other upgraded connections): a
 /// per-key cap (`websocket.max_per_key`) and a global one
-/// (`websocket.max_tunnels`). A tunnel holds no completion slot, since it
-/// may stay open for hours; these caps bound what one caller, and all of
-/// them, can hold instead.
+/// (`websocket.max_tunnels`). An open tunnel holds no completion slot (its
+/// handshake does, until the upstream switches), since it may stay open for
+/// hours; these caps bound what one caller, and all of them, can hold instead.
 ///
 /// Thread-safe: one mutex, taken once when a tunnel opens and once when it
 /// closes.
