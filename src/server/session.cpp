@@ -421,6 +421,11 @@ void session::admit() {
     request_facts facts;
     facts.peer = peer_addr_;
     facts.path = path;
+    if (!rt_->keys.org_source_trusted(peer_addr_)) {
+        // An untrusted peer cannot speak for an org: every instance goes,
+        // before anything reads it, and the request is keyed as without one.
+        req.erase(cfg.keying.org_header);
+    }
     // The key comes from these fields: were one sent twice, tollgate would
     // count one value while the backend may act on the other.
     const auto repeated = [&req](auto field) {
@@ -450,9 +455,6 @@ void session::admit() {
     facts.forwarded_for = forwarded_for;
     key_ = rt_->keys.resolve(facts);
     key_kind_ = static_cast<admin::key_kind>(key_.type);
-    if (!rt_->keys.org_source_trusted(peer_addr_)) {
-        req.erase(cfg.keying.org_header);  // an untrusted peer cannot speak for an org
-    }
 
     if (select_upgrade(route)) {
         // A tunnel counts against the tunnel caps for as long as it is open.

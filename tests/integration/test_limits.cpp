@@ -191,6 +191,46 @@ TEST_CASE("a second Authorization or org header is refused with 400", "[limits][
         200);
 }
 
+// Only a trusted peer's org header is read, so only there can two of them
+// be ambiguous; an untrusted peer's are all removed, however many.
+TEST_CASE("a repeated org header is refused from a trusted peer, removed from an untrusted one",
+          "[limits][keys]") {
+    const std::string request_head =
+        "GET /echo HTTP/1.1\r\nHost: localhost\r\nX-Org-Id: a\r\nx-org-id: b\r\n\r\n";
+    {
+        test_upstream up;
+        limit::manual_clock clock;
+        auto cfg = test_config(up.port());
+        cfg.rate_limit.limit = 2;
+        cfg.keying.trusted_org_sources = {*cidr::parse("10.0.0.0/8")};
+        running_proxy gw(cfg, &clock);
+        client c(gw.port());
+        c.write_raw(request_head);
+        auto res = c.read();
+        CHECK(res.result_int() == 200);
+        CHECK(res["X-RateLimit-Remaining"] == "1");
+        CHECK(up.last_headers().count("x-org-id") == 0);
+        CHECK_FALSE(nlohmann::json::parse(res.body())["headers"].contains("x-org-id"));
+        // Keyed as if the header were absent: by the peer's IP.
+        auto plain = c.send(make_get("/echo"));
+        CHECK(plain.result_int() == 200);
+        CHECK(plain["X-RateLimit-Remaining"] == "0");
+        CHECK(up.stats.requests == 2);
+    }
+    {
+        test_upstream up;
+        auto cfg = test_config(up.port());
+        cfg.keying.trusted_org_sources = {*cidr::parse("127.0.0.0/8")};
+        running_proxy gw(cfg);
+        client c(gw.port());
+        c.write_raw(request_head);
+        auto res = c.read();
+        CHECK(res.result_int() == 400);
+        CHECK(res.body().find("more than one org header") != std::string::npos);
+        CHECK(up.stats.requests == 0);
+    }
+}
+
 TEST_CASE("spoofed X-Forwarded-For from an untrusted peer gains nothing", "[limits][keys]") {
     test_upstream up;
     limit::manual_clock clock;
