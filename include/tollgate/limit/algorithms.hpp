@@ -9,10 +9,13 @@
 /// with 128-bit intermediates. There is no floating point, so nothing drifts
 /// however long a bucket lives.
 ///
-/// Boundary rule, the same for every algorithm: capacity comes back at the
-/// exact nanosecond it is due. With `limit = 1, window = 1s`, after a request
-/// at t = 0 a request at 999 ms is refused (`retry_after` = 1 ms) and one at
-/// 1000 ms is allowed.
+/// Boundary rule for gcra, token_bucket and fixed_window: capacity comes
+/// back at the exact nanosecond it is due. With `limit = 1, window = 1s`,
+/// after a request at t = 0 a request at 999 ms is refused (`retry_after` =
+/// 1 ms) and one at 1000 ms is allowed. sliding_window weighs the previous
+/// window's count by the share of it the sliding window still covers, so
+/// there a request at exactly 1000 ms is still refused (the weight is 1) and
+/// capacity comes back as that weight decays.
 ///
 /// Header contract (all algorithms agree):
 ///  * `decision::limit` is the configured `limit`, never the burst. With
@@ -87,8 +90,12 @@ static_assert(sizeof(bucket_state) == 16);
 /// Degenerate inputs are clamped rather than rejected (the config loader
 /// rejects them first, config/loader.cpp check_bucket_range): `window <= 0`
 /// counts as 1 ns; for token_bucket, `burst * window` is capped at 2^64-1
-/// ns; sliding_window caps `limit` at 2^32-1. A clock that steps backwards
-/// is treated as not having moved.
+/// ns; sliding_window caps `limit` at 2^32-1. A `now` earlier than the
+/// state's (rate_limiter reads the clock before it takes the lock, so two
+/// threads can pass times a few microseconds out of order) is no error:
+/// token_bucket treats it as no time passed; the others compute with it as
+/// given, which counts the request as that much earlier (its retry_after
+/// grows by the step).
 decision check(bucket_state& state, const bucket_policy& policy,
                std::chrono::nanoseconds now) noexcept;
 
