@@ -12,9 +12,8 @@ using capacity_change = std::pair<std::shared_ptr<limit::concurrency_limiter>, s
 using named_limiters =
     std::vector<std::pair<std::string, std::shared_ptr<limit::concurrency_limiter>>>;
 
-/// Every limiter of `previous` with its name ("" = global, "route:" + the
-/// route's name):
-/// the ones in use and the parked ones.
+/// Every limiter of `previous`, in use or parked, with its name ("" = the
+/// global one, "route:" + the route's name).
 named_limiters limiters_of(const runtime* previous) {
     named_limiters out;
     if (previous == nullptr) {
