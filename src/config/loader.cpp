@@ -203,14 +203,25 @@ const value_kind<std::string> ip_path{
 
 const value_kind<std::string> route_host{
     "a host name", [](std::string_view t) {
-        // Matched against the Host header, so host[:port]; "" means any host.
+        // "" means any host.
         if (t.empty()) {
             return parse_result<std::string>::ok(std::string());
         }
         auto as_url = parse_upstream_url("http://" + std::string(t));
         if (!as_url || t.find('/') != std::string_view::npos) {
             return parse_result<std::string>::fail(
-                "must be a host name or address, optionally with :port, got " + quote_value(t));
+                "must be a host name or address like api.example.com or \"[::1]\", got " +
+                quote_value(t));
+        }
+        // Routes compare the Host header with its port cut off (gateway.cpp
+        // match_route), so a route host with a port could never match.
+        const std::size_t bracket = t.rfind(']');
+        if (t.find(':', bracket == std::string_view::npos ? 0 : bracket) !=
+            std::string_view::npos) {
+            return parse_result<std::string>::fail(
+                "must be a host name without :port; routes match the Host header's name (any "
+                "port), got " +
+                quote_value(t));
         }
         return parse_result<std::string>::ok(std::string(t));
     }};
@@ -943,8 +954,13 @@ private:
             bool host_ok =
                 in_.get(*m, "host", route.host, route_host) || m->find("host") == nullptr;
             if (prefix_ok && host_ok) {
+                // Hosts match case-insensitively, so X.com and x.com are one host.
+                std::string host = route.host;
+                std::transform(host.begin(), host.end(), host.begin(), [](char c) {
+                    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+                });
                 auto [first, inserted] =
-                    matches.emplace(std::pair{route.host, route.path_prefix}, item.path);
+                    matches.emplace(std::pair{std::move(host), route.path_prefix}, item.path);
                 if (!inserted) {
                     in_.error(item.line, item.path,
                               "same host and path_prefix as " + first->second +

@@ -576,11 +576,11 @@ TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
           "conf/x.yaml:2: routes[0].path_prefix: must be a URL path starting with / (no spaces, "
           "query or fragment), got \"/x?y\"");
     CHECK(error_of("routes:\n  - {name: a, host: \"bad host\"}\n") ==
-          "conf/x.yaml:2: routes[0].host: must be a host name or address, optionally with :port, "
-          "got \"bad host\"");
+          "conf/x.yaml:2: routes[0].host: must be a host name or address like api.example.com or "
+          "\"[::1]\", got \"bad host\"");
     CHECK(error_of("routes:\n  - {name: a, host: \"a.example/x\"}\n") ==
-          "conf/x.yaml:2: routes[0].host: must be a host name or address, optionally with :port, "
-          "got \"a.example/x\"");
+          "conf/x.yaml:2: routes[0].host: must be a host name or address like api.example.com or "
+          "\"[::1]\", got \"a.example/x\"");
     CHECK(error_of("routes:\n  - {name: a, upstream: [ftp://x]}\n") ==
           "conf/x.yaml:2: routes[0].upstream[0]: only http:// and https:// upstreams are "
           "supported, got \"ftp://x\"");
@@ -592,9 +592,31 @@ TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
     // Same prefix on different hosts is fine.
     config ok = parse(
         "routes:\n  - {name: a, host: a.example, path_prefix: /x}\n"
-        "  - {name: b, host: b.example:8080, path_prefix: /x}\n");
-    CHECK(ok.routes.size() == 2);
-    CHECK(ok.routes[1].host == "b.example:8080");
+        "  - {name: b, host: B.example, path_prefix: /x}\n"
+        "  - {name: c, host: \"[::1]\", path_prefix: /x}\n");
+    CHECK(ok.routes.size() == 3);
+    CHECK(ok.routes[1].host == "B.example");
+    CHECK(ok.routes[2].host == "[::1]");
+}
+
+TEST_CASE("config: routes[].host has no port; hosts compare case-insensitively",
+          "[config][loader]") {
+    // The Host header's port is cut off before matching, so a route host
+    // with a port would never match.
+    const std::string why =
+        ": must be a host name without :port; routes match the Host header's name (any port), "
+        "got ";
+    CHECK(error_of("routes:\n  - {name: a, host: \"b.example:8080\"}\n") ==
+          "conf/x.yaml:2: routes[0].host" + why + "\"b.example:8080\"");
+    CHECK(error_of("routes:\n  - {name: a, host: \"10.0.0.1:80\"}\n") ==
+          "conf/x.yaml:2: routes[0].host" + why + "\"10.0.0.1:80\"");
+    CHECK(error_of("routes:\n  - {name: a, host: \"[::1]:8080\"}\n") ==
+          "conf/x.yaml:2: routes[0].host" + why + "\"[::1]:8080\"");
+    // Matching ignores case, so these two are one route twice.
+    CHECK(error_of("routes:\n  - {name: a, host: X.com, path_prefix: /x}\n"
+                   "  - {name: b, host: x.COM, path_prefix: /x}\n") ==
+          "conf/x.yaml:3: routes[1]: same host and path_prefix as routes[0], so it would never "
+          "match");
 }
 
 TEST_CASE("config: upstream.servers must not be empty", "[config][loader]") {
