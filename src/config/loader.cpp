@@ -178,6 +178,78 @@ bool has_space_or_control(std::string_view t) {
     });
 }
 
+unsigned hex_digit(char c) {
+    if (c >= '0' && c <= '9') {
+        return static_cast<unsigned>(c - '0');
+    }
+    if (c >= 'a' && c <= 'f') {
+        return static_cast<unsigned>(c - 'a' + 10);
+    }
+    if (c >= 'A' && c <= 'F') {
+        return static_cast<unsigned>(c - 'A' + 10);
+    }
+    return 16;
+}
+
+/// Why no request path could ever match `t`, or nullopt. Routes and
+/// ip_paths see the path after proxy::normalize_path, and requests that
+/// proxy::check_path_query refuses never reach them: no empty segment, no
+/// `;params`, no `.` or `..` segment, and no %XX that encodes an unreserved
+/// character (refused with 400, `~` decoded). A trailing `*` (ip_paths)
+/// leaves the last segment open, so only the segments closed by `/` are
+/// checked for dots there.
+std::optional<std::string> unmatchable_path(std::string_view written) {
+    const bool open_end = written.ends_with('*');
+    const std::string_view t = open_end ? written.substr(0, written.size() - 1) : written;
+    auto got = [written] { return quote_value(written); };
+    if (t.find("//") != std::string_view::npos) {
+        return "must not contain // (request paths are matched with empty segments removed, so "
+               "//a/b is matched as /a/b), got " +
+               got();
+    }
+    if (t.find(';') != std::string_view::npos) {
+        return "must not contain ; (request paths are matched with ;parameters cut from every "
+               "segment, so /a;x/b is matched as /a/b), got " +
+               got();
+    }
+    for (std::size_t start = 1; start <= t.size();) {
+        std::size_t end = t.find('/', start);
+        if (end == std::string_view::npos) {
+            if (open_end) {
+                break;
+            }
+            end = t.size();
+        }
+        std::string_view segment = t.substr(start, end - start);
+        if (segment == "." || segment == "..") {
+            return "must not contain a . or .. segment (tollgate refuses request paths with dot "
+                   "segments with 400), got " +
+                   got();
+        }
+        start = end + 1;
+    }
+    for (std::size_t i = t.find('%'); i != std::string_view::npos; i = t.find('%', i + 1)) {
+        if (i + 2 >= t.size() || hex_digit(t[i + 1]) > 15 || hex_digit(t[i + 2]) > 15) {
+            return "has a % that is not followed by two hex digits (tollgate refuses such request "
+                   "paths with 400), got " +
+                   got();
+        }
+        const char decoded = static_cast<char>(hex_digit(t[i + 1]) * 16 + hex_digit(t[i + 2]));
+        const bool unreserved = (decoded >= 'a' && decoded <= 'z') ||
+                                (decoded >= 'A' && decoded <= 'Z') ||
+                                (decoded >= '0' && decoded <= '9') ||
+                                std::string_view("-._~").find(decoded) != std::string_view::npos;
+        if (unreserved) {
+            return "must not percent-encode " + quote_value(std::string_view(&decoded, 1)) + " (" +
+                   std::string(t.substr(i, 3)) +
+                   "): tollgate refuses request paths with an encoded letter, digit, -, . or _ "
+                   "with 400 and decodes ~, so write the character itself, got " +
+                   got();
+        }
+    }
+    return std::nullopt;
+}
+
 const value_kind<std::string> path_prefix{
     "a path starting with /", [](std::string_view t) {
         if (t.empty() || t[0] != '/' || has_space_or_control(t) ||
@@ -185,6 +257,10 @@ const value_kind<std::string> path_prefix{
             return parse_result<std::string>::fail(
                 "must be a URL path starting with / (no spaces, query or fragment), got " +
                 quote_value(t));
+        }
+        // A prefix matches whole segments (gateway.cpp prefix_matches).
+        if (auto problem = unmatchable_path(t)) {
+            return parse_result<std::string>::fail(std::move(*problem));
         }
         return parse_result<std::string>::ok(std::string(t));
     }};
@@ -197,6 +273,9 @@ const value_kind<std::string> ip_path{
             return parse_result<std::string>::fail(
                 "must be a path starting with / (a * is allowed only at the end), got " +
                 quote_value(t));
+        }
+        if (auto problem = unmatchable_path(t)) {
+            return parse_result<std::string>::fail(std::move(*problem));
         }
         return parse_result<std::string>::ok(std::string(t));
     }};

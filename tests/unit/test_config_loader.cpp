@@ -619,6 +619,61 @@ TEST_CASE("config: routes[].host has no port; hosts compare case-insensitively",
           "match");
 }
 
+TEST_CASE("config: path_prefix and ip_paths that no request path could match are refused",
+          "[config][loader]") {
+    // Requests are matched after proxy::normalize_path (empty segments and
+    // ;params dropped, unreserved %XX decoded), and those with dot segments
+    // or an encoded letter, digit, -, . or _ are refused with 400 first.
+    const auto route = [](std::string_view prefix) {
+        return error_of("routes:\n  - {name: a, path_prefix: \"" + std::string(prefix) + "\"}\n");
+    };
+    const auto ip_path = [](std::string_view path) {
+        return error_of("keying:\n  ip_paths: [\"" + std::string(path) + "\"]\n");
+    };
+    const std::string at = "conf/x.yaml:2: routes[0].path_prefix: ";
+    CHECK(route("/api//v1") == at + "must not contain // (request paths are matched with empty "
+                                    "segments removed, so //a/b is matched as /a/b), got "
+                                    "\"/api//v1\"");
+    CHECK(route("/login;jsessionid") == at + "must not contain ; (request paths are matched with "
+                                             ";parameters cut from every segment, so /a;x/b is "
+                                             "matched as /a/b), got \"/login;jsessionid\"");
+    const std::string dots =
+        "must not contain a . or .. segment (tollgate refuses request paths with dot segments "
+        "with 400), got ";
+    CHECK(route("/a/./b") == at + dots + "\"/a/./b\"");
+    CHECK(route("/a/..") == at + dots + "\"/a/..\"");
+    CHECK(route("/.") == at + dots + "\"/.\"");
+    CHECK(route("/log%69n") == at + "must not percent-encode \"i\" (%69): tollgate refuses request "
+                                    "paths with an encoded letter, digit, -, . or _ with 400 and "
+                                    "decodes ~, so write the character itself, got \"/log%69n\"");
+    CHECK(route("/%7euser").find("must not percent-encode \"~\" (%7e)") != std::string::npos);
+    CHECK(route("/a%2") == at + "has a % that is not followed by two hex digits (tollgate refuses "
+                                "such request paths with 400), got \"/a%2\"");
+    CHECK(route("/a%zz/b").find("has a % that is not followed by two hex digits") !=
+          std::string::npos);
+
+    const std::string ip_at = "conf/x.yaml:2: keying.ip_paths[0]: ";
+    CHECK(ip_path("//health") == ip_at +
+                                     "must not contain // (request paths are matched with empty "
+                                     "segments removed, so //a/b is matched as /a/b), got "
+                                     "\"//health\"");
+    CHECK(ip_path("/health;x") != "");
+    CHECK(ip_path("/a/../*") == ip_at + dots + "\"/a/../*\"");
+    CHECK(ip_path("/registry/.") == ip_at + dots + "\"/registry/.\"");
+    CHECK(ip_path("/st%61tus/*").find("must not percent-encode \"a\" (%61)") != std::string::npos);
+
+    // What can match still loads: names starting with dots, an open last
+    // segment before *, and encoded reserved characters (kept as sent).
+    config ok = parse(
+        "keying:\n  ip_paths: [/.well-known/*, \"/files/.*\", \"/a/..*\", /x/]\n"
+        "routes:\n  - {name: a, path_prefix: /.well-known}\n"
+        "  - {name: b, path_prefix: \"/files/a%2Fb\"}\n  - {name: c, path_prefix: /}\n"
+        "  - {name: d, path_prefix: /v1/}\n");
+    CHECK(ok.keying.ip_paths ==
+          std::vector<std::string>{"/.well-known/*", "/files/.*", "/a/..*", "/x/"});
+    CHECK(ok.routes[1].path_prefix == "/files/a%2Fb");
+}
+
 TEST_CASE("config: upstream.servers must not be empty", "[config][loader]") {
     CHECK(error_of("upstream:\n  servers: []\n") ==
           "conf/x.yaml:2: upstream.servers: must list at least one http:// or https:// URL");
