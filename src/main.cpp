@@ -17,6 +17,9 @@ using namespace tollgate;
 
 int main(int argc, char** argv) {
     cli_options options;
+    // Known before parsing, so that a command-line error in check mode
+    // exits 1 like every other check failure (DESIGN.md section 6).
+    options.check_config = wants_check_config(argc, argv);
     std::shared_ptr<const config> cfg;
     try {
         options = parse_cli(argc, argv);

@@ -114,6 +114,16 @@ cli_options parse_cli(int argc, const char* const* argv) {
     return out;
 }
 
+bool wants_check_config(int argc, const char* const* argv) {
+    for (int i = 1; i < argc; ++i) {
+        std::string_view arg = argv[i];
+        if (arg == "--check-config" || arg.starts_with("--check-config=")) {
+            return true;
+        }
+    }
+    return false;
+}
+
 std::string cli_usage() {
     std::string text =
         "usage: tollgate [--config FILE] [options]\n"

@@ -230,6 +230,31 @@ TEST_CASE("bad configuration: --check-config names file, line and key, and exit 
                                       "\"ten\"") != std::string::npos);
 }
 
+TEST_CASE("--check-config exits 1 on a command-line error too; without it such errors exit 2",
+          "[lifecycle]") {
+    auto path = write_temp_file("ok.yaml", "listen: 127.0.0.1:0\n");
+    struct bad_line {
+        std::vector<std::string> args;
+        std::string message;
+    };
+    const std::vector<bad_line> cases{
+        {{"--check-config", "--config", path, "--config", path}, "--config: given twice"},
+        {{"--check-config", "--rate-limit"}, "--rate-limit: missing value"},
+        {{"--check-config", "-x"}, "unknown option \"-x\""},
+        // Found even when the error comes before it on the command line.
+        {{"--bogus", "--check-config"}, "unknown option \"--bogus\""},
+        {{"--check-config=yes"}, "--check-config: takes no value"},
+    };
+    for (const auto& c : cases) {
+        INFO(c.message);
+        tollgate_process p(c.args);
+        CHECK(p.wait_exit() == 1);
+        CHECK(p.stderr_text().find(c.message) != std::string::npos);
+    }
+    tollgate_process run({"--rate-limit"});
+    CHECK(run.wait_exit() == 2);
+}
+
 TEST_CASE("an invalid environment value is an error naming the variable", "[lifecycle]") {
     tollgate_process p({"--check-config"}, {{"RATE_LIMIT", "abc"}});
     CHECK(p.wait_exit() == 1);

@@ -35,6 +35,12 @@ struct cli_options {
 /// `--config` or a positional argument.
 cli_options parse_cli(int argc, const char* const* argv);
 
+/// True when argv asks for `--check-config` (also as `--check-config=x`,
+/// which parse_cli refuses), looked up before parsing: check mode exits 1
+/// for every failure, a command-line error included, and parse_cli throws
+/// before it could say which mode was meant.
+bool wants_check_config(int argc, const char* const* argv);
+
 /// The `--help` text.
 std::string cli_usage();
 
