@@ -11,6 +11,7 @@
 #include "tollgate/config/loader.hpp"
 #include "tollgate/log.hpp"
 #include "tollgate/net.hpp"
+#include "tollgate/server/gateway.hpp"
 #include "tollgate/server/server.hpp"
 
 using namespace tollgate;
@@ -33,6 +34,15 @@ int main(int argc, char** argv) {
         }
         cfg = std::make_shared<const config>(load_effective_config(options, process_env()));
         if (options.check_config) {
+            // What startup would refuse beyond the config itself: certificate
+            // and key files, upstream names that do not resolve.
+            const auto problems = server::startup_problems(*cfg);
+            for (const auto& problem : problems) {
+                log_line(log_level::error, problem);
+            }
+            if (!problems.empty()) {
+                return 1;
+            }
             std::cout << (cfg->source.empty() ? std::string("defaults") : cfg->source)
                       << ": configuration is valid\n";
             return 0;

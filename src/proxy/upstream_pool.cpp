@@ -22,6 +22,22 @@ std::string authority_of(const upstream_server& server) {
     return out;
 }
 
+std::vector<tcp::endpoint> resolve_server(const upstream_server& server) {
+    asio::io_context ioc;
+    tcp::resolver resolver(ioc);
+    error_code ec;
+    auto results = resolver.resolve(server.host, std::to_string(server.port), ec);
+    if (ec || results.empty()) {
+        throw std::runtime_error("upstream " + server.url +
+                                 ": cannot resolve host: " + ec.message());
+    }
+    std::vector<tcp::endpoint> endpoints;
+    for (const auto& entry : results) {
+        endpoints.push_back(entry.endpoint());
+    }
+    return endpoints;
+}
+
 std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers,
                                               const upstream_config& settings) {
     auto group = std::make_shared<upstream_group>();
@@ -31,20 +47,10 @@ std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>
         group->tls = make_upstream_context(settings);
         group->verify_tls = !settings.insecure_skip_verify;
     }
-    asio::io_context ioc;
-    tcp::resolver resolver(ioc);
     for (const auto& server : servers) {
-        error_code ec;
-        auto results = resolver.resolve(server.host, std::to_string(server.port), ec);
-        if (ec || results.empty()) {
-            throw std::runtime_error("upstream " + server.url +
-                                     ": cannot resolve host: " + ec.message());
-        }
         auto target = std::make_shared<upstream_target>();
         target->server = server;
-        for (const auto& entry : results) {
-            target->endpoints.push_back(entry.endpoint());
-        }
+        target->endpoints = resolve_server(server);
         group->targets.push_back(std::move(target));
     }
     if (group->targets.empty()) {

@@ -1,5 +1,9 @@
 #include "tollgate/server/gateway.hpp"
 
+#include <algorithm>
+#include <set>
+#include <string>
+
 #include "tollgate/proxy/tls.hpp"
 
 namespace tollgate::server {
@@ -97,6 +101,51 @@ int runtime::match_route(std::string_view host, std::string_view path) const {
         }
     }
     return best;
+}
+
+std::vector<std::string> startup_problems(const config& cfg) {
+    std::vector<std::string> problems;
+    if (cfg.tls.listen) {
+        try {
+            proxy::make_server_context(cfg.tls);
+        } catch (const std::exception& e) {
+            problems.emplace_back(e.what());
+        }
+    }
+    // Every upstream with the key it came from, each host:port resolved once.
+    std::vector<std::pair<std::string, const upstream_server*>> servers;
+    for (std::size_t i = 0; i < cfg.upstream.servers.size(); ++i) {
+        servers.emplace_back("upstream.servers[" + std::to_string(i) + "]",
+                             &cfg.upstream.servers[i]);
+    }
+    for (std::size_t r = 0; r < cfg.routes.size(); ++r) {
+        for (std::size_t i = 0; i < cfg.routes[r].upstream.size(); ++i) {
+            servers.emplace_back(
+                "routes[" + std::to_string(r) + "].upstream[" + std::to_string(i) + "]",
+                &cfg.routes[r].upstream[i]);
+        }
+    }
+    const bool any_tls = std::any_of(servers.begin(), servers.end(),
+                                     [](const auto& s) { return s.second->scheme == "https"; });
+    if (any_tls) {
+        try {
+            proxy::make_upstream_context(cfg.upstream);
+        } catch (const std::exception& e) {
+            problems.emplace_back(e.what());
+        }
+    }
+    std::set<std::pair<std::string, std::uint16_t>> resolved;
+    for (const auto& [key, server] : servers) {
+        if (!resolved.emplace(server->host, server->port).second) {
+            continue;
+        }
+        try {
+            proxy::resolve_server(*server);
+        } catch (const std::exception& e) {
+            problems.push_back(key + ": " + e.what());
+        }
+    }
+    return problems;
 }
 
 std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,

@@ -255,6 +255,29 @@ TEST_CASE("--check-config exits 1 on a command-line error too; without it such e
     CHECK(run.wait_exit() == 2);
 }
 
+TEST_CASE("--check-config resolves upstream names as startup does", "[lifecycle]") {
+    // .invalid never resolves (RFC 6761), with or without a network.
+    auto path = write_temp_file("unresolvable.yaml",
+                                "listen: 127.0.0.1:0\n"
+                                "upstream: {servers: [http://127.0.0.1:1, "
+                                "http://nonexistent.invalid:9000]}\n"
+                                "routes:\n"
+                                "  - {name: a, path_prefix: /a, upstream: "
+                                "[\"http://also-missing.invalid\"]}\n");
+    tollgate_process check({"--check-config", "--config", path});
+    CHECK(check.wait_exit() == 1);
+    const auto errors = check.stderr_text();
+    CHECK(errors.find("upstream.servers[1]: upstream http://nonexistent.invalid:9000: cannot "
+                      "resolve host") != std::string::npos);
+    CHECK(errors.find("routes[0].upstream[0]: upstream http://also-missing.invalid: cannot "
+                      "resolve host") != std::string::npos);
+    CHECK(check.stdout_text().find("configuration is valid") == std::string::npos);
+    // What check mode reports is what stops a start.
+    tollgate_process run({"--config", path, "--admin-listen", "127.0.0.1:0"});
+    CHECK(run.wait_exit() == 1);
+    CHECK(run.stderr_text().find("cannot resolve host") != std::string::npos);
+}
+
 TEST_CASE("an invalid environment value is an error naming the variable", "[lifecycle]") {
     tollgate_process p({"--check-config"}, {{"RATE_LIMIT", "abc"}});
     CHECK(p.wait_exit() == 1);

@@ -43,6 +43,11 @@ struct upstream_group {
 /// brackets, the port left out when it is the scheme's default.
 std::string authority_of(const upstream_server& server);
 
+/// The addresses `server` has now (blocking; startup, reload and
+/// `--check-config` only). Throws std::runtime_error `upstream URL: cannot
+/// resolve host: reason`.
+std::vector<tcp::endpoint> resolve_server(const upstream_server& server);
+
 /// Resolves every server of `servers` (blocking; startup and reload only)
 /// and, when any is `https://`, builds their TLS context from `settings`.
 /// Throws std::runtime_error naming the server that does not resolve or the

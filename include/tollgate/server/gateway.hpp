@@ -58,6 +58,13 @@ struct runtime {
     int match_route(std::string_view host, std::string_view path) const;
 };
 
+/// What build_runtime would fail on for `cfg`, every problem rather than
+/// the first: the TLS listener's certificate and key (loaded and matched),
+/// the CA file of `https://` upstreams, and every upstream host name
+/// (resolved now, as at startup). For `--check-config`, so that a config it
+/// passes also starts. Blocking; one resolution per distinct server.
+std::vector<std::string> startup_problems(const config& cfg);
+
 /// Builds a runtime: resolves upstream hosts, sets up keying and policies.
 /// Slot limiters are taken over from `previous` by name, also ones it had
 /// parked, with the new capacity (so slots held across a reload stay
