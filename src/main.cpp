@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
             std::cout << "tollgate " << TOLLGATE_VERSION << "\n";
             return 0;
         }
+        // Before loading, so the warnings show when the config fails too.
+        for (const auto& warning : unknown_env_warnings(process_env_names())) {
+            log_line(log_level::warn, warning);
+        }
         cfg = std::make_shared<const config>(load_effective_config(options, process_env()));
         if (options.check_config) {
             // What startup would refuse beyond the config itself: certificate

@@ -537,21 +537,27 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     return row[b.size()];
 }
 
+/// The candidate spelled most like `name` (one edit away for short names,
+/// two otherwise), or nullopt: what a "did you mean" hint offers.
+std::optional<std::size_t> closest_name(std::string_view name, key_list candidates) {
+    std::optional<std::size_t> best;
+    std::size_t best_distance = name.size() <= 4 ? 1 : 2;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        std::size_t d = edit_distance(name, candidates[i]);
+        if (d <= best_distance && (!best || d < best_distance)) {
+            best = i;
+            best_distance = d;
+        }
+    }
+    return best;
+}
+
 /// "unknown key" plus the likeliest fix: a near spelling in the same
 /// section, or the section where a key of that name lives.
 std::string unknown_key_message(std::string_view key, std::string_view section_path,
                                 key_list known) {
-    std::string best;
-    std::size_t best_distance = key.size() <= 4 ? 1 : 2;
-    for (std::string_view candidate : known) {
-        std::size_t d = edit_distance(key, candidate);
-        if (d <= best_distance && (best.empty() || d < best_distance)) {
-            best = std::string(candidate);
-            best_distance = d;
-        }
-    }
-    if (!best.empty()) {
-        return "unknown key (did you mean \"" + best + "\"?)";
+    if (auto best = closest_name(key, known)) {
+        return "unknown key (did you mean \"" + std::string(known[*best]) + "\"?)";
     }
     std::vector<std::string> elsewhere;
     for (const auto& section : all_sections) {
@@ -1569,6 +1575,45 @@ env_lookup process_env() {
         }
         return std::string(value);
     };
+}
+
+std::vector<std::string> process_env_names() {
+    std::vector<std::string> names;
+    for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {
+        std::string_view text(*entry);
+        names.emplace_back(text.substr(0, text.find('=')));
+    }
+    return names;
+}
+
+std::vector<std::string> unknown_env_warnings(const std::vector<std::string>& names) {
+    constexpr std::string_view prefix = "TOLLGATE_";
+    // Compared without the prefix, so TOLLGATE_RATE_LIMIT finds RATE_LIMIT
+    // as readily as TOLLGATE_LSTEN finds TOLLGATE_LISTEN.
+    std::vector<std::string_view> known{"TOLLGATE_CONFIG"};
+    for (const auto& s : settings) {
+        known.push_back(s.env);
+    }
+    std::vector<std::string_view> bare;
+    for (std::string_view k : known) {
+        bare.push_back(k.starts_with(prefix) ? k.substr(prefix.size()) : k);
+    }
+    std::vector<std::string> sorted = names;
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    std::vector<std::string> out;
+    for (const auto& name : sorted) {
+        if (!name.starts_with(prefix) ||
+            std::find(known.begin(), known.end(), name) != known.end()) {
+            continue;
+        }
+        std::string line = "warning: " + name + " is set but tollgate does not read it";
+        if (auto best = closest_name(std::string_view(name).substr(prefix.size()), bare)) {
+            line += " (did you mean " + std::string(known[*best]) + "?)";
+        }
+        out.push_back(std::move(line));
+    }
+    return out;
 }
 
 env_lookup no_env() {

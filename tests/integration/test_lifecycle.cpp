@@ -278,6 +278,32 @@ TEST_CASE("--check-config resolves upstream names as startup does", "[lifecycle]
     CHECK(run.stderr_text().find("cannot resolve host") != std::string::npos);
 }
 
+TEST_CASE("unknown TOLLGATE_ variables are warned about at startup and in --check-config",
+          "[lifecycle]") {
+    const std::map<std::string, std::string> env{{"TOLLGATE_RATE_LIMIT", "5"},
+                                                 {"TOLLGATE_LSTEN", "127.0.0.1:1"}};
+    const std::string rate_limit =
+        "warning: TOLLGATE_RATE_LIMIT is set but tollgate does not read it (did you mean "
+        "RATE_LIMIT?)";
+    const std::string listen =
+        "warning: TOLLGATE_LSTEN is set but tollgate does not read it (did you mean "
+        "TOLLGATE_LISTEN?)";
+    tollgate_process check({"--check-config"}, env);
+    CHECK(check.wait_exit() == 0);  // a warning, not an error
+    CHECK(check.stderr_text().find(rate_limit) != std::string::npos);
+    CHECK(check.stderr_text().find(listen) != std::string::npos);
+
+    test_upstream up;
+    tollgate_process run({"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream",
+                          "http://127.0.0.1:" + std::to_string(up.port())},
+                         env);
+    REQUIRE(run.wait_listening());
+    CHECK(run.stderr_text().find(rate_limit) != std::string::npos);
+    CHECK(run.stderr_text().find(listen) != std::string::npos);
+    run.signal(SIGTERM);
+    CHECK(run.wait_exit() == 0);
+}
+
 TEST_CASE("an invalid environment value is an error naming the variable", "[lifecycle]") {
     tollgate_process p({"--check-config"}, {{"RATE_LIMIT", "abc"}});
     CHECK(p.wait_exit() == 1);

@@ -1021,6 +1021,28 @@ TEST_CASE("config: environment overrides the file", "[config][env]") {
     CHECK(parse(yaml, env_of({{"RATE_LIMIT", "50"}})).threads == 2);
 }
 
+TEST_CASE("config: unknown TOLLGATE_ variables are warned about, with a hint", "[config][env]") {
+    CHECK(unknown_env_warnings({"PATH", "HOME", "RATE_LIMIT", "TOLLGATE_LISTEN", "TOLLGATE_CONFIG",
+                                "TOLLGATE_TLS_KEY", "TOLLGATE_UPSTREAM_CA_FILE"})
+              .empty());
+    CHECK(unknown_env_warnings(
+              {"TOLLGATE_RATE_LIMIT", "TOLLGATE_LSTEN", "TOLLGATE_WIDGETS", "TOLLGATE_LSTEN"}) ==
+          std::vector<std::string>{
+              "warning: TOLLGATE_LSTEN is set but tollgate does not read it (did you mean "
+              "TOLLGATE_LISTEN?)",
+              "warning: TOLLGATE_RATE_LIMIT is set but tollgate does not read it (did you mean "
+              "RATE_LIMIT?)",
+              "warning: TOLLGATE_WIDGETS is set but tollgate does not read it",
+          });
+    CHECK(unknown_env_warnings({"TOLLGATE_RATE_LIMIT_WINDOW", "TOLLGATE_TOKEN_SECRT"}) ==
+          std::vector<std::string>{
+              "warning: TOLLGATE_RATE_LIMIT_WINDOW is set but tollgate does not read it (did you "
+              "mean RATE_LIMIT_WINDOW?)",
+              "warning: TOLLGATE_TOKEN_SECRT is set but tollgate does not read it (did you mean "
+              "TOLLGATE_TOKEN_SECRET?)",
+          });
+}
+
 TEST_CASE("config: environment sets the TLS listener and files", "[config][env][tls]") {
     pem_files file_layer;
     pem_files env_layer;
