@@ -1,10 +1,12 @@
 #include "tollgate/server/server.hpp"
 
 #include "tollgate/admin/status_page.hpp"
+#include "tollgate/config/values.hpp"
 
 #include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -185,15 +187,44 @@ std::uint64_t server::upstream_connects() const {
 
 namespace {
 
-std::size_t query_top(std::string_view target) {
-    auto at = target.find("top=");
-    if (at == std::string_view::npos) {
-        return 10;
+constexpr std::size_t default_top = 10;
+constexpr std::size_t max_top = 1000;
+
+/// `top` from the query of /debug/keys: 10 when absent, at most 1000;
+/// the error text when it is not one positive integer. Parameters are split
+/// on `&` and `=`, so `stop=5` is not `top`; others are ignored.
+parse_result<std::size_t> query_top(std::string_view target) {
+    using result = parse_result<std::size_t>;
+    const std::size_t question = target.find('?');
+    std::string_view query = question == std::string_view::npos ? "" : target.substr(question + 1);
+    std::optional<std::string_view> value;
+    while (!query.empty()) {
+        const std::size_t amp = query.find('&');
+        const std::string_view param = query.substr(0, amp);
+        query = amp == std::string_view::npos ? "" : query.substr(amp + 1);
+        const std::size_t eq = param.find('=');
+        if (param.substr(0, eq) != "top") {
+            continue;
+        }
+        if (value) {
+            return result::fail("top: given more than once");
+        }
+        value = eq == std::string_view::npos ? "" : param.substr(eq + 1);
+    }
+    if (!value) {
+        return result::ok(default_top);
     }
     std::size_t n = 0;
-    auto digits = target.substr(at + 4);
-    std::from_chars(digits.data(), digits.data() + digits.size(), n);
-    return std::clamp<std::size_t>(n, 1, 1000);
+    const char* end = value->data() + value->size();
+    auto [ptr, ec] = std::from_chars(value->data(), end, n);
+    if (ptr == end && ec == std::errc::result_out_of_range) {
+        return result::ok(max_top);  // digits past size_t: still "as many as there are"
+    }
+    if (value->empty() || ec != std::errc{} || ptr != end || n == 0) {
+        return result::fail("top: must be a positive integer (at most " + std::to_string(max_top) +
+                            "), got " + quote_value(*value));
+    }
+    return result::ok(std::min(n, max_top));
 }
 
 std::string_view type_of(std::string_view key) {
@@ -247,7 +278,13 @@ admin::response server::handle_admin(const admin::request& req) {
     const std::string_view target = req.target();
     const std::string_view path = target.substr(0, target.find('?'));
     if (path == "/debug/keys") {
-        return admin::text_response(req, http::status::ok, debug_keys_json(query_top(target)),
+        auto top = query_top(target);
+        if (!top) {
+            return admin::text_response(req, http::status::bad_request,
+                                        nlohmann::json{{"error", top.error()}}.dump(),
+                                        "application/json");
+        }
+        return admin::text_response(req, http::status::ok, debug_keys_json(*top),
                                     "application/json");
     }
     if (path == "/status") {

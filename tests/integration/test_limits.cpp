@@ -558,6 +558,42 @@ TEST_CASE("metrics count every decision exactly", "[metrics]") {
     CHECK(slots["capacity"] == cfg.concurrency.capacity);
 }
 
+TEST_CASE("/debug/keys reads top from its own query parameter and refuses a bad one", "[metrics]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 1;
+    running_proxy gw(cfg);
+    client c(gw.port());
+    // Three keys with a refusal each.
+    for (const char* token : {"alpha", "bravo", "charlie"}) {
+        REQUIRE(c.send(make_get("/echo", {bearer(token)})).result_int() == 200);
+        REQUIRE(c.send(make_get("/echo", {bearer(token)})).result_int() == 429);
+    }
+    const auto limited = [&](std::string_view target) {
+        auto res = get(gw.admin_port(), target);
+        REQUIRE(res.result_int() == 200);
+        return nlohmann::json::parse(res.body())["limited"].size();
+    };
+    CHECK(limited("/debug/keys") == 3);
+    CHECK(limited("/debug/keys?top=2") == 2);
+    CHECK(limited("/debug/keys?x=1&top=1") == 1);
+    CHECK(limited("/debug/keys?stop=1") == 3);  // not top: the default, 10
+    CHECK(limited("/debug/keys?top=5000") == 3);
+    CHECK(limited("/debug/keys?top=99999999999999999999999") == 3);
+    for (std::string_view bad :
+         {"top=abc", "top=0", "top=", "top", "top=-1", "top=2x", "top=1&top=2"}) {
+        INFO(bad);
+        auto res = get(gw.admin_port(), "/debug/keys?" + std::string(bad));
+        CHECK(res.result_int() == 400);
+        CHECK(res[http::field::content_type] == "application/json");
+        auto doc = nlohmann::json::parse(res.body());
+        CHECK(doc["error"].get<std::string>().starts_with("top: "));
+    }
+    auto res = get(gw.admin_port(), "/debug/keys?top=abc");
+    CHECK(nlohmann::json::parse(res.body())["error"] ==
+          "top: must be a positive integer (at most 1000), got \"abc\"");
+}
+
 TEST_CASE("the admin port answers while the proxy's slots are saturated", "[metrics]") {
     test_upstream up;
     auto cfg = test_config(up.port());
