@@ -2,6 +2,7 @@
 
 #include "tollgate/admin/status_page.hpp"
 #include "tollgate/config/values.hpp"
+#include "tollgate/log.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -25,6 +26,16 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : st
     const auto& c = *cfg;
     std::size_t threads = c.threads != 0 ? c.threads : std::thread::hardware_concurrency();
     threads = std::max<std::size_t>(1, threads);
+    if (c.upstream.max_connections < threads) {
+        // Each thread's pool gets max_connections / threads, but at least
+        // one, or a thread could never reach the upstream.
+        log_line(log_level::warn,
+                 "warning: upstream.max_connections (" +
+                     std::to_string(c.upstream.max_connections) + ") is less than the " +
+                     std::to_string(threads) +
+                     " threads; each thread still gets 1 upstream connection, so up to " +
+                     std::to_string(threads) + " may be open");
+    }
     gateway_ = std::make_unique<gateway>(build_runtime(cfg), threads, time);
 
     auto endpoint = to_endpoint(c.listen);

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -302,6 +303,32 @@ TEST_CASE("unknown TOLLGATE_ variables are warned about at startup and in --chec
     CHECK(run.stderr_text().find(listen) != std::string::npos);
     run.signal(SIGTERM);
     CHECK(run.wait_exit() == 0);
+}
+
+TEST_CASE("upstream.max_connections below threads is warned about at startup", "[lifecycle]") {
+    test_upstream up;
+    const auto start = [&](int threads, int max_connections) {
+        auto path = write_temp_file(
+            "pool-split.yaml",
+            "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: " +
+                std::to_string(threads) +
+                "\nupstream:\n  servers: [http://127.0.0.1:" + std::to_string(up.port()) +
+                "]\n  max_connections: " + std::to_string(max_connections) + "\n");
+        return std::make_unique<tollgate_process>(std::vector<std::string>{"--config", path});
+    };
+    auto low = start(3, 2);
+    REQUIRE(low->wait_listening());
+    CHECK(low->stderr_text().find(
+              "warning: upstream.max_connections (2) is less than the 3 threads; each thread "
+              "still gets 1 upstream connection, so up to 3 may be open") != std::string::npos);
+    low->signal(SIGTERM);
+    CHECK(low->wait_exit() == 0);
+
+    auto enough = start(2, 2);
+    REQUIRE(enough->wait_listening());
+    CHECK(enough->stderr_text().find("upstream.max_connections") == std::string::npos);
+    enough->signal(SIGTERM);
+    CHECK(enough->wait_exit() == 0);
 }
 
 TEST_CASE("an invalid environment value is an error naming the variable", "[lifecycle]") {
