@@ -149,8 +149,8 @@ std::string cli_usage() {
         "TOLLGATE_TLS_LISTEN, TOLLGATE_TLS_CERT, TOLLGATE_TLS_KEY, TOLLGATE_UPSTREAM,\n"
         "TOLLGATE_UPSTREAM_CA_FILE, TOLLGATE_THREADS, TOLLGATE_CONCURRENCY, TOLLGATE_REDIS_URL,\n"
         "TOLLGATE_TOKEN_SECRET, TOLLGATE_LOG_LEVEL, TOLLGATE_CONFIG. A variable that is set but\n"
-        "empty is an error; any other TOLLGATE_ variable gets a warning. Relative file paths are\n"
-        "relative to the working directory.\n";
+        "empty is an error; a near miss of one of these names gets a warning. Relative file\n"
+        "paths are relative to the working directory.\n";
     return text;
 }
 

@@ -1607,11 +1607,13 @@ std::vector<std::string> unknown_env_warnings(const std::vector<std::string>& na
             std::find(known.begin(), known.end(), name) != known.end()) {
             continue;
         }
-        std::string line = "warning: " + name + " is set but tollgate does not read it";
+        // Only a near miss of a name tollgate reads: other TOLLGATE_ names
+        // (build and test tooling, wrappers) are someone else's.
         if (auto best = closest_name(std::string_view(name).substr(prefix.size()), bare)) {
-            line += " (did you mean " + std::string(known[*best]) + "?)";
+            out.push_back("warning: " + name +
+                          " is set but tollgate does not read it (did you mean " +
+                          std::string(known[*best]) + "?)");
         }
-        out.push_back(std::move(line));
     }
     return out;
 }

@@ -62,11 +62,11 @@ env_lookup process_env();
 /// The names of every variable in the process environment.
 std::vector<std::string> process_env_names();
 
-/// One warning line per name in `names` that starts with TOLLGATE_ but is
-/// none of the variables tollgate reads (a typo like TOLLGATE_LSTEN, or
-/// TOLLGATE_RATE_LIMIT for RATE_LIMIT), with a "did you mean" hint when
-/// one known name is close; sorted, each name once. Warnings, not errors:
-/// other tools may use the prefix too.
+/// One "did you mean" warning line per name in `names` that starts with
+/// TOLLGATE_, is none of the variables tollgate reads, and is spelled close
+/// to one (a typo like TOLLGATE_LSTEN, or TOLLGATE_RATE_LIMIT for
+/// RATE_LIMIT); sorted, each name once. Other TOLLGATE_ names belong to
+/// other tools (build and test scripts use the prefix too).
 std::vector<std::string> unknown_env_warnings(const std::vector<std::string>& names);
 
 /// An empty environment, for tests and for `--check-config` of a file alone.
