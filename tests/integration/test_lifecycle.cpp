@@ -231,8 +231,9 @@ TEST_CASE("bad configuration: --check-config names file, line and key, and exit 
                                       "\"ten\"") != std::string::npos);
 }
 
-TEST_CASE("--check-config exits 1 on a command-line error too; without it such errors exit 2",
-          "[lifecycle]") {
+TEST_CASE(
+    "check mode: --check-config exits 1 on a command-line error too, without it such errors exit 2",
+    "[lifecycle]") {
     auto path = write_temp_file("ok.yaml", "listen: 127.0.0.1:0\n");
     struct bad_line {
         std::vector<std::string> args;
@@ -256,7 +257,7 @@ TEST_CASE("--check-config exits 1 on a command-line error too; without it such e
     CHECK(run.wait_exit() == 2);
 }
 
-TEST_CASE("--check-config resolves upstream names as startup does", "[lifecycle]") {
+TEST_CASE("check mode: --check-config resolves upstream names as startup does", "[lifecycle]") {
     // .invalid never resolves (RFC 6761), with or without a network.
     auto path = write_temp_file("unresolvable.yaml",
                                 "listen: 127.0.0.1:0\n"

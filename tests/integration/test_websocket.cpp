@@ -311,7 +311,7 @@ TEST_CASE("websocket: max_tunnels caps open tunnels across all keys", "[websocke
 
 // Two headers must not get a request past concurrency.capacity: until the
 // upstream answers, a handshake is a request in flight like any other.
-TEST_CASE("websocket: handshakes the upstream sits on hold slots; past capacity they get 429",
+TEST_CASE("websocket: handshakes the upstream sits on hold slots, and past capacity they get 429",
           "[websocket][slots]") {
     // test_upstream ignores Upgrade: /hold answers 200 once the test lets it.
     test_upstream up;

@@ -209,7 +209,7 @@ void check_same(const config& a, const config& b) {
 
 // ---- shipped files and defaults ------------------------------------------------
 
-TEST_CASE("config: a file with no settings is an error; {} and no file mean all defaults",
+TEST_CASE("config: a file with no settings is an error, {} and no file mean all defaults",
           "[config][loader]") {
     const std::string empty =
         ":1: the file has no settings (empty, comments only or null); write {} to take every "
@@ -599,7 +599,7 @@ TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
     CHECK(ok.routes[2].host == "[::1]");
 }
 
-TEST_CASE("config: routes[].host has no port; hosts compare case-insensitively",
+TEST_CASE("config: routes[].host has no port, and hosts compare case-insensitively",
           "[config][loader]") {
     // The Host header's port is cut off before matching, so a route host
     // with a port would never match.
