@@ -897,6 +897,9 @@ void session::watch_client() {
     if (watching_) {
         return;
     }
+    if (stream_.is_tls() && SSL_pending(stream_.tls().native_handle()) > 0) {
+        return;  // pipelined bytes already decrypted: the client is there
+    }
     watching_ = true;
     // A peeking receive rather than a wait: Asio tries it at once (EAGAIN)
     // and then leaves the descriptor's epoll registration alone, where a
@@ -910,9 +913,46 @@ void session::watch_client() {
             self->watching_ = false;
             if (ec) {
                 self->close();  // gone (EOF or reset)
+                return;
+            }
+            if (self->stream_.is_tls()) {
+                self->read_watched_tls();
             }
             // Bytes (a pipelined request): the client is there; stop watching.
         });
+}
+
+// Over TLS the bytes the watch found may be a close_notify, sent just before
+// the FIN: only the TLS layer can tell that from a pipelined request. The
+// read is non-blocking and synchronous, so no read is left pending that
+// stop_watching() would have to cancel while the next read of buffer_ starts.
+void session::read_watched_tls() {
+    auto& socket = stream_.socket();
+    error_code ec;
+    socket.non_blocking(true, ec);
+    const std::size_t n = ec ? 0 : stream_.tls().read_some(buffer_.prepare(4096), ec);
+    error_code ignored;
+    socket.non_blocking(false, ignored);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        // Part of a record, or a record without data (a TLS 1.3 key update):
+        // the engine keeps what it read; watch for what follows.
+        watching_ = false;
+        watch_client();
+        return;
+    }
+    if (ec) {
+        close();  // close_notify (eof), a FIN without one (stream_truncated), or worse
+        return;
+    }
+    // A pipelined request, or request body bytes while queued for a slot:
+    // kept in buffer_, where the next read of the request looks first.
+    buffer_.commit(n);
+    if (parser_ && parser_->chunked() && !parser_->is_done()) {
+        // Chunked body bytes that body_reader_ will not see: checked here;
+        // a misplaced line ending then fails its next read (the check stays failed).
+        const auto data = buffer_.data();
+        chunk_lines_.feed({static_cast<const char*>(data.data()) + data.size() - n, n});
+    }
 }
 
 void session::on_watch_due() {

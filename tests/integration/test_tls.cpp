@@ -49,6 +49,75 @@ config https_upstream_config(std::uint16_t port) {
     return cfg;
 }
 
+/// A blocking OpenSSL client on its own socket. Unlike tls_client (Asio's
+/// engine), leave() sends close_notify and the FIN without waiting for the
+/// server's close_notify, as curl and Python's unwrap() do. Reads give up
+/// after 10 s (SO_RCVTIMEO), so a server that never answers fails the test.
+class openssl_client {
+public:
+    openssl_client(std::uint16_t port, ssl::context& ctx) : socket_(ioc_) {
+        socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+        timeval limit{10, 0};
+        setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+        ssl_ = SSL_new(ctx.native_handle());
+        SSL_set_fd(ssl_, socket_.native_handle());
+        SSL_set_tlsext_host_name(ssl_, "localhost");
+        if (SSL_connect(ssl_) != 1) {
+            SSL_free(ssl_);
+            throw std::runtime_error("TLS handshake failed");
+        }
+    }
+    ~openssl_client() { SSL_free(ssl_); }
+    openssl_client(const openssl_client&) = delete;
+    openssl_client& operator=(const openssl_client&) = delete;
+
+    void write(std::string_view bytes) {
+        if (SSL_write(ssl_, bytes.data(), static_cast<int>(bytes.size())) !=
+            static_cast<int>(bytes.size())) {
+            throw std::runtime_error("TLS write failed");
+        }
+    }
+    /// Reads one response (Content-Length or chunked).
+    response read() {
+        http::response_parser<http::string_body> parser;
+        parser.eager(true);
+        while (true) {
+            error_code ec;
+            const std::size_t used = pending_.empty() ? 0 : parser.put(asio::buffer(pending_), ec);
+            pending_.erase(0, used);
+            if (parser.is_done()) {
+                return parser.release();
+            }
+            if (ec && ec != http::error::need_more) {
+                throw boost::system::system_error(ec, "TLS client parse");
+            }
+            char buf[4096];
+            const int n = SSL_read(ssl_, buf, sizeof buf);
+            if (n <= 0) {
+                throw std::runtime_error("TLS read failed");
+            }
+            pending_.append(buf, static_cast<std::size_t>(n));
+        }
+    }
+    /// close_notify, then the FIN.
+    void leave() {
+        SSL_shutdown(ssl_);
+        error_code ignored;
+        socket_.shutdown(tcp::socket::shutdown_both, ignored);
+        socket_.close(ignored);
+    }
+
+private:
+    asio::io_context ioc_;
+    tcp::socket socket_;
+    SSL* ssl_ = nullptr;
+    std::string pending_;
+};
+
+std::string raw_get(std::string_view target) {
+    return "GET " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+}
+
 }  // namespace
 
 TEST_CASE("tls: an HTTPS client is proxied to a plain upstream with X-Forwarded-Proto: https",
@@ -368,4 +437,65 @@ TEST_CASE("tls: --check-config loads cert and key as startup does", "[tls][lifec
         CHECK(p->stderr_text().find("tls.key " + certs.second_key_file) != std::string::npos);
         CHECK(p->stdout_text().find("configuration is valid") == std::string::npos);
     }
+}
+
+TEST_CASE("tls: a client that sends close_notify while the upstream works gets its slot back",
+          "[tls][slots]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    auto ctx = client_tls_context(certs.ca_file);
+    openssl_client c(gw.tls_port(), ctx);
+    c.write(raw_get("/hold"));
+    REQUIRE(up.wait_in_flight(1));
+    REQUIRE(gw.srv().gw().gauges().inflight_slots == 1);
+    c.leave();
+    // Noticed by the watch (a worker tick or two), not when the upstream answers.
+    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }, 3000ms));
+    CHECK(up.stats.in_flight == 1);
+    up.release_held();
+}
+
+TEST_CASE("tls: a client that sends close_notify while queued for a slot leaves the queue",
+          "[tls][slots]") {
+    tls_certs certs;
+    test_upstream up;
+    auto cfg = tls_listener_config(up.port(), certs.cert_file, certs.key_file);
+    cfg.concurrency.capacity = 1;
+    cfg.concurrency.queue_timeout = 8000ms;
+    running_proxy gw(cfg);
+    client held(gw.port());
+    held.write_raw(raw_get("/hold"));
+    REQUIRE(up.wait_in_flight(1));
+    auto ctx = client_tls_context(certs.ca_file);
+    openssl_client queued(gw.tls_port(), ctx);
+    queued.write(raw_get("/echo"));
+    auto& slots = *gw.srv().gw().current()->slots;
+    REQUIRE(poll_until([&] { return slots.queued() == 1; }));
+    queued.leave();
+    CHECK(poll_until([&] { return slots.queued() == 0; }, 3000ms));
+    CHECK(gw.srv().gw().gauges().inflight_slots == 1);
+    up.release_held();
+    CHECK(held.read().result_int() == 200);
+    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(up.stats.requests == 1);  // the one that left was never forwarded
+}
+
+TEST_CASE("tls: a request pipelined while the upstream works is served after the first",
+          "[tls][slots]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    auto ctx = client_tls_context(certs.ca_file);
+    openssl_client c(gw.tls_port(), ctx);
+    c.write(raw_get("/hold"));
+    REQUIRE(up.wait_in_flight(1));
+    // Found by the watch, read through TLS, and kept as the next request.
+    c.write(raw_get("/echo?second=1"));
+    up.release_held();
+    CHECK(c.read().result_int() == 200);
+    auto second = c.read();
+    CHECK(second.result_int() == 200);
+    CHECK(nlohmann::json::parse(second.body())["target"] == "/echo?second=1");
+    CHECK(up.stats.requests == 2);
 }

@@ -179,6 +179,7 @@ private:
     void log_access(unsigned status);
     void close();
     void watch_client();
+    void read_watched_tls();
     void stop_watching();
     void lingering_close();
     void do_linger();
