@@ -186,7 +186,9 @@ void session::close() {
     if (wait_timer_armed_) {
         wait_timer_.cancel();
     }
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    if (!reset_client_) {
+        stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    }
     stream_.socket().close(ignored);
     // An upstream operation may be pending (the client left while the
     // upstream works): abort it, but keep its stream and buffer alive until
@@ -1596,6 +1598,12 @@ void session::upstream_failed(error_code ec, upstream_phase phase) {
     }
     owner_.gw.metrics.shard(owner_.index).upstream_error(kind);
     if (response_started_) {
+        // A FIN would end a close-delimited body (HTTP/1.0, or no length)
+        // as if it were complete: a reset makes the cut an error for every
+        // client. Over TLS it also skips any close_notify.
+        error_code ignored;
+        stream_.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+        reset_client_ = true;
         close();
         return;
     }

@@ -207,6 +207,14 @@ void test_upstream::serve(tcp::socket raw) {
             close_locked(*socket);
             break;
         }
+        if (path == "/reset-chunked") {
+            std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+            asio::write(*socket, asio::buffer(head), ec);
+            asio::write(*socket, http::make_chunk(asio::buffer(pattern_body(1000))), ec);
+            socket->set_option(asio::socket_base::linger(true, 0), ec);
+            close_locked(*socket);
+            break;
+        }
         if (path == "/chunked") {
             std::size_t n = query_number(target, "n");
             std::string body = pattern_body(n);

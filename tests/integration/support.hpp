@@ -54,6 +54,7 @@ struct upstream_stats {
 ///   /close?n=N       N pattern bytes, no length: body ends when the connection closes
 ///   /slow?ms=N       200 after N ms
 ///   /reset-mid       announces 1 MB, sends 1000 bytes, then resets the connection
+///   /reset-chunked   a chunked head and one 1000-byte chunk, then resets the connection
 ///   /hangup          reads the request, closes without answering
 ///   /stall           reads the request, never answers (until the connection closes)
 ///   /status?code=N   empty response with status N

@@ -124,3 +124,54 @@ TEST_CASE("faults: an upstream that answers with broken framing gives 502, never
     CHECK(res.result_int() == 502);
     CHECK(get(gw.port(), "/echo").result_int() == 200);
 }
+
+namespace {
+
+// Sends `request` on a fresh connection and reads until the server ends it:
+// what arrived, and how the connection ended (eof: a clean close; a reset;
+// would_block: nothing ended it within 10 s).
+std::pair<std::string, error_code> read_to_end(std::uint16_t port, std::string_view request) {
+    asio::io_context ioc;
+    tcp::socket s(ioc);
+    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+    timeval limit{10, 0};
+    ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    asio::write(s, asio::buffer(request));
+    std::string got;
+    char buf[8192];
+    error_code ec;
+    while (!ec) {
+        const std::size_t n = s.read_some(asio::buffer(buf), ec);
+        got.append(buf, n);
+    }
+    return {got, ec};
+}
+
+}  // namespace
+
+TEST_CASE("an upstream cut mid-body resets an HTTP/1.0 client instead of ending it cleanly",
+          "[faults]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    // The 1.0 client gets the chunked body until close: only a reset tells it
+    // that the body it has is not all of it.
+    auto [got, ec] = read_to_end(gw.port(), "GET /reset-chunked HTTP/1.0\r\n\r\n");
+    CHECK(got.rfind("HTTP/1.0 200", 0) == 0);
+    CHECK(ec == asio::error::connection_reset);
+    CHECK(gw.srv().gw().gauges().inflight_slots == 0);
+}
+
+TEST_CASE("a complete close-delimited response to an HTTP/1.0 client ends with a clean close",
+          "[faults]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    for (const std::string_view target : {"/close?n=50000", "/chunked?n=50000"}) {
+        INFO(target);
+        auto [got, ec] = read_to_end(gw.port(), "GET " + std::string(target) + " HTTP/1.0\r\n\r\n");
+        CHECK(ec == asio::error::eof);
+        const auto body_at = got.find("\r\n\r\n");
+        REQUIRE(body_at != std::string::npos);
+        CHECK(got.rfind("HTTP/1.0 200", 0) == 0);
+        CHECK(fnv1a(std::string_view(got).substr(body_at + 4)) == fnv1a(pattern_body(50000)));
+    }
+}

@@ -277,6 +277,9 @@ private:
     bool idle_ = false;      ///< waiting for the next request
     bool draining_ = false;  ///< close after the current exchange
     bool closed_ = false;
+    /// close() resets the client connection (SO_LINGER 0, no shutdown): a
+    /// response cut after it started must not end like a complete one.
+    bool reset_client_ = false;
     bool first_request_ = true;
 };
 
