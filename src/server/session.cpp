@@ -138,12 +138,37 @@ void session::start() {
     stream_.expires_after(owner_.runtime_now()->cfg->client.header_timeout);
     stream_.tls().async_handshake(asio::ssl::stream_base::server,
                                   [self = shared_from_this()](error_code ec) {
+                                      if (ec.category() == asio::error::get_ssl_category() &&
+                                          ERR_GET_REASON(ec.value()) == SSL_R_HTTP_REQUEST) {
+                                          self->answer_plain_http();
+                                          return;
+                                      }
                                       if (ec) {
                                           self->close();
                                           return;
                                       }
                                       self->do_wait_for_request();
                                   });
+}
+
+// A plain HTTP request on the TLS port: OpenSSL found a method where the
+// ClientHello should be. Answered as nginx does, in plain text on the TCP
+// socket (there is no TLS session to answer through), then closed.
+void session::answer_plain_http() {
+    plain_reply_ = true;
+    auto res = make_error_reply(http::status::bad_request,
+                                "plain HTTP request sent to the TLS port", 11, false);
+    render_local(res, write_scratch_.flat);
+    owner_.gw.metrics.shard(owner_.index).response_status(res.result_int());
+    stream_.expires_after(owner_.runtime_now()->cfg->client.header_timeout);
+    asio::async_write(stream_.tcp_layer(), asio::buffer(write_scratch_.flat),
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                          if (ec) {
+                              self->close();
+                              return;
+                          }
+                          self->lingering_close();
+                      });
 }
 
 void session::drain() {
@@ -1571,15 +1596,20 @@ void session::do_linger() {
     if (!body_buf_) {
         body_buf_ = std::make_unique<std::array<char, 32 * 1024>>();
     }
-    stream_.async_read_some(asio::buffer(*body_buf_),
-                            [self = shared_from_this()](error_code ec, std::size_t n) {
-                                if (ec || n >= self->linger_budget_) {
-                                    self->close();
-                                    return;
-                                }
-                                self->linger_budget_ -= n;
-                                self->do_linger();
-                            });
+    auto next = [self = shared_from_this()](error_code ec, std::size_t n) {
+        if (ec || n >= self->linger_budget_) {
+            self->close();
+            return;
+        }
+        self->linger_budget_ -= n;
+        self->do_linger();
+    };
+    if (plain_reply_) {
+        // The rest of the plain request, under the TLS layer that refused it.
+        stream_.tcp_layer().async_read_some(asio::buffer(*body_buf_), std::move(next));
+        return;
+    }
+    stream_.async_read_some(asio::buffer(*body_buf_), std::move(next));
 }
 
 void session::upstream_failed(error_code ec, upstream_phase phase) {

@@ -499,3 +499,22 @@ TEST_CASE("tls: a request pipelined while the upstream works is served after the
     CHECK(nlohmann::json::parse(second.body())["target"] == "/echo?second=1");
     CHECK(up.stats.requests == 2);
 }
+
+TEST_CASE("tls: a plain HTTP request on the TLS port gets a plain-text 400", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    client c(gw.tls_port());
+    c.write_raw(raw_get("/echo"));
+    auto res = c.read();
+    CHECK(res.result_int() == 400);
+    CHECK(res[http::field::content_type] == "application/json");
+    CHECK(nlohmann::json::parse(res.body())["error"] == "plain HTTP request sent to the TLS port");
+    CHECK_FALSE(res.keep_alive());
+    CHECK(c.closed_by_peer());
+    CHECK(up.stats.requests == 0);
+    // The listener still speaks TLS to the next client.
+    auto ctx = client_tls_context(certs.ca_file);
+    tls_client secure(gw.tls_port(), ctx);
+    CHECK(secure.send(make_get("/echo")).result_int() == 200);
+}

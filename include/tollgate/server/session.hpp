@@ -182,6 +182,7 @@ private:
     void read_watched_tls();
     void stop_watching();
     void lingering_close();
+    void answer_plain_http();
     void do_linger();
 
     std::shared_ptr<const runtime> rt_;
@@ -280,6 +281,7 @@ private:
     /// close() resets the client connection (SO_LINGER 0, no shutdown): a
     /// response cut after it started must not end like a complete one.
     bool reset_client_ = false;
+    bool plain_reply_ = false;  ///< answering plain HTTP on the TLS port: no TLS layer
     bool first_request_ = true;
 };
 
