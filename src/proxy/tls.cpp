@@ -9,13 +9,17 @@ namespace tollgate::proxy {
 namespace {
 
 constexpr unsigned char http11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+/// What the TLS listener accepts, in its order of preference.
+constexpr unsigned char http11_http10[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1',
+                                           8, 'h', 't', 't', 'p', '/', '1', '.', '0'};
 
-// ALPN: tollgate speaks HTTP/1.1 only. A client that offers protocols but
-// not http/1.1 is refused (RFC 7301 3.2), rather than left to find out.
+// ALPN: tollgate speaks HTTP/1.1, and HTTP/1.0 to the clients that ask for
+// it (http/1.1 wins when both are offered). A client that offers protocols
+// but neither is refused (RFC 7301 3.2), rather than left to find out.
 int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                 unsigned int inlen, void*) {
     unsigned char* selected = nullptr;
-    if (SSL_select_next_proto(&selected, outlen, http11, sizeof http11, in, inlen) !=
+    if (SSL_select_next_proto(&selected, outlen, http11_http10, sizeof http11_http10, in, inlen) !=
         OPENSSL_NPN_NEGOTIATED) {
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     }

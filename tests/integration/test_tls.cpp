@@ -518,3 +518,33 @@ TEST_CASE("tls: a plain HTTP request on the TLS port gets a plain-text 400", "[t
     tls_client secure(gw.tls_port(), ctx);
     CHECK(secure.send(make_get("/echo")).result_int() == 200);
 }
+
+TEST_CASE("tls: ALPN http/1.0 is accepted, and http/1.1 preferred when both are offered", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    auto ctx = client_tls_context(certs.ca_file);
+    SECTION("http/1.0 alone") {
+        static const unsigned char http10[] = "\x08http/1.0";
+        SSL_CTX_set_alpn_protos(ctx.native_handle(), http10, sizeof http10 - 1);
+        tls_client c(gw.tls_port(), ctx);
+        CHECK(c.alpn() == "http/1.0");
+        request req{http::verb::get, "/echo?v=10", 10};
+        auto res = c.send(std::move(req));
+        CHECK(res.result_int() == 200);
+        CHECK(res.version() == 10);
+        CHECK(nlohmann::json::parse(res.body())["target"] == "/echo?v=10");
+    }
+    SECTION("http/1.0 first, then http/1.1") {
+        static const unsigned char both[] = "\x08http/1.0\x08http/1.1";
+        SSL_CTX_set_alpn_protos(ctx.native_handle(), both, sizeof both - 1);
+        tls_client c(gw.tls_port(), ctx);
+        CHECK(c.alpn() == "http/1.1");
+        CHECK(c.send(make_get("/echo")).result_int() == 200);
+    }
+    SECTION("neither") {
+        static const unsigned char h2[] = "\x02h2";
+        SSL_CTX_set_alpn_protos(ctx.native_handle(), h2, sizeof h2 - 1);
+        CHECK(tls_handshake_error(gw.tls_port(), ctx));
+    }
+}
