@@ -954,10 +954,15 @@ void session::watch_client() {
 // read is non-blocking and synchronous, so no read is left pending that
 // stop_watching() would have to cancel while the next read of buffer_ starts.
 void session::read_watched_tls() {
+    const std::size_t room = buffer_.max_size() - buffer_.size();
+    if (room == 0) {
+        return;  // pipelined bytes fill the buffer: the client is there
+    }
     auto& socket = stream_.socket();
     error_code ec;
     socket.non_blocking(true, ec);
-    const std::size_t n = ec ? 0 : stream_.tls().read_some(buffer_.prepare(4096), ec);
+    const std::size_t n =
+        ec ? 0 : stream_.tls().read_some(buffer_.prepare(std::min<std::size_t>(4096, room)), ec);
     error_code ignored;
     socket.non_blocking(false, ignored);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
