@@ -24,8 +24,9 @@ std::string_view to_string(key_kind k) {
 }
 
 std::string_view to_string(upstream_error_kind e) {
-    static constexpr std::array<std::string_view, 5> names{
-        "connect_refused", "connect_timeout", "response_timeout", "reset", "invalid_response"};
+    static constexpr std::array<std::string_view, 6> names{"connect_refused",  "connect_timeout",
+                                                           "response_timeout", "reset",
+                                                           "invalid_response", "tls"};
     return names[static_cast<std::size_t>(e)];
 }
 

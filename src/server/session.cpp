@@ -1623,7 +1623,12 @@ void session::upstream_failed(error_code ec, upstream_phase phase) {
     const bool timeout = ec == beast::error::timeout;
     admin::upstream_error_kind kind = admin::upstream_error_kind::reset;
     if (phase == upstream_phase::connect) {
+        // A certificate that does not verify is not a dead server: a kind of
+        // its own, so an expired or misnamed certificate is told apart.
+        const bool tls = ec.category() == asio::error::get_ssl_category() ||
+                         ec.category() == asio::ssl::error::get_stream_category();
         kind = timeout ? admin::upstream_error_kind::connect_timeout
+               : tls   ? admin::upstream_error_kind::tls
                        : admin::upstream_error_kind::connect_refused;
     } else if (timeout) {
         kind = admin::upstream_error_kind::response_timeout;

@@ -317,6 +317,11 @@ TEST_CASE("tls: an https:// upstream that does not verify gives 502", "[tls][ups
         CHECK(poll_until([&] { return up.failed_handshakes.load() >= 1; }));
         CHECK(up.requests == 0);
         CHECK(up.last_sni() == "localhost");
+        // Counted as a TLS failure, not as a server that refused the connection.
+        const auto metrics = get(gw.admin_port(), "/metrics").body();
+        CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"tls\"} 1") != std::string::npos);
+        CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"connect_refused\"} 0") !=
+              std::string::npos);
     }
     SECTION("unknown to the system trust store (no ca_file)") {
         https_upstream up(certs.cert_file, certs.key_file);

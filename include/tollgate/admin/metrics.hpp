@@ -45,6 +45,7 @@ enum class upstream_error_kind : std::uint8_t {
     response_timeout,
     reset,
     invalid_response,
+    tls,  ///< the TLS handshake with an https:// upstream failed (verification, protocol)
     count_
 };
 
