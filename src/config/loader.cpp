@@ -19,6 +19,7 @@
 #include <span>
 #include <sstream>
 
+#include "tollgate/ascii.hpp"
 #include "tollgate/config/values.hpp"
 
 namespace tollgate {

@@ -1,5 +1,7 @@
 #include "tollgate/config/values.hpp"
 
+#include "tollgate/ascii.hpp"
+
 #include <array>
 #include <charconv>
 #include <cstdio>
@@ -28,7 +30,7 @@ bool all_digits(std::string_view text) {
 }
 
 char lower(char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    return ascii_lower(c);
 }
 
 /// Leading decimal digits of `text` as a number. `overflow` is set when they
@@ -343,18 +345,6 @@ std::string bracketed(const std::string& host) {
 }
 
 }  // namespace
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (lower(a[i]) != lower(b[i])) {
-            return false;
-        }
-    }
-    return true;
-}
 
 // ---- public ----------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 #include "tollgate/proxy/framing.hpp"
 
+#include "tollgate/ascii.hpp"
+
 #include <array>
 #include <limits>
 
@@ -74,19 +76,7 @@ inline bool is(char c, std::uint8_t cls) {
 }
 
 inline char lower(char c) {
-    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) {
-        return false;
-    }
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        if (lower(a[i]) != lower(b[i])) {
-            return false;
-        }
-    }
-    return true;
+    return ascii_lower(c);
 }
 
 bool istarts_with(std::string_view s, std::string_view prefix) {

@@ -171,9 +171,6 @@ std::string_view to_string(store_kind v);
 std::string_view to_string(failure_mode v);
 std::string_view to_string(log_level v);
 
-/// ASCII case-insensitive equality (header names, URL schemes).
-bool iequals(std::string_view a, std::string_view b);
-
 /// `"text"` with quotes, backslashes and control characters escaped and long
 /// text shortened, for echoing a rejected value inside an error message.
 std::string quote_value(std::string_view text);
