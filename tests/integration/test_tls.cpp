@@ -118,6 +118,20 @@ std::string raw_get(std::string_view target) {
     return "GET " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
 }
 
+/// A TLS client whose /hold request the upstream is holding.
+struct tls_client_holding {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw{tls_listener_config(up.port(), certs.cert_file, certs.key_file)};
+    ssl::context ctx = client_tls_context(certs.ca_file);
+    openssl_client c{gw.tls_port(), ctx};
+
+    tls_client_holding() {
+        c.write(raw_get("/hold"));
+        REQUIRE(up.wait_in_flight(1));
+    }
+};
+
 }  // namespace
 
 TEST_CASE("tls: an HTTPS client is proxied to a plain upstream with X-Forwarded-Proto: https",
@@ -446,13 +460,8 @@ TEST_CASE("tls: --check-config loads cert and key as startup does", "[tls][lifec
 
 TEST_CASE("tls: a client that sends close_notify while the upstream works gets its slot back",
           "[tls][slots]") {
-    tls_certs certs;
-    test_upstream up;
-    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
-    auto ctx = client_tls_context(certs.ca_file);
-    openssl_client c(gw.tls_port(), ctx);
-    c.write(raw_get("/hold"));
-    REQUIRE(up.wait_in_flight(1));
+    tls_client_holding t;
+    auto& [certs, up, gw, ctx, c] = t;
     REQUIRE(gw.srv().gw().gauges().inflight_slots == 1);
     c.leave();
     // Noticed by the watch (a worker tick or two), not when the upstream answers.
@@ -488,13 +497,8 @@ TEST_CASE("tls: a client that sends close_notify while queued for a slot leaves 
 
 TEST_CASE("tls: a request pipelined while the upstream works is served after the first",
           "[tls][slots]") {
-    tls_certs certs;
-    test_upstream up;
-    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
-    auto ctx = client_tls_context(certs.ca_file);
-    openssl_client c(gw.tls_port(), ctx);
-    c.write(raw_get("/hold"));
-    REQUIRE(up.wait_in_flight(1));
+    tls_client_holding t;
+    auto& [certs, up, gw, ctx, c] = t;
     // Found by the watch, read through TLS, and kept as the next request.
     c.write(raw_get("/echo?second=1"));
     up.release_held();
