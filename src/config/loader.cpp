@@ -79,12 +79,16 @@ const value_kind<std::string> secret_text{
         return parse_result<std::string>::ok(std::string(t));
     }};
 
-value_kind<u64> positive_size(u64 max = UINT64_MAX) {
-    return {"a size like 16384, 512KiB or 10MiB", [max](std::string_view t) {
+value_kind<u64> positive_size(u64 max = UINT64_MAX, u64 min = 1) {
+    return {"a size like 16384, 512KiB or 10MiB", [max, min](std::string_view t) {
                 auto parsed = parse_positive_size(t);
                 if (parsed && *parsed > max) {
                     return parse_result<u64>::fail("must be at most " + std::to_string(max) +
                                                    " bytes, got " + quote_value(t));
+                }
+                if (parsed && *parsed < min) {
+                    return parse_result<u64>::fail("must be at least " + format_size(min) +
+                                                   ", got " + quote_value(t));
                 }
                 return parsed;
             }};
@@ -940,7 +944,10 @@ private:
         in_.get(*c, "idle_timeout", out.idle_timeout, positive_duration);
         in_.get(*c, "body_timeout", out.body_timeout, positive_duration);
         in_.get(*c, "tunnel_idle_timeout", out.tunnel_idle_timeout, positive_duration);
-        in_.get(*c, "max_header_bytes", out.max_header_bytes, positive_size(max_header_bytes));
+        // Below 1 KiB ordinary requests (a request line, Host, a few
+        // fields) would all get 431: a typo, not a policy.
+        in_.get(*c, "max_header_bytes", out.max_header_bytes,
+                positive_size(max_header_bytes, 1024));
         in_.get(*c, "max_headers", out.max_headers, positive_integer());
         in_.get(*c, "max_body_bytes", out.max_body_bytes, positive_size());
         in_.get(*c, "max_connections", out.max_connections, positive_integer());

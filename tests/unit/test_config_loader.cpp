@@ -403,6 +403,9 @@ TEST_CASE("config: value errors name file, line and key path", "[config][loader]
     CHECK(error_of("keying:\n  ip_paths: [health]\n") ==
           "conf/x.yaml:2: keying.ip_paths[0]: must be a path starting with / (a * is allowed only "
           "at the end), got \"health\"");
+    CHECK(error_of("client: {max_header_bytes: 10}\n") ==
+          "conf/x.yaml:1: client.max_header_bytes: must be at least 1KiB, got \"10\"");
+    CHECK(parse("client: {max_header_bytes: 1KiB}\n").client.max_header_bytes == 1024);
     CHECK(error_of("client: {max_header_bytes: 8GiB}\n") ==
           "conf/x.yaml:1: client.max_header_bytes: must be at most 4294967295 bytes, got "
           "\"8GiB\"");
