@@ -12,9 +12,23 @@ scripts/install-deps.sh
 cmake --preset release >/dev/null
 cmake --build --preset release --target tollgate tollgate-demo-backend
 
-build/release/tollgate-demo-backend --listen 127.0.0.1:9000 &
+# The backend says "listening on" once bound; if it cannot bind (port 9000
+# taken), stop here rather than put tollgate in front of whatever holds it.
+backend_log=$(mktemp)
+build/release/tollgate-demo-backend --listen 127.0.0.1:9000 2>"$backend_log" &
 backend=$!
-trap 'kill $backend 2>/dev/null || true' EXIT
+trap 'kill $backend 2>/dev/null || true; rm -f "$backend_log"' EXIT
+for _ in $(seq 100); do
+  grep -q "listening on" "$backend_log" && break
+  if ! kill -0 "$backend" 2>/dev/null; then
+    cat "$backend_log" >&2
+    echo "demo: the demo backend could not start on 127.0.0.1:9000 (is the port taken?)" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+grep -q "listening on" "$backend_log" || { echo "demo: the demo backend did not start within 10 s" >&2; exit 1; }
+cat "$backend_log" >&2
 
 echo
 echo "tollgate is starting on http://localhost:8080 in front of the demo backend."
