@@ -34,4 +34,10 @@ echo
 echo "tollgate is starting on http://localhost:8080 in front of the demo backend."
 echo "Try:  curl -i http://localhost:8080/      and      curl http://localhost:9090/metrics"
 echo
-build/release/tollgate --config conf/tollgate.yaml
+# In the background, so that a TERM or INT to this script (Ctrl-C, a
+# supervisor, timeout) stops both processes, not only the script.
+build/release/tollgate --config conf/tollgate.yaml &
+tollgate=$!
+trap 'kill $tollgate $backend 2>/dev/null || true; rm -f "$backend_log"' EXIT
+trap 'exit 130' INT TERM
+wait $tollgate
