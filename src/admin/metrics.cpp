@@ -182,6 +182,16 @@ std::string metrics::serialize(const gauge_values& g) const {
     }
     families.push_back(std::move(errors));
 
+    auto handshakes =
+        family("tollgate_tls_handshake_failures_total",
+               "Client TLS handshakes that failed on the TLS listener", MetricType::Counter);
+    std::uint64_t failed_handshakes = 0;
+    for (const auto& s : shards_) {
+        failed_handshakes += s->tls_handshake_failures.load(std::memory_order_relaxed);
+    }
+    handshakes.metric.push_back(counter_metric(static_cast<double>(failed_handshakes), {}));
+    families.push_back(std::move(handshakes));
+
     auto responses = family("tollgate_responses_total", "Responses sent to clients by status class",
                             MetricType::Counter);
     for (std::size_t c = 1; c <= 5; ++c) {

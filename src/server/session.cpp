@@ -136,19 +136,22 @@ void session::start() {
     }
     // The handshake is part of the first header's time.
     stream_.expires_after(owner_.runtime_now()->cfg->client.header_timeout);
-    stream_.tls().async_handshake(asio::ssl::stream_base::server,
-                                  [self = shared_from_this()](error_code ec) {
-                                      if (ec.category() == asio::error::get_ssl_category() &&
-                                          ERR_GET_REASON(ec.value()) == SSL_R_HTTP_REQUEST) {
-                                          self->answer_plain_http();
-                                          return;
-                                      }
-                                      if (ec) {
-                                          self->close();
-                                          return;
-                                      }
-                                      self->do_wait_for_request();
-                                  });
+    stream_.tls().async_handshake(
+        asio::ssl::stream_base::server, [self = shared_from_this()](error_code ec) {
+            if (ec && ec != asio::error::operation_aborted) {  // not a shutdown's close
+                self->owner_.gw.metrics.shard(self->owner_.index).tls_handshake_failed();
+            }
+            if (ec.category() == asio::error::get_ssl_category() &&
+                ERR_GET_REASON(ec.value()) == SSL_R_HTTP_REQUEST) {
+                self->answer_plain_http();
+                return;
+            }
+            if (ec) {
+                self->close();
+                return;
+            }
+            self->do_wait_for_request();
+        });
 }
 
 // A plain HTTP request on the TLS port: OpenSSL found a method where the

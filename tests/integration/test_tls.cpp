@@ -522,6 +522,9 @@ TEST_CASE("tls: a plain HTTP request on the TLS port gets a plain-text 400", "[t
     CHECK_FALSE(res.keep_alive());
     CHECK(c.closed_by_peer());
     CHECK(up.stats.requests == 0);
+    // Counted as a failed handshake, which it is.
+    CHECK(get(gw.admin_port(), "/metrics").body().find("tollgate_tls_handshake_failures_total 1") !=
+          std::string::npos);
     // The listener still speaks TLS to the next client.
     auto ctx = client_tls_context(certs.ca_file);
     tls_client secure(gw.tls_port(), ctx);

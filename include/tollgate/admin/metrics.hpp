@@ -77,6 +77,7 @@ struct alignas(64) metrics_shard {
     std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(upstream_error_kind::count_)>
         upstream_errors{};
     std::array<std::atomic<std::uint64_t>, 6> responses_by_class{};  ///< 1xx..5xx, [0] unused
+    std::atomic<std::uint64_t> tls_handshake_failures{};  ///< client handshakes on the TLS listener
     atomic_histogram upstream_duration;
     atomic_histogram request_duration;
 
@@ -85,6 +86,9 @@ struct alignas(64) metrics_shard {
     }
     void upstream_error(upstream_error_kind e) noexcept {
         upstream_errors[static_cast<std::size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+    }
+    void tls_handshake_failed() noexcept {
+        tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);
     }
     void response_status(unsigned status) noexcept {
         std::size_t c = status / 100;
