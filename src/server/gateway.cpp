@@ -189,8 +189,11 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
         // A route keeps its limiter across reloads while its name stays.
         rt->route_slots.push_back(reuse(*route.concurrency, "route:" + route.name));
     }
+    // Every limiter not taken over is kept, also one with no slot held now:
+    // a session that read its head under an older runtime may still take a
+    // slot from it (one limiter per name ever configured, so few).
     for (auto& [name, limiter] : before) {
-        if (limiter && limiter->in_flight() > 0) {
+        if (limiter) {
             rt->parked_slots.emplace_back(name, std::move(limiter));
         }
     }

@@ -142,6 +142,7 @@ void session::start() {
                 self->owner_.gw.metrics.shard(self->owner_.index).tls_handshake_failed();
             }
             if (ec.category() == asio::error::get_ssl_category() &&
+                ERR_GET_LIB(ec.value()) == ERR_LIB_SSL &&
                 ERR_GET_REASON(ec.value()) == SSL_R_HTTP_REQUEST) {
                 self->answer_plain_http();
                 return;
@@ -956,6 +957,10 @@ void session::watch_client() {
 // the FIN: only the TLS layer can tell that from a pipelined request. The
 // read is non-blocking and synchronous, so no read is left pending that
 // stop_watching() would have to cancel while the next read of buffer_ starts.
+// A record that makes OpenSSL answer during the read (a TLS 1.3 KeyUpdate
+// asking for one) is written on the non-blocking socket too; before any
+// response byte the send buffer is empty, and a short write there would
+// break the stream, which then fails its next read and closes.
 void session::read_watched_tls() {
     const std::size_t room = buffer_.max_size() - buffer_.size();
     if (room == 0) {

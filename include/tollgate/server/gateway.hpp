@@ -39,8 +39,9 @@ struct runtime {
     /// One per `routes[i]`: the route's own when it sets `concurrency`, else `slots`.
     std::vector<std::shared_ptr<limit::concurrency_limiter>> route_slots;
     /// Limiters of an earlier generation that this one does not use
-    /// (`concurrency.capacity: 0`, a route's `concurrency` removed) while
-    /// slots taken from them are still held, by name ("" = the global one,
+    /// (`concurrency.capacity: 0`, a route's `concurrency` removed), since
+    /// slots taken from them may still be held or taken (by a session that
+    /// read its head under the older runtime), by name ("" = the global one,
     /// "route:" + the route's name): a later reload that turns them on again takes them
     /// over, so those slots still count against the new capacity.
     std::vector<std::pair<std::string, std::shared_ptr<limit::concurrency_limiter>>> parked_slots;
