@@ -183,19 +183,6 @@ bool has_space_or_control(std::string_view t) {
     });
 }
 
-unsigned hex_digit(char c) {
-    if (c >= '0' && c <= '9') {
-        return static_cast<unsigned>(c - '0');
-    }
-    if (c >= 'a' && c <= 'f') {
-        return static_cast<unsigned>(c - 'a' + 10);
-    }
-    if (c >= 'A' && c <= 'F') {
-        return static_cast<unsigned>(c - 'A' + 10);
-    }
-    return 16;
-}
-
 /// Why no request path could ever match `t`, or nullopt. Routes and
 /// ip_paths see the path after proxy::normalize_path, and requests that
 /// proxy::check_path_query refuses never reach them: no empty segment, no
@@ -234,17 +221,13 @@ std::optional<std::string> unmatchable_path(std::string_view written) {
         start = end + 1;
     }
     for (std::size_t i = t.find('%'); i != std::string_view::npos; i = t.find('%', i + 1)) {
-        if (i + 2 >= t.size() || hex_digit(t[i + 1]) > 15 || hex_digit(t[i + 2]) > 15) {
+        if (i + 2 >= t.size() || hex_value(t[i + 1]) > 15 || hex_value(t[i + 2]) > 15) {
             return "has a % that is not followed by two hex digits (tollgate refuses such request "
                    "paths with 400), got " +
                    got();
         }
-        const char decoded = static_cast<char>(hex_digit(t[i + 1]) * 16 + hex_digit(t[i + 2]));
-        const bool unreserved = (decoded >= 'a' && decoded <= 'z') ||
-                                (decoded >= 'A' && decoded <= 'Z') ||
-                                (decoded >= '0' && decoded <= '9') ||
-                                std::string_view("-._~").find(decoded) != std::string_view::npos;
-        if (unreserved) {
+        const char decoded = static_cast<char>(hex_value(t[i + 1]) * 16 + hex_value(t[i + 2]));
+        if (is_unreserved(decoded)) {
             return "must not percent-encode " + quote_value(std::string_view(&decoded, 1)) + " (" +
                    std::string(t.substr(i, 3)) +
                    "): tollgate refuses request paths with an encoded letter, digit, -, . or _ "
@@ -1049,9 +1032,7 @@ private:
             if (prefix_ok && host_ok) {
                 // Hosts match case-insensitively, so X.com and x.com are one host.
                 std::string host = route.host;
-                std::transform(host.begin(), host.end(), host.begin(), [](char c) {
-                    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-                });
+                std::transform(host.begin(), host.end(), host.begin(), ascii_lower);
                 auto [first, inserted] =
                     matches.emplace(std::pair{std::move(host), route.path_prefix}, item.path);
                 if (!inserted) {

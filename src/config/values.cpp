@@ -29,10 +29,6 @@ bool all_digits(std::string_view text) {
     return true;
 }
 
-char lower(char c) {
-    return ascii_lower(c);
-}
-
 /// Leading decimal digits of `text` as a number. `overflow` is set when they
 /// do not fit, so callers can say "too large" instead of "not a number".
 struct leading_number {
@@ -265,7 +261,7 @@ bool is_dns_name(std::string_view text) {
             return false;
         }
         for (char c : label) {
-            bool ok = is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'z') || c == '-';
+            bool ok = is_digit(c) || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') || c == '-';
             if (!ok) {
                 return false;
             }
@@ -696,8 +692,8 @@ parse_result<std::string> parse_rate_key(std::string_view text) {
         std::string_view id = text.substr(4);
         bool ok = !id.empty() && id.size() <= 128;
         for (char c : id) {
-            ok = ok && (is_digit(c) || (lower(c) >= 'a' && lower(c) <= 'z') || c == '.' ||
-                        c == '_' || c == ':' || c == '-');
+            ok = ok && (is_digit(c) || (ascii_lower(c) >= 'a' && ascii_lower(c) <= 'z') ||
+                        c == '.' || c == '_' || c == ':' || c == '-');
         }
         if (!ok) {
             return result::fail("org id must match [A-Za-z0-9._:-]{1,128}" + got(text));
@@ -709,7 +705,7 @@ parse_result<std::string> parse_rate_key(std::string_view text) {
         bool ok = hex.size() == 64;
         std::string key = "tok:";
         for (char c : hex) {
-            char l = lower(c);
+            char l = ascii_lower(c);
             ok = ok && (is_digit(l) || (l >= 'a' && l <= 'f'));
             key += l;
         }

@@ -75,10 +75,6 @@ inline bool is(char c, std::uint8_t cls) {
     return (classes[static_cast<unsigned char>(c)] & cls) != 0;
 }
 
-inline char lower(char c) {
-    return ascii_lower(c);
-}
-
 bool istarts_with(std::string_view s, std::string_view prefix) {
     return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
 }
@@ -146,13 +142,6 @@ bool valid_authority(std::string_view a) {
         }
     }
     return true;
-}
-
-unsigned hex_value(char c) {
-    if (c >= '0' && c <= '9') {
-        return static_cast<unsigned>(c - '0');
-    }
-    return static_cast<unsigned>(lower(c) - 'a' + 10);
 }
 
 // path-abempty [ "?" query ]: pchars with valid %HH that spell no unreserved
