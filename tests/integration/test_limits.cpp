@@ -151,13 +151,22 @@ TEST_CASE("three tokens inside one trusted org share the org bucket", "[limits][
     CHECK(c.send(make_get("/echo", {{"X-Org-Id", "other"}})).result_int() == 200);
 }
 
+namespace {
+
+/// Two requests per window, and the loopback peer is no trusted org source.
+config untrusted_org_config(std::uint16_t upstream_port) {
+    auto cfg = test_config(upstream_port);
+    cfg.rate_limit.limit = 2;
+    cfg.keying.trusted_org_sources = {*cidr::parse("10.0.0.0/8")};
+    return cfg;
+}
+
+}  // namespace
+
 TEST_CASE("an org header from an untrusted peer is ignored and removed", "[limits][keys]") {
     test_upstream up;
     limit::manual_clock clock;
-    auto cfg = test_config(up.port());
-    cfg.rate_limit.limit = 2;
-    cfg.keying.trusted_org_sources = {*cidr::parse("10.0.0.0/8")};
-    running_proxy gw(cfg, &clock);
+    running_proxy gw(untrusted_org_config(up.port()), &clock);
     client c(gw.port());
     CHECK(c.send(make_get("/echo", {{"X-Org-Id", "a"}})).result_int() == 200);
     CHECK(up.last_headers().count("x-org-id") == 0);
@@ -200,10 +209,7 @@ TEST_CASE("a repeated org header is refused from a trusted peer, removed from an
     {
         test_upstream up;
         limit::manual_clock clock;
-        auto cfg = test_config(up.port());
-        cfg.rate_limit.limit = 2;
-        cfg.keying.trusted_org_sources = {*cidr::parse("10.0.0.0/8")};
-        running_proxy gw(cfg, &clock);
+        running_proxy gw(untrusted_org_config(up.port()), &clock);
         client c(gw.port());
         c.write_raw(request_head);
         auto res = c.read();
