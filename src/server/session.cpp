@@ -159,7 +159,7 @@ void session::start() {
 // ClientHello should be. Answered as nginx does, in plain text on the TCP
 // socket (there is no TLS session to answer through), then closed.
 void session::answer_plain_http() {
-    plain_reply_ = true;
+    tcp_only_ = true;
     auto res = make_error_reply(http::status::bad_request,
                                 "plain HTTP request sent to the TLS port", 11, false);
     render_local(res, write_scratch_.flat);
@@ -1596,12 +1596,32 @@ void session::arm_tunnel_idle() {
 // Closing a socket with unread request bytes makes the kernel send a reset,
 // which can destroy the reply we just wrote before the client reads it. So:
 // stop sending, drain what the client still sends for a short while, close.
+// Over TLS, "stop sending" starts with a close_notify: without one a TLS
+// client cannot tell a close-delimited body from a cut one (OpenSSL 3 reports
+// an unexpected EOF). The shutdown then waits, within the same two seconds,
+// for the client's close_notify or its FIN; whatever it still sends after
+// that, or instead, is drained from the TCP layer.
 void session::lingering_close() {
-    error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     upstream_.close();
     linger_budget_ = 1024 * 1024;
     stream_.expires_after(std::chrono::seconds(2));
+    if (!stream_.is_tls() || tcp_only_) {
+        linger_tcp();
+        return;
+    }
+    stream_.tls().async_shutdown([self = shared_from_this()](error_code ec) {
+        if (self->closed_ || ec == beast::error::timeout) {
+            self->close();
+            return;
+        }
+        self->tcp_only_ = true;
+        self->linger_tcp();
+    });
+}
+
+void session::linger_tcp() {
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
     do_linger();
 }
 
@@ -1617,8 +1637,9 @@ void session::do_linger() {
         self->linger_budget_ -= n;
         self->do_linger();
     };
-    if (plain_reply_) {
-        // The rest of the plain request, under the TLS layer that refused it.
+    if (tcp_only_) {
+        // The rest of a plain request under the TLS layer that refused it, or
+        // what follows the TLS shutdown.
         stream_.tcp_layer().async_read_some(asio::buffer(*body_buf_), std::move(next));
         return;
     }

@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <memory>
+#include <utility>
 
 #include "process.hpp"
 #include "support.hpp"
@@ -99,6 +100,21 @@ public:
             pending_.append(buf, static_cast<std::size_t>(n));
         }
     }
+    /// Reads to the end of the connection, keeping what it reads for read();
+    /// returns how it ended: SSL_ERROR_ZERO_RETURN for a close_notify,
+    /// SSL_ERROR_SSL or SSL_ERROR_SYSCALL for a TCP close without one.
+    int read_to_end() {
+        char buf[4096];
+        while (true) {
+            const int n = SSL_read(ssl_, buf, sizeof buf);
+            if (n <= 0) {
+                return SSL_get_error(ssl_, n);
+            }
+            pending_.append(buf, static_cast<std::size_t>(n));
+        }
+    }
+    /// What read_to_end() kept that read() did not use.
+    std::string take_pending() { return std::exchange(pending_, {}); }
     /// close_notify, then the FIN.
     void leave() {
         SSL_shutdown(ssl_);
@@ -507,6 +523,60 @@ TEST_CASE("tls: a request pipelined while the upstream works is served after the
     CHECK(second.result_int() == 200);
     CHECK(nlohmann::json::parse(second.body())["target"] == "/echo?second=1");
     CHECK(up.stats.requests == 2);
+}
+
+TEST_CASE("tls: a response that ends the connection is followed by close_notify", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    running_proxy gw(tls_listener_config(up.port(), certs.cert_file, certs.key_file));
+    auto ctx = client_tls_context(certs.ca_file);
+    SECTION("the client asked to close") {
+        openssl_client c(gw.tls_port(), ctx);
+        c.write("GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
+        CHECK(c.read().result_int() == 200);
+    }
+    SECTION("an HTTP/1.0 client, sent a close-delimited body") {
+        openssl_client c(gw.tls_port(), ctx);
+        c.write("GET /close?n=100000 HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
+        const std::string all = c.take_pending();
+        const auto body_at = all.find("\r\n\r\n");
+        REQUIRE(body_at != std::string::npos);
+        CHECK(all.substr(0, all.find("\r\n")) == "HTTP/1.0 200 OK");
+        CHECK(all.find("\r\nContent-Length:") == std::string::npos);
+        CHECK(all.substr(body_at + 4) == pattern_body(100000));
+    }
+    SECTION("a malformed request, answered 400") {
+        openssl_client c(gw.tls_port(), ctx);
+        c.write("GET /echo HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n");
+        CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
+        CHECK(c.read().result_int() == 400);
+    }
+}
+
+TEST_CASE("tls: a client still sending a body refused as too large gets its whole 413", "[tls]") {
+    tls_certs certs;
+    test_upstream up;
+    auto cfg = tls_listener_config(up.port(), certs.cert_file, certs.key_file);
+    cfg.client.max_body_bytes = 1000;
+    running_proxy gw(cfg);
+    auto ctx = client_tls_context(certs.ca_file);
+    openssl_client c(gw.tls_port(), ctx);
+    const std::size_t body = 256 * 1024;
+    c.write("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + std::to_string(body) +
+            "\r\n\r\n");
+    // Written after the 413 is on its way: the lingering close reads it
+    // (through the TLS shutdown, then from the TCP layer) instead of
+    // resetting the connection under the reply.
+    const std::string chunk(16 * 1024, 'x');
+    for (std::size_t sent = 0; sent < body; sent += chunk.size()) {
+        c.write(chunk);
+    }
+    auto res = c.read();
+    CHECK(res.result_int() == 413);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(up.stats.requests == 0);
 }
 
 TEST_CASE("tls: a plain HTTP request on the TLS port gets a plain-text 400", "[tls]") {

@@ -183,6 +183,7 @@ private:
     void stop_watching();
     void lingering_close();
     void answer_plain_http();
+    void linger_tcp();
     void do_linger();
 
     std::shared_ptr<const runtime> rt_;
@@ -281,7 +282,9 @@ private:
     /// close() resets the client connection (SO_LINGER 0, no shutdown): a
     /// response cut after it started must not end like a complete one.
     bool reset_client_ = false;
-    bool plain_reply_ = false;  ///< answering plain HTTP on the TLS port: no TLS layer
+    /// The TLS layer is not used (any more): a plain request on the TLS port,
+    /// or a lingering close after the TLS shutdown. Reads go to the TCP layer.
+    bool tcp_only_ = false;
     bool first_request_ = true;
 };
 
