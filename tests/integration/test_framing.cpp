@@ -442,6 +442,54 @@ TEST_CASE("framing: a body sent after a HEAD response never reaches another requ
     CHECK(second.body == "ok");
 }
 
+TEST_CASE("framing: request trailers are dropped, never forwarded as header fields", "[framing]") {
+    // A body that is only the last chunk and its trailers is parsed before
+    // the request's header goes out: its fields must not join the header.
+    const std::string trailers =
+        "X-Injected: 1\r\nHost: evil.example\r\nAuthorization: Bearer stolen\r\n"
+        "X-Forwarded-For: 6.6.6.6\r\n\r\n";
+    for (std::string_view body : {"0\r\n", "5\r\nhello\r\n0\r\n"}) {
+        INFO(printable(std::string(body)));
+        recording_upstream up;
+        running_proxy gw(framing_config(up.port()));
+        raw_client client(gw.port());
+        client.send("POST /t HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                    std::string(body) + trailers);
+        const auto r = client.read();
+        CHECK(r.status == 200);
+        const auto received = up.requests();
+        REQUIRE(received.size() == 1);
+        const std::string& head = received[0].head;
+        INFO(printable(head));
+        CHECK(head.find("X-Injected") == std::string::npos);
+        CHECK(head.find("evil.example") == std::string::npos);
+        CHECK(head.find("Authorization") == std::string::npos);
+        CHECK(head.find("6.6.6.6") == std::string::npos);
+        CHECK(received[0].body == (body.size() > 3 ? "hello" : ""));
+        CHECK(received[0].complete);
+        CHECK(up.stray_bytes().empty());
+    }
+}
+
+TEST_CASE("framing: response trailers are dropped, never sent as header fields", "[framing]") {
+    scripted_upstream up(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        "Set-Cookie: session=upstream-trailer\r\nX-Trailer: t\r\n\r\n",
+        false);
+    running_proxy gw(framing_config(up.port()));
+    raw_client client(gw.port());
+    client.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    // The client's parser would take trailers into its header too: the
+    // fields must be gone from both.
+    const auto r = client.read();
+    REQUIRE(r.status == 200);
+    CHECK(r.body.empty());
+    CHECK(r.header["Set-Cookie"].empty());
+    CHECK(r.header["X-Trailer"].empty());
+    client.send(sentinel);  // the connection goes on
+    CHECK(client.read().status == 200);
+}
+
 TEST_CASE("framing: an endless chunk extension or trailer is cut off", "[framing]") {
     // Beast buffers a chunk header line or trailer section until its end,
     // with no limit of its own: tollgate must cut it off with a 400 (not

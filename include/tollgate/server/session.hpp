@@ -23,6 +23,7 @@
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/flat_write.hpp"
 #include "tollgate/proxy/framing.hpp"
+#include "tollgate/proxy/parser.hpp"
 #include "tollgate/proxy/stream.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
 #include "tollgate/server/gateway.hpp"
@@ -88,8 +89,8 @@ public:
     void on_watch_due();
 
 private:
-    using request_parser = http::request_parser<http::buffer_body>;
-    using response_parser = http::response_parser<http::buffer_body>;
+    using request_parser = proxy::header_only_parser<true, http::buffer_body>;
+    using response_parser = proxy::header_only_parser<false, http::buffer_body>;
 
     // Between requests.
     void wait_for_next_request();
