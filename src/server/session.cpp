@@ -600,6 +600,11 @@ void session::on_rate_decision(const store::store_result& result) {
         return;
     }
     if (result.unavailable) {
+        if (rt_->cfg->rate_limit.dry_run) {
+            // dry_run never refuses, not for want of a store either.
+            forward(admin::reason_kind::store_unavailable);
+            return;
+        }
         slot_.release();
         record(admin::decision_kind::rejected, admin::reason_kind::store_unavailable);
         auto res =

@@ -125,8 +125,10 @@ public:
         if (state_ == state::ready && sent_.empty() && link_) {
             link_->poll_idle();  // a server gone while we were idle shows up here
         }
+        // Read the clock again: the poll may just have found the connection
+        // gone and made the next attempt due at its own, later, now.
         if (state_ == state::disconnected && ac_ == nullptr && !resolving_ &&
-            now >= next_attempt_) {
+            steady::now() >= next_attempt_) {
             start_connect(hold_next_);
         }
         const bool via_redis =
@@ -461,8 +463,16 @@ private:
             return;
         }
         ++self->in_callback_;
-        const bool worked = self->state_ == state::ready && !self->suspect_;
-        self->connection_gone(ac, redis_error_kind::connection, worked);
+        if (self->state_ == state::connecting && ac == self->ac_) {
+            // Closed before the handshake completed: not a Redis that worked
+            // (a server that is not Redis ends here with a protocol error).
+            self->report(std::string("connection closed during the handshake: ") +
+                         (ac->errstr[0] != '\0' ? ac->errstr : "no reason given"));
+            self->connection_gone(ac, redis_error_kind::connect, false);
+        } else {
+            const bool worked = self->state_ == state::ready && !self->suspect_;
+            self->connection_gone(ac, redis_error_kind::connection, worked);
+        }
         --self->in_callback_;
     }
 
@@ -512,8 +522,10 @@ private:
             state_ = state::ready;
             hold_ = false;
             suspect_ = false;
-            backoff_ = {};
+            // backoff_ stays until Redis decides again: a node that takes
+            // connections but fails every decision is retried ever slower.
             reported_ = false;
+            reported_reply_ = false;
             update_fallback();
         }
     }
@@ -542,7 +554,16 @@ private:
                 }
             } else {
                 shared_.error(redis_error_kind::reply);
-                report("decision failed: " + std::string(message));
+                report_reply("decision failed: " + std::string(message));
+                if (node_cannot_decide(message)) {
+                    // Not this key's trouble but the node's (a primary demoted
+                    // to replica, a server still loading or out of memory):
+                    // every decision would fail the same way. Reconnect, with
+                    // backoff and a fresh name lookup, deciding locally meanwhile.
+                    complete(id, decide_without_redis(p));
+                    drop(redis_error_kind::connection);
+                    return;
+                }
             }
             complete(id, decide_without_redis(p));
             return;
@@ -558,6 +579,7 @@ private:
         if (!d.allowed) {
             cache_.remember(p.bucket, d, since_epoch(p.sent_at));
         }
+        backoff_ = {};
         if (!in_fallback_) {
             // An answer is an outcome too: the last report may be another
             // worker's timeout, while Redis decides again here.
@@ -771,8 +793,33 @@ private:
             return;
         }
         reported_ = true;
+        log_report(what);
+    }
+    /// The same for error replies, on their own: one bad key's error does
+    /// not silence the connection's troubles that may follow.
+    void report_reply(const std::string& what) {
+        if (reported_reply_) {
+            return;
+        }
+        reported_reply_ = true;
+        log_report(what);
+    }
+    void log_report(const std::string& what) const {
         log_line(log_level::warn, "redis " + settings_.endpoint.host + ":" +
                                       std::to_string(settings_.endpoint.port) + ": " + what);
+    }
+
+    /// Error replies that say the node cannot decide for any key, as opposed
+    /// to one key's trouble (WRONGTYPE).
+    static bool node_cannot_decide(std::string_view error) {
+        for (std::string_view prefix :
+             {"READONLY", "LOADING", "MASTERDOWN", "MISCONF", "OOM", "NOAUTH", "NOPERM"}) {
+            if (error.starts_with(prefix) &&
+                (error.size() == prefix.size() || error[prefix.size()] == ' ')) {
+                return true;
+            }
+        }
+        return false;
     }
 
     asio::io_context& ioc_;
@@ -801,6 +848,7 @@ private:
     bool in_fallback_ = false;
     bool closing_ = false;
     bool reported_ = false;
+    bool reported_reply_ = false;
     int in_callback_ = 0;
 
     std::uint64_t next_id_ = 1;

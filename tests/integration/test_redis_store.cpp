@@ -373,6 +373,27 @@ TEST_CASE("Redis killed: fail-closed answers 503 with Retry-After, then recovers
     CHECK(eventually([&] { return get(gw.port(), "/echo").result_int() == 200; }, 5s));
 }
 
+TEST_CASE("Redis down with dry_run and fail-closed: requests are forwarded, not 503",
+          "[redis][failure]") {
+    // dry_run never refuses, an unavailable store included.
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.rate_limit.limit = 100;
+    cfg.rate_limit.dry_run = true;
+    cfg.store.redis.on_failure = failure_mode::closed;
+    running_proxy gw(cfg);
+    redis.kill();
+    for (int i = 0; i < 5; ++i) {
+        auto res = get(gw.port(), "/echo");
+        CHECK(res.result_int() == 200);
+        CHECK(res["X-RateLimit-Limit"].empty());  // no decision was made
+    }
+    CHECK(up.stats.requests.load() == 5);
+    CHECK(metrics_of(gw).find("tollgate_requests_total{decision=\"allowed\",reason="
+                              "\"store_unavailable\",key_type=\"ip\"} 5") != std::string::npos);
+}
+
 TEST_CASE("Redis paused: decisions wait at most the timeout, then Redis decides again",
           "[redis][failure]") {
     redis_server redis;
@@ -409,6 +430,100 @@ TEST_CASE("Redis paused: decisions wait at most the timeout, then Redis decides 
     CHECK(steady::now() - paused < 5s);
     CHECK(
         eventually([&] { return fresh_get(gw.port()).limit == "1000" && !shared.fallback(); }, 5s));
+}
+
+TEST_CASE("Redis closing an idle connection costs no decision: the next request reconnects",
+          "[redis][failure]") {
+    // A restart while idle, `timeout N` in redis.conf, CLIENT KILL: the
+    // connection is found gone by the next request, which must reconnect
+    // and wait for Redis rather than decide without it.
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.threads = 1;
+    cfg.rate_limit.limit = 100;
+    cfg.store.redis.on_failure = failure_mode::closed;
+    running_proxy gw(cfg);
+    auto& shared = gw.srv().gw().redis;
+    REQUIRE(fresh_get(gw.port()).limit == "100");
+    for (int round = 0; round < 3; ++round) {
+        INFO("round " << round);
+        // Kills every worker's connection (not the test's own).
+        REQUIRE(redis.command({"CLIENT", "KILL", "TYPE", "normal"}).integer >= 1);
+        for (int i = 0; i < 4; ++i) {
+            auto o = fresh_get(gw.port());
+            CHECK(o.status == 200);
+            CHECK(o.limit == "100");
+        }
+    }
+    CHECK_FALSE(shared.fallback());
+    CHECK(up.stats.requests.load() == 13);
+}
+
+TEST_CASE("Redis answering READONLY is left and reconnected to, deciding locally meanwhile",
+          "[redis][failure]") {
+    // A primary demoted to a replica (a failover) refuses every write: not
+    // one key's trouble. The worker drops the connection and reconnects
+    // with backoff, and the fallback gauge says decisions are local.
+    redis_server redis;
+    test_upstream up;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.threads = 1;
+    cfg.rate_limit.limit = 100;
+    cfg.store.redis.instances = 2;  // local bound: 50
+    running_proxy gw(cfg);
+    auto& shared = gw.srv().gw().redis;
+    client c(gw.port());
+    REQUIRE(timed_get(c).limit == "100");
+    const auto connections = [&] {
+        auto info = redis.command({"INFO", "stats"}).text;
+        const auto at = info.find("total_connections_received:");
+        return std::stoll(info.substr(at + std::string_view("total_connections_received:").size()));
+    };
+    const long long before = connections();
+
+    // A replica of a primary that is not there: read-only.
+    redis.command({"REPLICAOF", "127.0.0.1", "1"});
+    std::vector<outcome> during;
+    for (int i = 0; i < 20; ++i) {
+        during.push_back(timed_get(c));
+    }
+    for (const auto& o : during) {
+        CHECK(o.status == 200);
+        CHECK(o.limit == "50");  // decided locally
+    }
+    CHECK(shared.fallback());
+    CHECK(shared.errors(store::redis_error_kind::reply) >= 1);
+    // Reconnected (with backoff, by the requests that come).
+    CHECK(eventually(
+        [&] {
+            CHECK(timed_get(c).limit == "50");
+            return connections() > before + 1;
+        },
+        5s));
+
+    redis.command({"REPLICAOF", "NO", "ONE"});
+    CHECK(eventually([&] { return timed_get(c).limit == "100" && !shared.fallback(); }, 5s));
+}
+
+TEST_CASE("a server that is not Redis counts as failed connects and falls back", "[redis]") {
+    redis_server redis;  // only for the config's shape
+    test_upstream up;
+    test_upstream not_redis;
+    auto cfg = redis_test_config(up.port(), redis);
+    cfg.store.redis.url = "redis://127.0.0.1:" + std::to_string(not_redis.port());
+    cfg.rate_limit.limit = 100;
+    cfg.store.redis.instances = 2;
+    running_proxy gw(cfg);
+    auto& shared = gw.srv().gw().redis;
+    for (int i = 0; i < 5; ++i) {
+        auto o = fresh_get(gw.port());
+        CHECK(o.status == 200);
+        CHECK(o.limit == "50");
+    }
+    CHECK(shared.fallback());
+    CHECK(shared.errors(store::redis_error_kind::connect) >= 1);
+    CHECK(shared.errors(store::redis_error_kind::connection) == 0);
 }
 
 TEST_CASE("a worker shuts down promptly while Redis hangs", "[redis][failure]") {
