@@ -2,8 +2,10 @@
 // library; main parses the command line, loads the config, and turns
 // signals into reload and drain.
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <iostream>
 
@@ -17,6 +19,9 @@
 using namespace tollgate;
 
 int main(int argc, char** argv) {
+    // A reader of stdout or stderr that goes away (a log shipper, a pipe
+    // into `logger`) must not kill the proxy: writes fail with EPIPE instead.
+    std::signal(SIGPIPE, SIG_IGN);
     cli_options options;
     // Known before parsing, so that a command-line error in check mode
     // exits 1 like every other check failure (DESIGN.md section 6).
@@ -120,11 +125,17 @@ int main(int argc, char** argv) {
         };
         wait_signal();
         // The access log is written with buffered stdio from every worker;
-        // flush it once a second so lines reach `docker logs` promptly.
+        // flush it once a second so lines reach `docker logs` promptly. A
+        // stdout nobody reads any more loses the lines, said once.
+        bool stdout_failed = false;
         std::function<void()> flush_loop = [&] {
             flush_timer.expires_after(std::chrono::seconds(1));
             flush_timer.async_wait([&](error_code ec) {
-                std::fflush(stdout);
+                if (std::fflush(stdout) != 0 && !stdout_failed) {
+                    stdout_failed = true;
+                    log_line(log_level::error, std::string("access log: cannot write to stdout (") +
+                                                   std::strerror(errno) + "); its lines are lost");
+                }
                 if (!ec) {
                     flush_loop();
                 }

@@ -15,7 +15,7 @@
 namespace tollgate::test {
 
 tollgate_process::tollgate_process(std::vector<std::string> args,
-                                   std::map<std::string, std::string> env) {
+                                   std::map<std::string, std::string> env, bool read_stdout) {
     int fds[2];
     int out[2];
     if (::pipe2(fds, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) {
@@ -41,6 +41,10 @@ tollgate_process::tollgate_process(std::vector<std::string> args,
     ::close(fds[1]);
     ::close(out[1]);
     reader_ = std::thread([this, fd = fds[0]] { read_stderr(fd); });
+    if (!read_stdout) {
+        ::close(out[0]);
+        return;
+    }
     stdout_reader_ = std::thread([this, fd = out[0]] {
         char buf[4096];
         ssize_t n;

@@ -17,7 +17,10 @@ namespace tollgate::test {
 class tollgate_process {
 public:
     /// Starts TOLLGATE_BINARY with `args` and `env` added to the environment.
-    tollgate_process(std::vector<std::string> args, std::map<std::string, std::string> env = {});
+    /// Without `read_stdout`, nobody reads its stdout: the pipe's read end is
+    /// closed at once, as when a log shipper reading it has gone.
+    tollgate_process(std::vector<std::string> args, std::map<std::string, std::string> env = {},
+                     bool read_stdout = true);
     ~tollgate_process();
 
     /// Waits (up to 10 s) for the "listening on" line; false if it exited first.

@@ -223,6 +223,26 @@ TEST_CASE("SIGTERM during a slow request: it completes, then the process exits 0
     CHECK(p.wait_exit() == 0);
 }
 
+TEST_CASE("a stdout nobody reads loses the access log, not the process", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("stdout-gone.yaml", access_log_yaml(up.port()));
+    tollgate_process p({"--config", path}, {}, false);
+    REQUIRE(p.wait_listening());
+    for (int i = 0; i < 5; ++i) {
+        CHECK(get(p.port(), "/echo").result_int() == 200);
+    }
+    // The once-a-second flush meets the closed pipe (SIGPIPE would end the
+    // process here).
+    REQUIRE(p.wait_for_log("access log: cannot write to stdout (Broken pipe)"));
+    for (int i = 0; i < 5; ++i) {
+        CHECK(get(p.port(), "/echo").result_int() == 200);
+    }
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+    const auto err = p.stderr_text();
+    CHECK(err.find("access log: cannot write") == err.rfind("access log: cannot write"));
+}
+
 TEST_CASE("bad configuration: --check-config names file, line and key, and exit 1", "[lifecycle]") {
     auto path = write_temp_file("bad.yaml", "listen: 127.0.0.1:0\nrate_limit:\n  limit: ten\n");
     tollgate_process p({"--check-config", "--config", path});
