@@ -125,7 +125,7 @@ void upstream_pool::lease::recycle() {
     }
     // Bytes past the end of the response were not asked for: the server is
     // out of step with us, and the next request would get them as its answer.
-    if (pool_->shut_down_ || !conn_->stream.socket().is_open() || conn_->buffer.size() > 0) {
+    if (pool_->draining_ || !conn_->stream.socket().is_open() || conn_->buffer.size() > 0) {
         close();
         return;
     }
@@ -347,7 +347,7 @@ void upstream_pool::serve_waiters() {
 }
 
 void upstream_pool::arm_sweep() {
-    if (sweep_armed_ || shut_down_) {
+    if (sweep_armed_ || draining_) {
         return;
     }
     sweep_armed_ = true;
@@ -374,11 +374,16 @@ void upstream_pool::sweep_idle() {
     serve_waiters();
 }
 
-void upstream_pool::shutdown() {
-    shut_down_ = true;
+void upstream_pool::drain() {
+    draining_ = true;
     count_open(-static_cast<std::ptrdiff_t>(idle_.size()));
     idle_.clear();
     sweep_timer_.cancel();
+}
+
+void upstream_pool::shutdown() {
+    drain();
+    shut_down_ = true;
     auto waiters = std::move(waiters_);
     for (auto& w : waiters) {
         w->timer->cancel();

@@ -282,8 +282,10 @@ void worker::begin_drain() {
                 s->drain();
             }
         }
-        // Idle upstream connections and their sweep timer would keep run() going.
-        pool->shutdown();
+        // Idle upstream connections and their sweep timer would keep run()
+        // going; the exchanges still to come (queued for a slot, or with a
+        // head still arriving) get connections as before.
+        pool->drain();
         work_.reset();
     });
 }

@@ -223,6 +223,47 @@ TEST_CASE("SIGTERM during a slow request: it completes, then the process exits 0
     CHECK(p.wait_exit() == 0);
 }
 
+TEST_CASE("SIGTERM: a request waiting for an upstream connection is still served", "[lifecycle]") {
+    // Admitted before the signal, forwarded after it: the drain serves it
+    // (a 502 counted as connect_refused would page someone for a deploy).
+    test_upstream up;
+    auto path = write_temp_file(
+        "drain-waiter.yaml",
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\n"
+        "upstream: {servers: [http://127.0.0.1:" +
+            std::to_string(up.port()) +
+            "], max_connections: 1, connect_timeout: 5s}\nlog: {access_log: false}\n");
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    client holding(p.port());
+    holding.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+    // The only upstream connection is busy: this one waits in the pool.
+    client waiting(p.port());
+    waiting.write_raw("GET /echo HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    const auto admitted = [&] {
+        return get(p.admin_port(), "/metrics")
+                   .body()
+                   .find(
+                       "tollgate_requests_total{decision=\"allowed\",reason=\"ok\",key_type="
+                       "\"ip\"} 2") != std::string::npos;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!admitted() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(5ms);
+    }
+    REQUIRE(admitted());
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_for_log("draining"));
+    up.release_held();
+    CHECK(holding.read().result_int() == 200);
+    auto res = waiting.read();
+    CHECK(res.result_int() == 200);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(up.stats.requests.load() == 2);
+    CHECK(p.wait_exit() == 0);
+}
+
 TEST_CASE("a stdout nobody reads loses the access log, not the process", "[lifecycle]") {
     test_upstream up;
     auto path = write_temp_file("stdout-gone.yaml", access_log_yaml(up.port()));

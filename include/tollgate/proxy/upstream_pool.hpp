@@ -131,7 +131,11 @@ public:
     /// became free within the connect timeout) or the last connect error.
     void acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler);
 
-    /// Closes idle connections and makes later recycles close instead.
+    /// Shutdown begins: closes idle connections and makes later recycles
+    /// close instead, but still connects for the exchanges that drain
+    /// (a request queued for a slot, or whose head was still arriving).
+    void drain();
+    /// Drain, and fails every waiter and later acquire (operation_aborted).
     void shutdown();
 
     std::size_t open_connections() const { return open_; }
@@ -164,6 +168,7 @@ private:
     std::deque<std::shared_ptr<waiter>> waiters_;
     asio::steady_timer sweep_timer_;
     bool sweep_armed_ = false;
+    bool draining_ = false;  ///< no pooling: drain() or shutdown()
     bool shut_down_ = false;
     std::size_t open_ = 0;  ///< leased + idle + connecting
     std::atomic<std::uint64_t> connects_{0};
