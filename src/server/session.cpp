@@ -1654,6 +1654,14 @@ void session::do_linger() {
 void session::upstream_failed(error_code ec, upstream_phase phase) {
     stop_watching();
     upstream_.close();
+    if (t_upstream_ != std::chrono::steady_clock::time_point{}) {
+        // A failed exchange took its time too: a timeout must show in the
+        // upstream latency, not vanish from it.
+        owner_.gw.metrics.shard(owner_.index)
+            .upstream_duration.observe(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t_upstream_)
+                    .count());
+    }
     const bool timeout = ec == beast::error::timeout;
     admin::upstream_error_kind kind = admin::upstream_error_kind::reset;
     if (phase == upstream_phase::connect) {
@@ -1736,7 +1744,12 @@ void session::write_local(unsigned status, bool keep_alive) {
             write_scratch_.flat.resize(end);
         }
     }
-    owner_.gw.metrics.shard(owner_.index).response_status(status);
+    auto& shard = owner_.gw.metrics.shard(owner_.index);
+    // Every exchange counts in the request histogram, refusals and errors
+    // included (from the head's first byte to the reply handed to the socket).
+    shard.request_duration.observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start_).count());
+    shard.response_status(status);
     log_access(status);
     local_keep_alive_ = keep_alive;
     write_flat(stream_, rt_ ? rt_->cfg->client.body_timeout : std::chrono::seconds(10),

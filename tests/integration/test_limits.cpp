@@ -547,6 +547,8 @@ TEST_CASE("metrics count every decision exactly", "[metrics]") {
               "tollgate_requests_total{decision=\"limited\",reason=\"rate\",key_type=\"tok\"} 5") !=
           std::string::npos);
     CHECK(text.find("tollgate_upstream_duration_seconds_count 7") != std::string::npos);
+    // Every exchange, refusals included.
+    CHECK(text.find("tollgate_request_duration_seconds_count 12") != std::string::npos);
     // The raw token never appears on the admin port.
     CHECK(text.find("metrics\"") == std::string::npos);
     request keys{http::verb::get, "/debug/keys?top=5", 11};

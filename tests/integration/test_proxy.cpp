@@ -286,6 +286,11 @@ TEST_CASE("upstream silent past response_timeout gives 504", "[proxy][errors]") 
     const auto metrics = get(gw.admin_port(), "/metrics").body();
     CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"response_timeout\"} 2") !=
           std::string::npos);
+    // The timeouts show in both latency histograms: 3 exchanges, 2 past 0.1 s.
+    CHECK(metrics.find("tollgate_upstream_duration_seconds_count 3") != std::string::npos);
+    CHECK(metrics.find("tollgate_request_duration_seconds_count 3") != std::string::npos);
+    CHECK(metrics.find("tollgate_upstream_duration_seconds_bucket{le=\"0.1\"} 1") !=
+          std::string::npos);
 }
 
 TEST_CASE("upstream connect timeout gives 504", "[proxy][errors]") {
