@@ -150,7 +150,8 @@ void render_response_head(std::string_view head, const head_info& info,
         if (info.hop_by_hop && is_hop_by_hop(name)) {
             return true;
         }
-        if (edit.content_length && name.size() == 14 && beast::iequals(name, "Content-Length")) {
+        if ((edit.content_length || edit.no_content_length) && name.size() == 14 &&
+            beast::iequals(name, "Content-Length")) {
             return true;
         }
         if (named_in(name, named)) {

@@ -128,6 +128,29 @@ void session::write_flat(proxy::stream& to, std::chrono::nanoseconds timeout, Ha
                           error_code ec, std::size_t n) mutable { done(ec, sent + n); });
 }
 
+namespace {
+
+/// Every Expect field, and every element of each list, is 100-continue
+/// (RFC 9110 10.1.1): one expectation tollgate cannot meet is a 417, not
+/// skipped because another field came first. An empty Expect names none.
+bool only_100_continue(const http::request_header<>& req) {
+    const auto [first, last] = req.equal_range(http::field::expect);
+    for (auto it = first; it != last; ++it) {
+        bool named = false;
+        bool met = true;
+        proxy::for_each_token(it->value(), [&](std::string_view expectation) {
+            named = true;
+            met = met && beast::iequals(expectation, "100-continue");
+        });
+        if (!named || !met) {
+            return false;
+        }
+    }
+    return true;
+}
+
+}  // namespace
+
 void session::start() {
     draining_ = owner_.gw.draining();
     if (!stream_.is_tls()) {
@@ -408,8 +431,8 @@ void session::handle_request() {
     upgrade_.clear();
     head_request_ = req.method() == http::verb::head;
     send_continue_ = false;
-    if (auto expect = req.find(http::field::expect); expect != req.end()) {
-        if (!beast::iequals(expect->value(), "100-continue")) {
+    if (req.find(http::field::expect) != req.end()) {
+        if (!only_100_continue(req)) {
             reject(http::status::expectation_failed, "unsupported expectation",
                    admin::reason_kind::bad_request);
             return;
@@ -1131,8 +1154,12 @@ bool session::relay_whole_response(std::string_view head, const proxy::head_info
     proxy::response_rewrite edit;
     edit.version = client_version_ >= 11 ? 11 : 10;
     edit.keep_alive = client_keep_alive_;
-    if (!header_only) {
-        edit.content_length = *info.content_length;
+    if (status == 204) {
+        edit.no_content_length = true;
+    } else {
+        // A HEAD's or 304's length, as validated ("7, 7" is 7), is what
+        // a GET would get.
+        edit.content_length = info.content_length;
     }
     edit.extra = std::span<const limit::header_field>(extra.data(), extras);
     write_scratch_.flat.clear();
@@ -1186,6 +1213,10 @@ void session::on_response_head() {
         } else {
             res.content_length(*length);
         }
+    } else if (status == 204) {
+        res.erase(http::field::content_length);  // a 204 has none (RFC 9110 8.6)
+    } else if (length) {
+        res.content_length(*length);  // a HEAD's or 304's, as validated
     }
     if (draining_ || owner_.gw.draining()) {
         client_keep_alive_ = false;

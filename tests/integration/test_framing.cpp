@@ -428,6 +428,40 @@ TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-ho
     }
 }
 
+TEST_CASE("framing: a 204 loses its Content-Length, a HEAD's or 304's is normalised", "[framing]") {
+    // Both head paths: few fields (rendered raw) and many (Beast's).
+    for (int count : {0, 40}) {
+        std::string extra;
+        for (int i = 0; i < count; ++i) {
+            extra += "X-F" + std::to_string(i) + ": v\r\n";
+        }
+        INFO(count << " extra fields");
+        struct exchange {
+            std::string answer;
+            std::string method;
+            std::string want_length;  ///< the client's Content-Length ("" = none)
+        };
+        for (const auto& e :
+             {exchange{"HTTP/1.1 204 No Content\r\n" + extra + "Content-Length: 0\r\n\r\n", "GET",
+                       ""},
+              exchange{"HTTP/1.1 200 OK\r\n" + extra + "Content-Length: 7, 7\r\n\r\n", "HEAD", "7"},
+              exchange{"HTTP/1.1 304 Not Modified\r\n" + extra + "Content-Length: 7, 7\r\n\r\n",
+                       "GET", "7"}}) {
+            INFO(e.method << " answered " << e.answer.substr(0, 12));
+            scripted_upstream up(e.answer, false);
+            running_proxy gw(framing_config(up.port()));
+            raw_client client(gw.port());
+            client.send(e.method + " / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            const auto r = client.read(e.method == "HEAD");
+            REQUIRE(r.header_done);
+            CHECK(r.header[http::field::content_length] == e.want_length);
+            CHECK(r.body.empty());
+            client.send(sentinel);  // still in step
+            CHECK(client.read().body == "ok");
+        }
+    }
+}
+
 TEST_CASE("framing: a body sent after a HEAD response never reaches another request", "[framing]") {
     scripted_upstream up("HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected", false);
     running_proxy gw(framing_config(up.port()));

@@ -209,6 +209,31 @@ TEST_CASE("Expect: 100-continue is answered before the body is sent", "[proxy][b
     CHECK_FALSE(headers.contains("expect"));
 }
 
+TEST_CASE("an Expect field with anything but 100-continue gets 417", "[proxy][body]") {
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    // Every field and every list element counts, not only the first.
+    for (std::string_view expect : {"Expect: foo\r\n", "Expect: 100-continue\r\nExpect: foo\r\n",
+                                    "Expect: 100-continue, foo\r\n", "Expect: \r\n"}) {
+        INFO(expect);
+        client c(gw.port());
+        c.write_raw("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n" +
+                    std::string(expect) + "\r\n");
+        auto res = c.read();
+        CHECK(res.result_int() == 417);
+        CHECK_FALSE(res.keep_alive());
+    }
+    // Case and a repeated 100-continue are fine.
+    client c(gw.port());
+    c.write_raw(
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nExpect: "
+        "100-Continue\r\nExpect: 100-continue, \r\n\r\n");
+    REQUIRE(c.read().result_int() == 100);
+    c.write_raw("hello");
+    CHECK(c.read().result_int() == 200);
+    CHECK(up.stats.requests == 1);
+}
+
 TEST_CASE("upstream refusing connections gives 502", "[proxy][errors]") {
     running_proxy gw(test_config(free_port()));
     auto res = get(gw.port(), "/");

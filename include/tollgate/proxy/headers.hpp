@@ -40,9 +40,11 @@ void render_head(const http::response_header<>& head, std::string& out);
 struct response_rewrite {
     unsigned version = 11;  ///< the client's: 10 or 11
     bool keep_alive = true;
-    /// Replaces every upstream Content-Length; nullopt keeps the upstream's
-    /// (the answer to a HEAD, a 204 or a 304 carries none of its own).
+    /// Replaces every upstream Content-Length (for the answer to a HEAD or a
+    /// 304: the length a GET would get, as validated); nullopt keeps them.
     std::optional<std::uint64_t> content_length;
+    /// Drops every upstream Content-Length: a 204 has none (RFC 9110 8.6).
+    bool no_content_length = false;
     /// Set after the rest, each replacing upstream fields of the same name.
     std::span<const limit::header_field> extra;
 };
