@@ -317,6 +317,8 @@ void session::do_read_header() {
     response_status_ = 0;
     bytes_in_ = 0;
     bytes_out_ = 0;
+    refused_method_.clear();
+    refused_target_.clear();
     // Bounded: a chunk header or extension that never ends must not grow
     // the buffer without limit (Beast then fails the read, answered 400).
     buffer_.max_size(std::max<std::size_t>(c.max_header_bytes, 64 * 1024));
@@ -372,6 +374,7 @@ void session::read_request_head() {
                    admin::reason_kind::header_too_large);
             return;
         }
+        keep_request_line(view);
         reject(http::status::request_header_fields_too_large, "request header too large",
                admin::reason_kind::header_too_large);
         return;
@@ -400,6 +403,7 @@ void session::on_request_head_bytes(error_code ec, std::size_t n) {
 void session::parse_request_head(std::string_view head) {
     first_request_ = false;
     if (auto bad = proxy::validate_request_head(head, {rt_->cfg->client.max_headers})) {
+        keep_request_line(head);
         const auto reason = bad->status == 431 ? admin::reason_kind::header_too_large
                                                : admin::reason_kind::bad_request;
         reject(static_cast<http::status>(bad->status), bad->message, reason);
@@ -411,6 +415,7 @@ void session::parse_request_head(std::string_view head) {
         ec = http::error::partial_message;
     }
     if (ec == http::error::body_limit) {
+        keep_request_line(head);
         reject(http::status::payload_too_large, "request body too large",
                admin::reason_kind::body_too_large);
         return;
@@ -1781,10 +1786,31 @@ void session::write_local(unsigned status, bool keep_alive) {
     shard.request_duration.observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start_).count());
     shard.response_status(status);
+    const std::size_t head_end = proxy::find_head_end(write_scratch_.flat);
+    bytes_out_ += head_end == std::string::npos ? 0 : write_scratch_.flat.size() - head_end;
     log_access(status);
     local_keep_alive_ = keep_alive;
     write_flat(stream_, rt_ ? rt_->cfg->client.body_timeout : std::chrono::seconds(10),
                beast::bind_front_handler(&session::on_local_sent, shared_from_this()));
+}
+
+// A request refused before Beast parsed its head (a framing error, a head
+// or body too large) is still logged with its method and target when its
+// request line is whole: `METHOD SP target SP HTTP/...`. Only with the
+// access log on, so refusals cost nothing more without it.
+void session::keep_request_line(std::string_view head) {
+    if (!rt_ || !rt_->cfg->log.access_log) {
+        return;
+    }
+    const std::string_view line = head.substr(0, head.find_first_of("\r\n"));
+    const std::size_t first = line.find(' ');
+    const std::size_t last = line.rfind(' ');
+    if (first == std::string_view::npos || last <= first + 1 ||
+        !line.substr(last + 1).starts_with("HTTP/")) {
+        return;
+    }
+    refused_method_ = line.substr(0, first);
+    refused_target_ = line.substr(first + 1, last - first - 1);
 }
 
 // One JSON line per request on stdout. Never the raw token: keys are
@@ -1803,6 +1829,9 @@ void session::log_access(unsigned status) {
     if (parser_ && parser_->is_header_done()) {
         append_json_escaped(line, parser_->get().method_string());
         target = parser_->get().target();
+    } else {
+        append_json_escaped(line, refused_method_);
+        target = refused_target_;
     }
     line += "\",\"path\":\"";
     append_json_escaped(line, proxy::request_path(target));

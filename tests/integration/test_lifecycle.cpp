@@ -447,6 +447,44 @@ TEST_CASE("the access log's duration counts from the first byte of the head", "[
     CHECK(line["upstream_ms"].get<int>() < 300);
 }
 
+TEST_CASE("the access log names refused requests and counts tollgate's own reply bodies",
+          "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("access-log-refused.yaml",
+                                access_log_yaml(up.port(), "client: {max_body_bytes: 1000}\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    // Refused by the head checks, before Beast parsed the head.
+    for (std::string_view head :
+         {"GET /a/../b HTTP/1.1\r\nHost: tollgate.test\r\n\r\n",
+          "POST /upload HTTP/1.1\r\nHost: tollgate.test\r\nContent-Length: 99999\r\n\r\n",
+          "GET /bad HTTP/1.1\r\nHost: tollgate.test\r\nBad Name: x\r\n\r\n"}) {
+        client c(p.port());
+        c.write_raw(std::string(head));
+        CHECK(c.read().result_int() >= 400);
+    }
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_exit() == 0);
+    const auto lines = access_log_lines(p.stdout_text());
+    REQUIRE(lines.size() == 3);
+    std::map<std::string, nlohmann::json> by_path;
+    for (const auto& entry : lines) {
+        by_path[entry["path"].get<std::string>()] = entry;
+    }
+    REQUIRE(by_path.count("/a/../b") == 1);
+    CHECK(by_path["/a/../b"]["method"] == "GET");
+    CHECK(by_path["/a/../b"]["status"] == 400);
+    REQUIRE(by_path.count("/upload") == 1);
+    CHECK(by_path["/upload"]["method"] == "POST");
+    CHECK(by_path["/upload"]["status"] == 413);
+    REQUIRE(by_path.count("/bad") == 1);
+    for (const auto& [name, entry] : by_path) {
+        INFO(name);
+        // The JSON error body tollgate wrote.
+        CHECK(entry["bytes_out"].get<int>() > 10);
+    }
+}
+
 TEST_CASE("the access log tells exchanges cut short apart from finished ones", "[lifecycle]") {
     test_upstream up;
     auto path = write_temp_file("access-log-cut.yaml", access_log_yaml(up.port()));

@@ -183,6 +183,7 @@ private:
     void read_watched_tls();
     void stop_watching();
     void lingering_close();
+    void keep_request_line(std::string_view head);
     void answer_plain_http();
     void linger_tcp();
     void do_linger();
@@ -269,6 +270,10 @@ private:
     std::chrono::steady_clock::time_point t_upstream_{};  ///< forwarded at; unset: not forwarded
     std::uint64_t bytes_in_ = 0;
     std::uint64_t bytes_out_ = 0;
+    /// A request refused before Beast parsed its head: its method and target
+    /// as the request line says, for the access log (see keep_request_line).
+    std::string refused_method_;
+    std::string refused_target_;
     bool logged_ = false;
     bool watching_ = false;  ///< a peeking receive is pending on the client socket
     /// Waiting for the response head with nothing else pending on the client
