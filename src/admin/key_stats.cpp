@@ -14,7 +14,10 @@ std::string display_key(std::string_view key) {
 
 key_stats::key_stats(const limit::clock& clock, std::chrono::nanoseconds window,
                      std::size_t max_keys)
-    : clock_(clock), window_(window), max_per_shard_(std::max<std::size_t>(1, max_keys / 16)) {}
+    : clock_(clock),
+      window_(window),
+      created_(clock.now()),
+      max_per_shard_(std::max<std::size_t>(1, max_keys / 16)) {}
 
 std::uint64_t key_stats::recent(const counts& c, std::int64_t now_index) {
     if (c.window_index == now_index) {
@@ -51,8 +54,12 @@ void key_stats::refused(std::string_view key) {
     c.current++;
 }
 
-std::vector<key_stats::entry> key_stats::top_refused(std::size_t n) const {
-    const std::int64_t now_index = clock_.now() / window_;
+key_stats::report key_stats::top_refused(std::size_t n) const {
+    const std::chrono::nanoseconds now = clock_.now();
+    const std::int64_t now_index = now / window_;
+    // recent() counts from the start of the previous window: the span is
+    // read from the same clock reading, so the two agree at every moment.
+    const std::chrono::nanoseconds since = std::max((now_index - 1) * window_, created_);
     std::vector<entry> out;
     for (const shard& s : shards_) {
         const std::lock_guard lock(s.mutex);
@@ -68,7 +75,8 @@ std::vector<key_stats::entry> key_stats::top_refused(std::size_t n) const {
                           return a.refused != b.refused ? a.refused > b.refused : a.key < b.key;
                       });
     out.resize(keep);
-    return out;
+    // A manual clock set back before construction gives no span, not a negative one.
+    return {std::move(out), std::max(now - since, std::chrono::nanoseconds{0})};
 }
 
 }  // namespace tollgate::admin

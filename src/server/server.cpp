@@ -246,7 +246,8 @@ std::string_view type_of(std::string_view key) {
 
 std::string server::debug_keys_json(std::size_t top) const {
     nlohmann::json limited = nlohmann::json::array();
-    for (const auto& e : gateway_->refused_keys.top_refused(top)) {
+    const auto refused = gateway_->refused_keys.top_refused(top);
+    for (const auto& e : refused.keys) {
         limited.push_back({{"key_type", type_of(e.key)}, {"key", e.key}, {"refused", e.refused}});
     }
     nlohmann::json in_flight = nlohmann::json::array();
@@ -267,9 +268,12 @@ std::string server::debug_keys_json(std::size_t top) const {
         slots_active_keys = rt->slots->active_keys();
     }
     nlohmann::json out{
+        // The span the counts actually cover (one to two windows), in ms
+        // precision: `refused / window_seconds` is then a key's true rate.
         {"window_seconds",
-         2 * std::chrono::duration_cast<std::chrono::seconds>(gateway_->refused_keys.window())
-                 .count()},
+         static_cast<double>(
+             std::chrono::duration_cast<std::chrono::milliseconds>(refused.span).count()) /
+             1000.0},
         {"limited", std::move(limited)},
         {"in_flight", std::move(in_flight)},
         {"slots",

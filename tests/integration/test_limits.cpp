@@ -566,6 +566,48 @@ TEST_CASE("metrics count every decision exactly", "[metrics]") {
     CHECK(slots["capacity"] == cfg.concurrency.capacity);
 }
 
+TEST_CASE("/debug/keys refused over window_seconds is a steady key's rate after a boundary",
+          "[metrics]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 1;
+    cfg.rate_limit.window = 1h;  // one request allowed, every later one refused
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    client admin(gw.admin_port());
+    auto keys = [&] {
+        request req{http::verb::get, "/debug/keys?top=5", 11};
+        req.set(http::field::host, "localhost");
+        return nlohmann::json::parse(admin.send(req).body());
+    };
+    // 10 requests a second from 60 s to 180 s, one key; the 60 s windows
+    // begin at 60, 120 and 180 s.
+    clock.set(60s);
+    int refused = 0;
+    for (int i = 0; i <= 1200; ++i) {
+        refused += c.send(make_get("/echo", {bearer("steady")})).result_int() == 429;
+        if (i < 1200) {
+            clock.advance(100ms);
+        }
+    }
+    REQUIRE(refused == 1200);
+    // At 180 s, the first instant of a window: the counts cover 120..180 s.
+    auto doc = keys();
+    REQUIRE(doc["limited"].size() == 1);
+    const double window = doc["window_seconds"].get<double>();
+    CHECK(window == 60.0);
+    const double rate = doc["limited"][0]["refused"].get<double>() / window;
+    INFO("read " << rate << "/s for a key refused 10 times a second");
+    CHECK(rate >= 10.0);
+    CHECK(rate < 10.1);
+    // Halfway through the window nothing more was refused: the same count
+    // over a longer span.
+    clock.set(210s);
+    doc = keys();
+    CHECK(doc["window_seconds"].get<double>() == 90.0);
+}
+
 TEST_CASE("/debug/keys reads top from its own query parameter and refuses a bad one", "[metrics]") {
     test_upstream up;
     auto cfg = test_config(up.port());

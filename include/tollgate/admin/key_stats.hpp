@@ -3,9 +3,9 @@
 /// Which keys are being refused, for `/debug/keys`: an operator can see who
 /// is limited without a high-cardinality metric. Keys are kept in display
 /// form only (a `tok:` key shortened to 12 hex characters), counted in
-/// fixed windows (the current and the previous one are reported), and the
-/// table is bounded; when full, the entries with the fewest recent
-/// refusals make room.
+/// fixed windows (the current and the previous one are reported, with the
+/// span they cover), and the table is bounded; when full, the entries with
+/// the fewest recent refusals make room.
 ///
 /// Thread-safe; sharded so that refusals of unrelated keys rarely contend.
 /// Allowed requests never touch it.
@@ -32,6 +32,16 @@ public:
         std::string key;  ///< display form
         std::uint64_t refused = 0;
     };
+    /// What `top_refused` saw, counts and span read at the same instant.
+    struct report {
+        std::vector<entry> keys;
+        /// The time the counts cover: from the start of the previous window
+        /// (or from construction, if later) to now. Between one and two
+        /// windows once the table is a window old, so `refused / span` is a
+        /// key's refusal rate over exactly that time; a fixed two windows
+        /// would read up to 2x low just after a window boundary.
+        std::chrono::nanoseconds span{0};
+    };
 
     explicit key_stats(const limit::clock& clock,
                        std::chrono::nanoseconds window = std::chrono::seconds(60),
@@ -39,8 +49,9 @@ public:
 
     /// Counts one refusal for `key` (full key; only its display form is kept).
     void refused(std::string_view key);
-    /// The `n` keys with the most refusals in the current and previous window.
-    std::vector<entry> top_refused(std::size_t n) const;
+    /// The `n` keys with the most refusals in the current and previous
+    /// window, most first, and the span those windows cover.
+    report top_refused(std::size_t n) const;
     std::chrono::nanoseconds window() const { return window_; }
 
 private:
@@ -57,6 +68,7 @@ private:
 
     const limit::clock& clock_;
     const std::chrono::nanoseconds window_;
+    const std::chrono::nanoseconds created_;  ///< nothing was counted before
     const std::size_t max_per_shard_;
     std::array<shard, 16> shards_;
 };
