@@ -8,7 +8,8 @@
 /// `info`, the default. What each level carries:
 ///  * `info`: configuration reloaded, draining, stopped, Redis reachable again;
 ///  * `warn`: settings changed that apply only on restart, Redis unreachable
-///    or misbehaving (the store falls back);
+///    or misbehaving (the store falls back), an upstream server refusing
+///    connections (another server of its group was tried);
 ///  * `error`: a reload that failed, a fatal error.
 ///
 /// Not filtered: the startup line ("listening on ..."), which names the bound

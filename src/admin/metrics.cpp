@@ -182,6 +182,20 @@ std::string metrics::serialize(const gauge_values& g) const {
     }
     families.push_back(std::move(errors));
 
+    // Not an upstream_errors kind: those count exchanges that failed, and
+    // the exchange after a failover usually succeeds. No server label
+    // (bounded labels); the log names the server.
+    auto failovers = family("tollgate_upstream_connect_failovers_total",
+                            "Connects refused by one server of an upstream group that moved on to "
+                            "another server of the group",
+                            MetricType::Counter);
+    std::uint64_t total_failovers = 0;
+    for (const auto& s : shards_) {
+        total_failovers += s->upstream_connect_failovers.load(std::memory_order_relaxed);
+    }
+    failovers.metric.push_back(counter_metric(static_cast<double>(total_failovers), {}));
+    families.push_back(std::move(failovers));
+
     auto handshakes =
         family("tollgate_tls_handshake_failures_total",
                "Client TLS handshakes that failed on the TLS listener", MetricType::Counter);

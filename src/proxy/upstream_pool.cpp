@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "tollgate/log.hpp"
 #include "tollgate/proxy/tls.hpp"
 
 #include <sys/socket.h>
@@ -245,6 +246,7 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
             ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
             ec == asio::error::host_unreachable || ec == asio::error::network_unreachable;
         if (refused && ++a->tried < a->group->targets.size() && !self->shut_down_) {
+            self->failed_over(*a->group->targets[a->current], ec);
             a->next();
             lease idle;
             if (self->take_idle(a->group->targets[a->current].get(), idle)) {
@@ -290,6 +292,38 @@ void upstream_pool::connected(std::shared_ptr<attempt> a, std::unique_ptr<connec
     conn->stream.expires_never();
     auto h = std::move(a->handler);
     h({}, lease(shared_from_this(), std::move(conn)));
+}
+
+void upstream_pool::failed_over(const upstream_target& target, const error_code& ec) {
+    // The request still succeeds on another server, so without these an
+    // operator would not see that half of a group is down.
+    if (settings_.failover_counter) {
+        settings_.failover_counter->fetch_add(1, std::memory_order_relaxed);
+    }
+    target.refusals_unlogged.fetch_add(1, std::memory_order_relaxed);
+    // One line per server per interval from all threads together: under
+    // load a dead server would otherwise log once per request.
+    constexpr std::chrono::nanoseconds interval = std::chrono::seconds(10);
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::steady_clock::now().time_since_epoch())
+                                 .count();
+    std::int64_t last = target.refusal_logged_at.load(std::memory_order_relaxed);
+    if (last != upstream_target::never_logged && now - last < interval.count()) {
+        return;
+    }
+    // Another thread may be logging the same server right now: one wins.
+    if (!target.refusal_logged_at.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+        return;
+    }
+    const std::uint64_t refusals = target.refusals_unlogged.exchange(0, std::memory_order_relaxed);
+    std::string line = "upstream " + target.server.url + " refused a connection (" + ec.message() +
+                       "); trying another server of its group";
+    if (last != upstream_target::never_logged) {
+        // The refusals the interval kept quiet: how often, not only whether.
+        line += " (" + std::to_string(refusals) + " refusals in the last " +
+                std::to_string((now - last) / 1'000'000'000) + " s)";
+    }
+    log_line(log_level::warn, line);
 }
 
 bool upstream_pool::take_idle(const upstream_target* target, lease& out) {

@@ -48,6 +48,7 @@ worker::worker(gateway& g, std::size_t idx, const config& cfg, std::size_t worke
     settings.idle_timeout = cfg.upstream.idle_timeout;
     settings.max_connections = std::max<std::size_t>(1, cfg.upstream.max_connections / workers);
     settings.open_counter = &g.upstream_connections;
+    settings.failover_counter = &g.metrics.shard(idx).upstream_connect_failovers;
     pool = std::make_shared<proxy::upstream_pool>(ioc, settings);
     store = make_store(cfg);
     // Every client connection and upstream connection this worker may hold

@@ -5,6 +5,9 @@
 
 #include <sys/socket.h>
 
+#include <iostream>
+#include <sstream>
+
 #include "support.hpp"
 
 using namespace tollgate;
@@ -278,6 +281,42 @@ TEST_CASE("a refused server's turns spread over the live ones", "[proxy][errors]
     }
     CHECK(a.stats.requests == 6);
     CHECK(c.stats.requests == 6);
+}
+
+TEST_CASE("a refused server of a group is counted and named in one warning", "[proxy][errors]") {
+    test_upstream up;
+    const std::uint16_t dead_port = free_port();
+    auto cfg = test_config(up.port());
+    upstream_server dead = cfg.upstream.servers.front();
+    dead.port = dead_port;
+    dead.url = "http://127.0.0.1:" + std::to_string(dead_port);
+    cfg.upstream.servers = {dead, cfg.upstream.servers.front()};
+    // Log lines go to std::cerr; swapped only while no worker thread runs.
+    std::ostringstream log;
+    std::streambuf* const stderr_buf = std::cerr.rdbuf(log.rdbuf());
+    std::string metrics;
+    {
+        running_proxy gw(cfg);
+        for (int i = 0; i < 6; ++i) {
+            CHECK(get(gw.port(), "/echo").result_int() == 200);
+        }
+        metrics = get(gw.admin_port(), "/metrics").body();
+    }
+    std::cerr.rdbuf(stderr_buf);
+    CHECK(up.stats.requests == 6);
+    // Each request's turn is the dead server's (the failover takes the live
+    // server's turn), so every one failed over once; none failed.
+    CHECK(metrics.find("tollgate_upstream_connect_failovers_total 6") != std::string::npos);
+    CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"connect_refused\"} 0") !=
+          std::string::npos);
+    // One warning for six refusals: the interval keeps a dead server from
+    // writing a line per request.
+    const std::string text = log.str();
+    INFO(text);
+    const std::string named = "upstream " + dead.url + " refused a connection";
+    const auto first = text.find(named);
+    CHECK(first != std::string::npos);
+    CHECK(text.find(named, first + 1) == std::string::npos);
 }
 
 TEST_CASE("upstream closing without a response gives 502", "[proxy][errors]") {

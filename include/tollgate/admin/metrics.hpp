@@ -78,6 +78,9 @@ struct alignas(64) metrics_shard {
         upstream_errors{};
     std::array<std::atomic<std::uint64_t>, 6> responses_by_class{};  ///< 1xx..5xx, [0] unused
     std::atomic<std::uint64_t> tls_handshake_failures{};  ///< client handshakes on the TLS listener
+    /// Connects a server of a group refused, moved on to another server (the
+    /// upstream pool counts them, given this through pool_settings).
+    std::atomic<std::uint64_t> upstream_connect_failovers{};
     atomic_histogram upstream_duration;
     atomic_histogram request_duration;
 

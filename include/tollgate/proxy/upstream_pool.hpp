@@ -13,6 +13,7 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,9 +25,16 @@
 namespace tollgate::proxy {
 
 /// One upstream server with its addresses resolved once, at config load.
+/// Shared by all threads; only the refusal log state changes.
 struct upstream_target {
     upstream_server server;
     std::vector<tcp::endpoint> endpoints;
+    /// steady_clock time (ns) of the last "refused, moved on" warning about
+    /// this server, from any thread; `never_logged` before the first.
+    static constexpr std::int64_t never_logged = std::numeric_limits<std::int64_t>::min();
+    mutable std::atomic<std::int64_t> refusal_logged_at{never_logged};
+    /// Refusals since that warning, named in the next one.
+    mutable std::atomic<std::uint64_t> refusals_unlogged{0};
 };
 
 /// Servers tried round robin (`upstream.servers` or a route's `upstream`).
@@ -61,6 +69,9 @@ struct pool_settings {
     std::size_t max_connections = 1024;  ///< for this pool (this thread)
     /// Shared count of open connections across pools (metrics), or null.
     std::atomic<std::size_t>* open_counter = nullptr;
+    /// Counts each refused connect that moves on to another server of the
+    /// group (this thread's metrics shard), or null.
+    std::atomic<std::uint64_t>* failover_counter = nullptr;
 };
 
 class upstream_pool : public std::enable_shared_from_this<upstream_pool> {
@@ -126,7 +137,9 @@ public:
     upstream_pool(asio::io_context& ioc, pool_settings settings);
 
     /// Hands out an idle connection to the next server of `group` or
-    /// connects a new one. A refused connect moves on to the next server;
+    /// connects a new one. A refused connect moves on to the next server
+    /// (counted in `failover_counter`; a warning naming the server, at most
+    /// one per server every 10 s across all pools);
     /// errors: `beast::error::timeout` (connect timeout, or no connection
     /// became free within the connect timeout) or the last connect error.
     void acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler);
@@ -154,6 +167,7 @@ private:
     bool try_start(const std::shared_ptr<const upstream_group>& group, acquire_handler& handler);
     void connect(std::shared_ptr<attempt> a);
     void connected(std::shared_ptr<attempt> a, std::unique_ptr<connection> conn);
+    void failed_over(const upstream_target& target, const error_code& ec);
     bool take_idle(const upstream_target* target, lease& out);
     void put_idle(std::unique_ptr<connection> conn);
     void released();
