@@ -186,10 +186,10 @@ bool has_space_or_control(std::string_view t) {
 /// Why no request path could ever match `t`, or nullopt. Routes and
 /// ip_paths see the path after proxy::normalize_path, and requests that
 /// proxy::check_path_query refuses never reach them: no empty segment, no
-/// `;params`, no `.` or `..` segment, and no %XX that encodes an unreserved
-/// character (refused with 400, `~` decoded). A trailing `*` (ip_paths)
-/// leaves the last segment open, so only the segments closed by `/` are
-/// checked for dots there.
+/// `;params`, no `.` or `..` segment, no %XX that encodes an unreserved
+/// character (refused with 400, `~` decoded), and no %2F (decoded to `/`). A trailing `*`
+/// (ip_paths) leaves the last segment open, so only the segments closed by `/` are checked for dots
+/// there.
 std::optional<std::string> unmatchable_path(std::string_view written) {
     const bool open_end = written.ends_with('*');
     const std::string_view t = open_end ? written.substr(0, written.size() - 1) : written;
@@ -227,6 +227,11 @@ std::optional<std::string> unmatchable_path(std::string_view written) {
                    got();
         }
         const char decoded = static_cast<char>(hex_value(t[i + 1]) * 16 + hex_value(t[i + 2]));
+        if (decoded == '/') {
+            return "must not contain %2F: request paths are matched with an encoded / read as "
+                   "/ (as a backend that decodes it routes them), so write / itself, got " +
+                   got();
+        }
         if (is_unreserved(decoded)) {
             return "must not percent-encode " + quote_value(std::string_view(&decoded, 1)) + " (" +
                    std::string(t.substr(i, 3)) +
@@ -289,6 +294,10 @@ const value_kind<std::string> route_host{
                 "must be a host name without :port; routes match the Host header's name (any "
                 "port), got " +
                 quote_value(t));
+        }
+        // Requests are matched without a fully qualified name's final dot.
+        if (t.size() > 1 && t.back() == '.') {
+            t.remove_suffix(1);
         }
         return parse_result<std::string>::ok(std::string(t));
     }};

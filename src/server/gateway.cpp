@@ -81,6 +81,11 @@ int runtime::match_route(std::string_view host, std::string_view path) const {
         colon != std::string_view::npos && host.find(']', colon) == std::string_view::npos) {
         host = host.substr(0, colon);
     }
+    // A fully qualified name (`api.example.com.`) is the same host to DNS
+    // and to nginx's server_name.
+    if (host.size() > 1 && host.back() == '.') {
+        host.remove_suffix(1);
+    }
     int best = -1;
     std::size_t best_len = 0;
     bool best_host = false;

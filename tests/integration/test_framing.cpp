@@ -566,7 +566,8 @@ TEST_CASE("framing: a route's limit applies however its path is written", "[fram
     };
     REQUIRE(status_of("/login") == 200);
     CHECK(status_of("/login/x") == 429);  // the route itself works
-    for (std::string_view target : {"http://localhost/login", "//login", "/login;jsessionid=1"}) {
+    for (std::string_view target : {"http://localhost/login", "//login", "/login;jsessionid=1",
+                                    "/login%2Fsubmit", "/login%2f"}) {
         INFO(target);
         CHECK(status_of(target) == 429);
     }
@@ -588,6 +589,9 @@ TEST_CASE("framing: a host route holds for an HTTP/1.0 absolute-form request wit
         return client.read();
     };
     REQUIRE(ask("GET /x HTTP/1.1\r\nHost: admin.test\r\n\r\n").status == 200);
+    // A fully qualified name is the same host (to DNS and to nginx).
+    CHECK(ask("GET /x HTTP/1.1\r\nHost: admin.test.\r\n\r\n").status == 429);
+    CHECK(ask("GET /x HTTP/1.1\r\nHost: ADMIN.test.:8080\r\n\r\n").status == 429);
     const auto bare = ask("GET http://admin.test/x HTTP/1.0\r\n\r\n");
     CHECK(bare.status == 429);
     CHECK(bare.header["X-RateLimit-Limit"] == "1");

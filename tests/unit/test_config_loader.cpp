@@ -598,6 +598,10 @@ TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
         "  - {name: b, host: B.example, path_prefix: /x}\n"
         "  - {name: c, host: \"[::1]\", path_prefix: /x}\n");
     CHECK(ok.routes.size() == 3);
+    // A fully qualified name's final dot is dropped, as requests' are.
+    CHECK(
+        parse("routes:\n  - {name: a, host: api.example.com., path_prefix: /x}\n").routes[0].host ==
+        "api.example.com");
     CHECK(ok.routes[1].host == "B.example");
     CHECK(ok.routes[2].host == "[::1]");
 }
@@ -665,16 +669,21 @@ TEST_CASE("config: path_prefix and ip_paths that no request path could match are
     CHECK(ip_path("/registry/.") == ip_at + dots + "\"/registry/.\"");
     CHECK(ip_path("/st%61tus/*").find("must not percent-encode \"a\" (%61)") != std::string::npos);
 
+    // An encoded slash is matched as /: write / itself.
+    CHECK(route("/files/a%2fb") == at + "must not contain %2F: request paths are matched with an "
+                                        "encoded / read as / (as a backend that decodes it routes "
+                                        "them), so write / itself, got \"/files/a%2fb\"");
+
     // What can match still loads: names starting with dots, an open last
-    // segment before *, and encoded reserved characters (kept as sent).
+    // segment before *, and other encoded reserved characters (kept as sent).
     config ok = parse(
         "keying:\n  ip_paths: [/.well-known/*, \"/files/.*\", \"/a/..*\", /x/]\n"
         "routes:\n  - {name: a, path_prefix: /.well-known}\n"
-        "  - {name: b, path_prefix: \"/files/a%2Fb\"}\n  - {name: c, path_prefix: /}\n"
+        "  - {name: b, path_prefix: \"/files/a%3Ab\"}\n  - {name: c, path_prefix: /}\n"
         "  - {name: d, path_prefix: /v1/}\n");
     CHECK(ok.keying.ip_paths ==
           std::vector<std::string>{"/.well-known/*", "/files/.*", "/a/..*", "/x/"});
-    CHECK(ok.routes[1].path_prefix == "/files/a%2Fb");
+    CHECK(ok.routes[1].path_prefix == "/files/a%3Ab");
 }
 
 TEST_CASE("config: upstream.servers must not be empty", "[config][loader]") {

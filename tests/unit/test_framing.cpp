@@ -406,7 +406,12 @@ TEST_CASE("framing: normalize_path reads a path as a backend would", "[framing]"
     CHECK(norm("/a;x/b;y=2/") == "/a/b/");
     CHECK(norm("/%6cogin") == "/login");
     CHECK(norm("/%6Cogin") == "/login");
-    CHECK(norm("/a%2Fb") == "/a%2Fb");  // an encoded slash stays one segment
+    // An encoded slash is a slash, as to a backend that decodes it first.
+    CHECK(norm("/a%2Fb") == "/a/b");
+    CHECK(norm("/login%2fsubmit") == "/login/submit");
+    CHECK(norm("/a%2F%2Fb%2F") == "/a/b/");
+    CHECK(norm("/%2F") == "/");
+    CHECK(norm("/a%2Fb%20c") == "/a/b%20c");  // other reserved escapes stay
     CHECK(norm("/a%2") == "/a%2");
     CHECK(norm("/a%zz") == "/a%zz");
     CHECK(norm("/./login") == "/login");
