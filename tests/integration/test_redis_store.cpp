@@ -112,6 +112,15 @@ outcome fresh_get(std::uint16_t port) {
     return timed_get(c);
 }
 
+/// redis_test_config with one worker (one Redis connection) and `limit` per window.
+config one_worker_config(std::uint16_t upstream_port, const redis_server& redis,
+                         std::uint64_t limit) {
+    auto cfg = redis_test_config(upstream_port, redis);
+    cfg.threads = 1;
+    cfg.rate_limit.limit = limit;
+    return cfg;
+}
+
 const char* name_of(algorithm_kind a) {
     switch (a) {
         case algorithm_kind::gcra:
@@ -439,9 +448,7 @@ TEST_CASE("Redis closing an idle connection costs no decision: the next request 
     // and wait for Redis rather than decide without it.
     redis_server redis;
     test_upstream up;
-    auto cfg = redis_test_config(up.port(), redis);
-    cfg.threads = 1;
-    cfg.rate_limit.limit = 100;
+    auto cfg = one_worker_config(up.port(), redis, 100);
     cfg.store.redis.on_failure = failure_mode::closed;
     running_proxy gw(cfg);
     auto& shared = gw.srv().gw().redis;
@@ -467,9 +474,7 @@ TEST_CASE("Redis answering READONLY is left and reconnected to, deciding locally
     // with backoff, and the fallback gauge says decisions are local.
     redis_server redis;
     test_upstream up;
-    auto cfg = redis_test_config(up.port(), redis);
-    cfg.threads = 1;
-    cfg.rate_limit.limit = 100;
+    auto cfg = one_worker_config(up.port(), redis, 100);
     cfg.store.redis.instances = 2;  // local bound: 50
     running_proxy gw(cfg);
     auto& shared = gw.srv().gw().redis;
@@ -550,9 +555,7 @@ TEST_CASE("a worker shuts down promptly while Redis hangs", "[redis][failure]") 
 TEST_CASE("scripts flushed from Redis are loaded again (NOSCRIPT)", "[redis]") {
     redis_server redis;
     test_upstream up;
-    auto cfg = redis_test_config(up.port(), redis);
-    cfg.threads = 1;
-    cfg.rate_limit.limit = 50;
+    auto cfg = one_worker_config(up.port(), redis, 50);
     running_proxy gw(cfg);
     client c(gw.port());
     CHECK(timed_get(c).remaining == "49");
