@@ -9,7 +9,8 @@
 ///  * `info`: configuration reloaded, draining, stopped, Redis reachable again;
 ///  * `warn`: settings changed that apply only on restart, Redis unreachable
 ///    or misbehaving (the store falls back), an upstream server refusing
-///    connections (another server of its group was tried);
+///    connections (another server of its group was tried), a listener that
+///    cannot accept (out of descriptors) or is at client.max_connections;
 ///  * `error`: a reload that failed, a fatal error.
 ///
 /// Not filtered: the startup line ("listening on ..."), which names the bound
@@ -19,6 +20,8 @@
 /// workers do not interleave.
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -51,5 +54,36 @@ inline void log_line(log_level level, std::string_view text) {
     line.append("tollgate: ").append(text).push_back('\n');
     std::cerr << line;
 }
+
+/// A warning about a condition that may repeat at network speed (a failing
+/// accept, a full connection table): one line per `interval`, the next
+/// naming how many it kept quiet. One thread's, like the loop it watches.
+class throttled_warning {
+public:
+    explicit throttled_warning(std::chrono::steady_clock::duration interval)
+        : interval_(interval) {}
+
+    void warn(std::string_view text) {
+        const auto now = std::chrono::steady_clock::now();
+        if (logged_ && now - last_ < interval_) {
+            ++quiet_;
+            return;
+        }
+        std::string line(text);
+        if (quiet_ > 0) {
+            line += " (" + std::to_string(quiet_) + " more since the last such line)";
+        }
+        log_line(log_level::warn, line);
+        logged_ = true;
+        last_ = now;
+        quiet_ = 0;
+    }
+
+private:
+    std::chrono::steady_clock::duration interval_;
+    std::chrono::steady_clock::time_point last_{};
+    bool logged_ = false;
+    std::uint64_t quiet_ = 0;
+};
 
 }  // namespace tollgate

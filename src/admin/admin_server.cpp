@@ -98,9 +98,21 @@ void admin_server::do_accept() {
         if (ec == asio::error::operation_aborted) {
             return;
         }
-        if (!ec) {
-            std::make_shared<connection>(std::move(socket), handler_)->start();
+        if (ec) {
+            // Out of descriptors (or another transient failure): back off,
+            // as the proxy's listeners do, instead of spinning on an accept
+            // that keeps failing.
+            accept_warning_.warn("admin: cannot accept a connection (" + ec.message() +
+                                 "); retrying every 50 ms");
+            accept_backoff_.expires_after(std::chrono::milliseconds(50));
+            accept_backoff_.async_wait([this](error_code wait_ec) {
+                if (!wait_ec) {
+                    do_accept();
+                }
+            });
+            return;
         }
+        std::make_shared<connection>(std::move(socket), handler_)->start();
         do_accept();
     });
 }

@@ -196,6 +196,17 @@ std::string metrics::serialize(const gauge_values& g) const {
     failovers.metric.push_back(counter_metric(static_cast<double>(total_failovers), {}));
     families.push_back(std::move(failovers));
 
+    auto refused = family("tollgate_connections_refused_total",
+                          "Client connections closed as they were accepted: "
+                          "client.max_connections open already",
+                          MetricType::Counter);
+    std::uint64_t total_refused = 0;
+    for (const auto& s : shards_) {
+        total_refused += s->connections_refused.load(std::memory_order_relaxed);
+    }
+    refused.metric.push_back(counter_metric(static_cast<double>(total_refused), {}));
+    families.push_back(std::move(refused));
+
     auto handshakes =
         family("tollgate_tls_handshake_failures_total",
                "Client TLS handshakes that failed on the TLS listener", MetricType::Counter);

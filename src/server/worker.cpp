@@ -142,6 +142,8 @@ void worker::on_accept(proxy::acceptor_type& acceptor, error_code ec, proxy::soc
     if (ec) {
         // Out of descriptors (or another transient failure): back off instead
         // of spinning on an accept that keeps failing.
+        accept_warning_.warn("cannot accept a connection (" + ec.message() +
+                             "); retrying every 50 ms");
         auto& backoff = &acceptor == &acceptor_ ? accept_backoff_ : tls_accept_backoff_;
         backoff.expires_after(std::chrono::milliseconds(50));
         backoff.async_wait([this, &acceptor](error_code wait_ec) {
@@ -156,6 +158,10 @@ void worker::on_accept(proxy::acceptor_type& acceptor, error_code ec, proxy::soc
         gw.client_connections--;
         error_code ignored;
         socket.close(ignored);
+        gw.metrics.shard(index).connection_refused();
+        full_warning_.warn("client.max_connections (" +
+                           std::to_string(rt->cfg->client.max_connections) +
+                           ") reached: new connections are closed at once");
     } else if (&acceptor == &tls_acceptor_) {
         // The certificate of the moment: a reload changes it for new connections only.
         std::make_shared<session>(std::move(socket), *this, rt->tls_server)->start();

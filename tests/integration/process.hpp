@@ -31,6 +31,7 @@ public:
     std::uint16_t tls_port() const { return tls_port_; }
 
     void signal(int signo);
+    pid_t pid() const { return pid_; }
     /// Waits up to `seconds` for the process to exit; its exit code, or nullopt.
     std::optional<int> wait_exit(int seconds = 10);
     /// Waits (up to 10 s) for a stderr line containing `text`.

@@ -115,6 +115,33 @@ TEST_CASE("faults: 1,000 clients aborting at every stage leave nothing held", "[
     CHECK(res.result_int() == 200);
 }
 
+TEST_CASE("faults: connections past client.max_connections are closed and counted", "[faults]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    cfg.client.max_connections = 2;
+    running_proxy gw(cfg);
+    auto first = std::make_unique<client>(gw.port());
+    client second(gw.port());
+    request req{http::verb::get, "/echo", 11};
+    req.set(http::field::host, "localhost");
+    REQUIRE(first->send(req).result_int() == 200);
+    REQUIRE(second.send(req).result_int() == 200);
+    client third(gw.port());
+    CHECK(third.closed_by_peer());
+    CHECK(get(gw.admin_port(), "/metrics").body().find("tollgate_connections_refused_total 1\n") !=
+          std::string::npos);
+    // A place that frees up is taken again.
+    first.reset();
+    CHECK(eventually([&] {
+        try {
+            return get(gw.port(), "/echo").result_int() == 200;
+        } catch (const std::exception&) {
+            return false;
+        }
+    }));
+}
+
 TEST_CASE("faults: an upstream that answers with broken framing gives 502, never a hang",
           "[faults]") {
     test_upstream up;

@@ -1,8 +1,12 @@
 // The tollgate process: config files, environment, signals and exit codes.
 
+#include <dirent.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -261,6 +265,60 @@ TEST_CASE("SIGTERM: a request waiting for an upstream connection is still served
     CHECK(res.result_int() == 200);
     CHECK_FALSE(res.keep_alive());
     CHECK(up.stats.requests.load() == 2);
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("out of descriptors: both listeners back off, say so, and serve again", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("nofile.yaml", config_yaml(up.port(), "  limit: 1000\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    const auto count_in = [](const std::string& dir) {
+        std::size_t n = 0;
+        if (DIR* d = ::opendir(dir.c_str())) {
+            while (::readdir(d) != nullptr) {
+                ++n;
+            }
+            ::closedir(d);
+        }
+        return n;
+    };
+    const std::string proc = "/proc/" + std::to_string(p.pid());
+    // A few descriptors beyond those open now.
+    const rlim_t allowed = count_in(proc + "/fd") + 2;
+    const rlimit limit{allowed, allowed};
+    REQUIRE(::prlimit(p.pid(), RLIMIT_NOFILE, &limit, nullptr) == 0);
+    std::vector<std::unique_ptr<raw_connection>> held;
+    for (int i = 0; i < 8; ++i) {
+        held.push_back(std::make_unique<raw_connection>(p.port()));  // completed by the kernel
+    }
+    REQUIRE(p.wait_for_log("cannot accept a connection (Too many open files)"));
+    auto admin_attempt = std::make_unique<raw_connection>(p.admin_port());
+    REQUIRE(p.wait_for_log("admin: cannot accept a connection (Too many open files)"));
+    // Backing off, not spinning on the failing accept: a spinning listener
+    // burns a whole core (about 100 ticks a second).
+    const auto cpu_ticks = [&] {
+        std::ifstream stat(proc + "/stat");
+        std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+        std::istringstream fields(text.substr(text.rfind(')') + 2));
+        std::string skip;
+        for (int i = 0; i < 11; ++i) {
+            fields >> skip;
+        }
+        long utime = 0;
+        long stime = 0;
+        fields >> utime >> stime;
+        return utime + stime;
+    };
+    const long before = cpu_ticks();
+    std::this_thread::sleep_for(1s);  // the behaviour under test is over time
+    CHECK(cpu_ticks() - before < 30);
+    // Descriptors free again: both listeners serve.
+    held.clear();
+    admin_attempt.reset();
+    CHECK(get(p.admin_port(), "/healthz").result_int() == 200);
+    CHECK(get(p.port(), "/echo").result_int() == 200);
+    p.signal(SIGTERM);
     CHECK(p.wait_exit() == 0);
 }
 

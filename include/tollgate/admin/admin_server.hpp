@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "tollgate/log.hpp"
 #include "tollgate/net.hpp"
 
 namespace tollgate::admin {
@@ -35,6 +36,8 @@ private:
 
     asio::io_context ioc_{1};
     tcp::acceptor acceptor_{ioc_};
+    asio::steady_timer accept_backoff_{ioc_};
+    throttled_warning accept_warning_{std::chrono::seconds(10)};
     handler handler_;
     std::thread thread_;
 };

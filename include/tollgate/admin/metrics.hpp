@@ -81,6 +81,8 @@ struct alignas(64) metrics_shard {
     /// Connects a server of a group refused, moved on to another server (the
     /// upstream pool counts them, given this through pool_settings).
     std::atomic<std::uint64_t> upstream_connect_failovers{};
+    /// Client connections closed at accept: client.max_connections reached.
+    std::atomic<std::uint64_t> connections_refused{};
     atomic_histogram upstream_duration;
     atomic_histogram request_duration;
 
@@ -89,6 +91,9 @@ struct alignas(64) metrics_shard {
     }
     void upstream_error(upstream_error_kind e) noexcept {
         upstream_errors[static_cast<std::size_t>(e)].fetch_add(1, std::memory_order_relaxed);
+    }
+    void connection_refused() noexcept {
+        connections_refused.fetch_add(1, std::memory_order_relaxed);
     }
     void tls_handshake_failed() noexcept {
         tls_handshake_failures.fetch_add(1, std::memory_order_relaxed);

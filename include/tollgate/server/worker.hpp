@@ -10,6 +10,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "tollgate/log.hpp"
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/stream.hpp"
 #include "tollgate/proxy/upstream_pool.hpp"
@@ -98,6 +99,8 @@ private:
     proxy::acceptor_type tls_acceptor_{ioc};
     asio::steady_timer accept_backoff_{ioc};
     asio::steady_timer tls_accept_backoff_{ioc};
+    throttled_warning accept_warning_{std::chrono::seconds(10)};
+    throttled_warning full_warning_{std::chrono::seconds(10)};
     /// Sessions given to watch_later(): `watch_due_` before the last tick,
     /// `watch_next_` since. Raw pointers, checked against `sessions_`.
     std::vector<session*> watch_due_;
