@@ -24,9 +24,10 @@ std::string_view to_string(key_kind k) {
 }
 
 std::string_view to_string(upstream_error_kind e) {
-    static constexpr std::array<std::string_view, 6> names{"connect_refused",  "connect_timeout",
+    static constexpr std::array<std::string_view, 7> names{"connect_refused",  "connect_timeout",
                                                            "response_timeout", "reset",
-                                                           "invalid_response", "tls"};
+                                                           "invalid_response", "tls",
+                                                           "pool_exhausted"};
     return names[static_cast<std::size_t>(e)];
 }
 

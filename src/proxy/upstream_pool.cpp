@@ -202,7 +202,7 @@ void upstream_pool::acquire(std::shared_ptr<const upstream_group> group, acquire
             }
             self->waiters_.erase(it);
             auto h = std::move(expired->handler);
-            h(beast::error::timeout, lease{});
+            h(pool_exhausted_error(), lease{});
         });
 }
 

@@ -1705,9 +1705,10 @@ void session::upstream_failed(error_code ec, upstream_phase phase) {
         // its own, so an expired or misnamed certificate is told apart.
         const bool tls = ec.category() == asio::error::get_ssl_category() ||
                          ec.category() == asio::ssl::error::get_stream_category();
-        kind = timeout ? admin::upstream_error_kind::connect_timeout
-               : tls   ? admin::upstream_error_kind::tls
-                       : admin::upstream_error_kind::connect_refused;
+        kind = ec == proxy::pool_exhausted_error() ? admin::upstream_error_kind::pool_exhausted
+               : timeout                           ? admin::upstream_error_kind::connect_timeout
+               : tls                               ? admin::upstream_error_kind::tls
+                                                   : admin::upstream_error_kind::connect_refused;
     } else if (timeout) {
         kind = admin::upstream_error_kind::response_timeout;
     } else if (ec.category() == error_code(http::error::bad_version).category() &&
@@ -1725,7 +1726,9 @@ void session::upstream_failed(error_code ec, upstream_phase phase) {
         close();
         return;
     }
-    if (timeout) {
+    if (kind == admin::upstream_error_kind::pool_exhausted) {
+        respond_error(http::status::gateway_timeout, "no upstream connection free");
+    } else if (timeout) {
         respond_error(http::status::gateway_timeout, "upstream timeout");
     } else {
         respond_error(http::status::bad_gateway, "upstream unavailable");

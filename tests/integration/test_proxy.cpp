@@ -357,6 +357,28 @@ TEST_CASE("upstream silent past response_timeout gives 504", "[proxy][errors]") 
           std::string::npos);
 }
 
+TEST_CASE("no upstream connection free within connect_timeout gives 504 pool_exhausted",
+          "[proxy][errors]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    cfg.upstream.max_connections = 1;
+    cfg.upstream.connect_timeout = std::chrono::milliseconds(200);
+    running_proxy gw(cfg);
+    client holding(gw.port());
+    holding.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+    auto res = get(gw.port(), "/echo");
+    CHECK(res.result_int() == 504);
+    CHECK(nlohmann::json::parse(res.body())["error"] == "no upstream connection free");
+    const auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"pool_exhausted\"} 1") !=
+          std::string::npos);
+    CHECK(metrics.find("kind=\"connect_timeout\"} 1") == std::string::npos);
+    up.release_held();
+    CHECK(holding.read().result_int() == 200);
+}
+
 TEST_CASE("upstream connect timeout gives 504", "[proxy][errors]") {
     // A listener whose backlog is full never completes new handshakes.
     asio::io_context ioc;

@@ -46,6 +46,9 @@ enum class upstream_error_kind : std::uint8_t {
     reset,
     invalid_response,
     tls,  ///< the TLS handshake with an https:// upstream failed (verification, protocol)
+    /// No connection of this worker's pool became free within connect_timeout
+    /// (upstream.max_connections all busy): the upstream itself may be fine.
+    pool_exhausted,
     count_
 };
 

@@ -74,6 +74,12 @@ struct pool_settings {
     std::atomic<std::uint64_t>* failover_counter = nullptr;
 };
 
+/// What acquire() fails with when no connection of the pool became free
+/// within connect_timeout: every one of upstream.max_connections is busy.
+inline error_code pool_exhausted_error() {
+    return make_error_code(boost::system::errc::device_or_resource_busy);
+}
+
 class upstream_pool : public std::enable_shared_from_this<upstream_pool> {
 public:
     struct connection {
@@ -140,8 +146,9 @@ public:
     /// connects a new one. A refused connect moves on to the next server
     /// (counted in `failover_counter`; a warning naming the server, at most
     /// one per server every 10 s across all pools);
-    /// errors: `beast::error::timeout` (connect timeout, or no connection
-    /// became free within the connect timeout) or the last connect error.
+    /// errors: `beast::error::timeout` (connect timeout), pool_exhausted_error()
+    /// (no connection became free within the connect timeout) or the last
+    /// connect error.
     void acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler);
 
     /// Shutdown begins: closes idle connections and makes later recycles
