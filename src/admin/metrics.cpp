@@ -112,6 +112,19 @@ prometheus::ClientMetric counter_metric(double value,
     return m;
 }
 
+/// One unlabelled counter: a member of every shard, summed.
+prometheus::MetricFamily counter_family(const std::vector<std::unique_ptr<metrics_shard>>& shards,
+                                        std::atomic<std::uint64_t> metrics_shard::*member,
+                                        std::string name, std::string help) {
+    std::uint64_t total = 0;
+    for (const auto& s : shards) {
+        total += ((*s).*member).load(std::memory_order_relaxed);
+    }
+    auto f = family(std::move(name), std::move(help), prometheus::MetricType::Counter);
+    f.metric.push_back(counter_metric(static_cast<double>(total), {}));
+    return f;
+}
+
 template <class Member>
 prometheus::MetricFamily histogram_family(const std::vector<std::unique_ptr<metrics_shard>>& shards,
                                           Member member, std::string name, std::string help) {
@@ -186,37 +199,17 @@ std::string metrics::serialize(const gauge_values& g) const {
     // Not an upstream_errors kind: those count exchanges that failed, and
     // the exchange after a failover usually succeeds. No server label
     // (bounded labels); the log names the server.
-    auto failovers = family("tollgate_upstream_connect_failovers_total",
-                            "Connects refused by one server of an upstream group that moved on to "
-                            "another server of the group",
-                            MetricType::Counter);
-    std::uint64_t total_failovers = 0;
-    for (const auto& s : shards_) {
-        total_failovers += s->upstream_connect_failovers.load(std::memory_order_relaxed);
-    }
-    failovers.metric.push_back(counter_metric(static_cast<double>(total_failovers), {}));
-    families.push_back(std::move(failovers));
-
-    auto refused = family("tollgate_connections_refused_total",
-                          "Client connections closed as they were accepted: "
-                          "client.max_connections open already",
-                          MetricType::Counter);
-    std::uint64_t total_refused = 0;
-    for (const auto& s : shards_) {
-        total_refused += s->connections_refused.load(std::memory_order_relaxed);
-    }
-    refused.metric.push_back(counter_metric(static_cast<double>(total_refused), {}));
-    families.push_back(std::move(refused));
-
-    auto handshakes =
-        family("tollgate_tls_handshake_failures_total",
-               "Client TLS handshakes that failed on the TLS listener", MetricType::Counter);
-    std::uint64_t failed_handshakes = 0;
-    for (const auto& s : shards_) {
-        failed_handshakes += s->tls_handshake_failures.load(std::memory_order_relaxed);
-    }
-    handshakes.metric.push_back(counter_metric(static_cast<double>(failed_handshakes), {}));
-    families.push_back(std::move(handshakes));
+    families.push_back(counter_family(shards_, &metrics_shard::upstream_connect_failovers,
+                                      "tollgate_upstream_connect_failovers_total",
+                                      "Connects refused by one server of an upstream group that "
+                                      "moved on to another server of the group"));
+    families.push_back(counter_family(shards_, &metrics_shard::connections_refused,
+                                      "tollgate_connections_refused_total",
+                                      "Client connections closed as they were accepted: "
+                                      "client.max_connections open already"));
+    families.push_back(counter_family(shards_, &metrics_shard::tls_handshake_failures,
+                                      "tollgate_tls_handshake_failures_total",
+                                      "Client TLS handshakes that failed on the TLS listener"));
 
     auto responses = family("tollgate_responses_total", "Responses sent to clients by status class",
                             MetricType::Counter);
