@@ -131,10 +131,16 @@ int main(int argc, char** argv) {
         std::function<void()> flush_loop = [&] {
             flush_timer.expires_after(std::chrono::seconds(1));
             flush_timer.async_wait([&](error_code ec) {
-                if (std::fflush(stdout) != 0 && !stdout_failed) {
+                // A worker's own write may have met the error first,
+                // leaving this flush nothing to fail on: ferror() says so.
+                const bool flush_failed = std::fflush(stdout) != 0;
+                const int flush_errno = errno;
+                if ((flush_failed || std::ferror(stdout)) && !stdout_failed) {
                     stdout_failed = true;
-                    log_line(log_level::error, std::string("access log: cannot write to stdout (") +
-                                                   std::strerror(errno) + "); its lines are lost");
+                    log_line(log_level::error,
+                             std::string("access log: cannot write to stdout (") +
+                                 (flush_failed ? std::strerror(flush_errno) : "a write failed") +
+                                 "); its lines are lost");
                 }
                 if (!ec) {
                     flush_loop();

@@ -1479,8 +1479,9 @@ void session::start_tunnel() {
     res.set(http::field::upgrade, protocol);
     set_rate_limit_fields(res);
     auto& shard = owner_.gw.metrics.shard(owner_.index);
-    shard.upstream_duration.observe(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_upstream_).count());
+    const auto now = std::chrono::steady_clock::now();
+    shard.upstream_duration.observe(std::chrono::duration<double>(now - t_upstream_).count());
+    shard.request_duration.observe(std::chrono::duration<double>(now - t_start_).count());
     shard.response_status(101);
     log_access(101);
     res_sr_.emplace(res);
@@ -1690,9 +1691,11 @@ void session::do_linger() {
 void session::upstream_failed(error_code ec, upstream_phase phase) {
     stop_watching();
     upstream_.close();
-    if (t_upstream_ != std::chrono::steady_clock::time_point{}) {
-        // A failed exchange took its time too: a timeout must show in the
-        // upstream latency, not vanish from it.
+    // A failed exchange took its time too: a timeout must show in the
+    // upstream latency, not vanish from it. A wait for a pooled connection
+    // that never came is not the upstream's time.
+    if (t_upstream_ != std::chrono::steady_clock::time_point{} &&
+        ec != proxy::pool_exhausted_error()) {
         owner_.gw.metrics.shard(owner_.index)
             .upstream_duration.observe(
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t_upstream_)

@@ -156,9 +156,9 @@ void worker::on_accept(proxy::acceptor_type& acceptor, error_code ec, proxy::soc
     const auto& rt = runtime_now();
     if (gw.client_connections.fetch_add(1) >= rt->cfg->client.max_connections) {
         gw.client_connections--;
+        gw.metrics.shard(index).connection_refused();  // counted before the client sees it
         error_code ignored;
         socket.close(ignored);
-        gw.metrics.shard(index).connection_refused();
         full_warning_.warn("client.max_connections (" +
                            std::to_string(rt->cfg->client.max_connections) +
                            ") reached: new connections are closed at once");

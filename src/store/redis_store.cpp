@@ -466,8 +466,9 @@ private:
         if (self->state_ == state::connecting && ac == self->ac_) {
             // Closed before the handshake completed: not a Redis that worked
             // (a server that is not Redis ends here with a protocol error).
-            self->report(std::string("connection closed during the handshake: ") +
-                         (ac->errstr[0] != '\0' ? ac->errstr : "no reason given"));
+            self->report(
+                std::string("connection closed during the handshake: ") +
+                (ac->errstr != nullptr && ac->errstr[0] != '\0' ? ac->errstr : "no reason given"));
             self->connection_gone(ac, redis_error_kind::connect, false);
         } else {
             const bool worked = self->state_ == state::ready && !self->suspect_;

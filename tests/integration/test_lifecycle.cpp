@@ -332,7 +332,7 @@ TEST_CASE("a stdout nobody reads loses the access log, not the process", "[lifec
     }
     // The once-a-second flush meets the closed pipe (SIGPIPE would end the
     // process here).
-    REQUIRE(p.wait_for_log("access log: cannot write to stdout (Broken pipe)"));
+    REQUIRE(p.wait_for_log("access log: cannot write to stdout ("));
     for (int i = 0; i < 5; ++i) {
         CHECK(get(p.port(), "/echo").result_int() == 200);
     }

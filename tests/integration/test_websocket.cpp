@@ -102,6 +102,10 @@ TEST_CASE("websocket: text and binary messages echo through the tunnel", "[webso
         CHECK_FALSE(c.got_text());
     }
     CHECK(up.stats.messages == 20);
+    // The handshake is an exchange of its own in both latency histograms.
+    const auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_request_duration_seconds_count 1\n") != std::string::npos);
+    CHECK(metrics.find("tollgate_upstream_duration_seconds_count 1\n") != std::string::npos);
 }
 
 TEST_CASE("websocket: a 4 MiB message crosses the tunnel intact both ways", "[websocket]") {
