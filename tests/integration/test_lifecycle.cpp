@@ -269,6 +269,13 @@ TEST_CASE("SIGTERM: a request waiting for an upstream connection is still served
 }
 
 TEST_CASE("out of descriptors: both listeners back off, say so, and serve again", "[lifecycle]") {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    // The sanitizer runtimes need descriptors of their own (UBSan's vptr
+    // check opens a pipe to probe memory): starved of them, they report
+    // errors that are not there and abort. The release build runs this.
+    WARN("skipped in a sanitizer build");
+    return;
+#endif
     test_upstream up;
     auto path = write_temp_file("nofile.yaml", config_yaml(up.port(), "  limit: 1000\n"));
     tollgate_process p({"--config", path});
