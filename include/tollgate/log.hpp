@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdint>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <string_view>
 
@@ -56,34 +57,37 @@ inline void log_line(log_level level, std::string_view text) {
 }
 
 /// A warning about a condition that may repeat at network speed (a failing
-/// accept, a full connection table): one line per `interval`, the next
-/// naming how many it kept quiet. One thread's, like the loop it watches.
+/// accept, a full connection table, a dead upstream server): one line per
+/// `interval` from all threads together, the next naming how many it kept
+/// quiet.
 class throttled_warning {
 public:
     explicit throttled_warning(std::chrono::steady_clock::duration interval)
         : interval_(interval) {}
 
+    /// Any thread.
     void warn(std::string_view text) {
-        const auto now = std::chrono::steady_clock::now();
-        if (logged_ && now - last_ < interval_) {
-            ++quiet_;
+        const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+        auto last = last_.load(std::memory_order_relaxed);
+        // Of threads due at once, the one whose exchange wins writes the line.
+        if ((last != never && now - last < interval_.count()) ||
+            !last_.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
+            quiet_.fetch_add(1, std::memory_order_relaxed);
             return;
         }
         std::string line(text);
-        if (quiet_ > 0) {
-            line += " (" + std::to_string(quiet_) + " more since the last such line)";
+        if (const auto quiet = quiet_.exchange(0, std::memory_order_relaxed); quiet > 0) {
+            line += " (" + std::to_string(quiet) + " more since the last such line)";
         }
         log_line(log_level::warn, line);
-        logged_ = true;
-        last_ = now;
-        quiet_ = 0;
     }
 
 private:
+    using rep = std::chrono::steady_clock::rep;
+    static constexpr rep never = std::numeric_limits<rep>::min();
     std::chrono::steady_clock::duration interval_;
-    std::chrono::steady_clock::time_point last_{};
-    bool logged_ = false;
-    std::uint64_t quiet_ = 0;
+    std::atomic<rep> last_{never};
+    std::atomic<std::uint64_t> quiet_{0};
 };
 
 }  // namespace tollgate

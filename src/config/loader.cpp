@@ -187,9 +187,9 @@ bool has_space_or_control(std::string_view t) {
 /// ip_paths see the path after proxy::normalize_path, and requests that
 /// proxy::check_path_query refuses never reach them: no empty segment, no
 /// `;params`, no `.` or `..` segment, no %XX that encodes an unreserved
-/// character (refused with 400, `~` decoded), and no %2F (decoded to `/`). A trailing `*`
-/// (ip_paths) leaves the last segment open, so only the segments closed by `/` are checked for dots
-/// there.
+/// character (refused with 400, `~` decoded), and no %2F (decoded to `/`).
+/// A trailing `*` (ip_paths) leaves the last segment open, so only the
+/// segments closed by `/` are checked for dots there.
 std::optional<std::string> unmatchable_path(std::string_view written) {
     const bool open_end = written.ends_with('*');
     const std::string_view t = open_end ? written.substr(0, written.size() - 1) : written;

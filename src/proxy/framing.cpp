@@ -836,13 +836,10 @@ void append_segment(std::string& out, std::string_view segment) {
     }
 }
 
-}  // namespace
-
-namespace {
-
-/// Where `path` has an encoded slash (`%2F`, `%2f`), or npos.
-std::size_t find_encoded_slash(std::string_view path) {
-    for (std::size_t i = path.find('%'); i != std::string_view::npos; i = path.find('%', i + 1)) {
+/// Where `path` has an encoded slash (`%2F`, `%2f`) from `from` on, or npos.
+std::size_t find_encoded_slash(std::string_view path, std::size_t from = 0) {
+    for (std::size_t i = path.find('%', from); i != std::string_view::npos;
+         i = path.find('%', i + 1)) {
         if (i + 2 < path.size() && path[i + 1] == '2' &&
             (path[i + 2] == 'F' || path[i + 2] == 'f')) {
             return i;
@@ -854,14 +851,14 @@ std::size_t find_encoded_slash(std::string_view path) {
 }  // namespace
 
 std::string_view normalize_path(std::string_view path, std::string& scratch) {
-    if (!path.empty() && path[0] == '/' && find_encoded_slash(path) != std::string_view::npos) {
+    if (std::size_t slash = find_encoded_slash(path);
+        !path.empty() && path[0] == '/' && slash != std::string_view::npos) {
         // A backend that decodes %2F before routing (nginx does) reads
         // /login%2Fx as /login/x: matched the same way, so that it meets the
         // /login route's limit. Rare, so the copy is no concern.
         std::string decoded(path);
-        for (std::size_t i = find_encoded_slash(decoded); i != std::string::npos;
-             i = find_encoded_slash(decoded)) {
-            decoded.replace(i, 3, "/");
+        for (; slash != std::string::npos; slash = find_encoded_slash(decoded, slash + 1)) {
+            decoded.replace(slash, 3, "/");
         }
         const std::string_view normal = normalize_path(decoded, scratch);
         if (normal.data() != scratch.data()) {

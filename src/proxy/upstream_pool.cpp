@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include "tollgate/log.hpp"
 #include "tollgate/proxy/tls.hpp"
 
 #include <sys/socket.h>
@@ -300,30 +299,8 @@ void upstream_pool::failed_over(const upstream_target& target, const error_code&
     if (settings_.failover_counter) {
         settings_.failover_counter->fetch_add(1, std::memory_order_relaxed);
     }
-    target.refusals_unlogged.fetch_add(1, std::memory_order_relaxed);
-    // One line per server per interval from all threads together: under
-    // load a dead server would otherwise log once per request.
-    constexpr std::chrono::nanoseconds interval = std::chrono::seconds(10);
-    const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                 std::chrono::steady_clock::now().time_since_epoch())
-                                 .count();
-    std::int64_t last = target.refusal_logged_at.load(std::memory_order_relaxed);
-    if (last != upstream_target::never_logged && now - last < interval.count()) {
-        return;
-    }
-    // Another thread may be logging the same server right now: one wins.
-    if (!target.refusal_logged_at.compare_exchange_strong(last, now, std::memory_order_relaxed)) {
-        return;
-    }
-    const std::uint64_t refusals = target.refusals_unlogged.exchange(0, std::memory_order_relaxed);
-    std::string line = "upstream " + target.server.url + " refused a connection (" + ec.message() +
-                       "); trying another server of its group";
-    if (last != upstream_target::never_logged) {
-        // The refusals the interval kept quiet: how often, not only whether.
-        line += " (" + std::to_string(refusals) + " refusals in the last " +
-                std::to_string((now - last) / 1'000'000'000) + " s)";
-    }
-    log_line(log_level::warn, line);
+    target.refusal_warning.warn("upstream " + target.server.url + " refused a connection (" +
+                                ec.message() + "); trying another server of its group");
 }
 
 bool upstream_pool::take_idle(const upstream_target* target, lease& out) {

@@ -13,28 +13,25 @@
 #include <chrono>
 #include <deque>
 #include <functional>
-#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "tollgate/config/config.hpp"
+#include "tollgate/log.hpp"
 #include "tollgate/net.hpp"
 #include "tollgate/proxy/stream.hpp"
 
 namespace tollgate::proxy {
 
 /// One upstream server with its addresses resolved once, at config load.
-/// Shared by all threads; only the refusal log state changes.
+/// Shared by all threads; only the refusal warning's state changes.
 struct upstream_target {
     upstream_server server;
     std::vector<tcp::endpoint> endpoints;
-    /// steady_clock time (ns) of the last "refused, moved on" warning about
-    /// this server, from any thread; `never_logged` before the first.
-    static constexpr std::int64_t never_logged = std::numeric_limits<std::int64_t>::min();
-    mutable std::atomic<std::int64_t> refusal_logged_at{never_logged};
-    /// Refusals since that warning, named in the next one.
-    mutable std::atomic<std::uint64_t> refusals_unlogged{0};
+    /// "Refused, moved on" about this server: under load a dead server
+    /// would otherwise log once per request.
+    mutable throttled_warning refusal_warning{std::chrono::seconds(10)};
 };
 
 /// Servers tried round robin (`upstream.servers` or a route's `upstream`).
