@@ -42,6 +42,9 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : st
     for (std::size_t i = 0; i < threads; ++i) {
         workers_.push_back(std::make_unique<worker>(*gateway_, i, c, threads));
         try {
+            if (i == 0) {
+                worker::claim_address(endpoint);
+            }
             workers_.back()->listen(endpoint);
         } catch (const boost::system::system_error& e) {
             throw std::runtime_error("cannot listen on " + c.listen.host + ":" +
@@ -54,6 +57,9 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : st
         auto tls_endpoint = to_endpoint(*c.tls.listen);
         for (auto& w : workers_) {
             try {
+                if (w == workers_.front()) {
+                    worker::claim_address(tls_endpoint);
+                }
                 w->listen_tls(tls_endpoint);
             } catch (const boost::system::system_error& e) {
                 throw std::runtime_error("cannot listen on tls " + c.tls.listen->host + ":" +

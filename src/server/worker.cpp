@@ -79,6 +79,24 @@ worker::~worker() {
     pool->shutdown();
 }
 
+// SO_REUSEPORT lets any socket of the same user join a listening address,
+// so a second tollgate started on the same port would silently take half of
+// the connections, each half counted against its own buckets. A socket
+// bound without it, then closed, proves that no one listens there yet.
+void worker::claim_address(const tcp::endpoint& endpoint) {
+    if (endpoint.port() == 0) {
+        return;  // the kernel picks a free port
+    }
+    asio::io_context ioc;
+    tcp::acceptor probe(ioc);
+    probe.open(endpoint.protocol());
+    probe.set_option(asio::socket_base::reuse_address(true));
+    if (endpoint.address().is_v6()) {
+        probe.set_option(asio::ip::v6_only(false));
+    }
+    probe.bind(endpoint);
+}
+
 void worker::open_shared(proxy::acceptor_type& acceptor, const tcp::endpoint& endpoint) {
     acceptor.open(endpoint.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));

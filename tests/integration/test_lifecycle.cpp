@@ -476,6 +476,26 @@ TEST_CASE("a listener that cannot bind is a clear error and a non-zero exit", "[
     CHECK(p.stderr_text().find("cannot listen on 127.0.0.1:" + port) != std::string::npos);
 }
 
+TEST_CASE("a second tollgate on a port another one listens on is refused, not joined",
+          "[lifecycle]") {
+    // SO_REUSEPORT would let it share the port: each instance would take
+    // part of the connections and count them against its own buckets.
+    test_upstream up;
+    running_proxy first(test_config(up.port()));
+    const auto port = std::to_string(first.port());
+    tollgate_process second({"--listen", "127.0.0.1:" + port, "--admin-listen", "127.0.0.1:0",
+                             "--upstream", "http://127.0.0.1:" + std::to_string(up.port())});
+    auto code = second.wait_exit();
+    if (!code) {
+        second.signal(SIGKILL);
+    }
+    REQUIRE(code.has_value());
+    CHECK(*code != 0);
+    CHECK(second.stderr_text().find("cannot listen on 127.0.0.1:" + port +
+                                    ": Address already in use") != std::string::npos);
+    CHECK(get(first.port(), "/").result_int() == 200);
+}
+
 TEST_CASE("print-config shows the effective config with secrets redacted", "[lifecycle]") {
     tollgate_process p({"--print-config", "--rate-limit", "42"},
                        {{"TOLLGATE_TOKEN_SECRET", "s3cr3t-value"}});

@@ -38,6 +38,9 @@ public:
 
     /// Opens the acceptor on `endpoint` (SO_REUSEPORT, so every worker can
     /// bind the same address). Throws boost::system::system_error.
+    /// Throws (address in use) when something already listens on
+    /// `endpoint`, which SO_REUSEPORT would otherwise let every worker join.
+    static void claim_address(const tcp::endpoint& endpoint);
     void listen(const tcp::endpoint& endpoint);
     /// Same for the TLS listener (`tls.listen`).
     void listen_tls(const tcp::endpoint& endpoint);
