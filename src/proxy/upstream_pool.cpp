@@ -39,7 +39,8 @@ std::vector<tcp::endpoint> resolve_server(const upstream_server& server) {
 }
 
 std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers,
-                                              const upstream_config& settings) {
+                                              const upstream_config& settings,
+                                              std::string_view key) {
     auto group = std::make_shared<upstream_group>();
     const bool any_tls = std::any_of(servers.begin(), servers.end(),
                                      [](const upstream_server& s) { return s.scheme == "https"; });
@@ -47,10 +48,14 @@ std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>
         group->tls = make_upstream_context(settings);
         group->verify_tls = !settings.insecure_skip_verify;
     }
-    for (const auto& server : servers) {
+    for (std::size_t i = 0; i < servers.size(); ++i) {
         auto target = std::make_shared<upstream_target>();
-        target->server = server;
-        target->endpoints = resolve_server(server);
+        target->server = servers[i];
+        try {
+            target->endpoints = resolve_server(servers[i]);
+        } catch (const std::exception& e) {
+            throw std::runtime_error(std::string(key) + "[" + std::to_string(i) + "]: " + e.what());
+        }
         group->targets.push_back(std::move(target));
     }
     if (group->targets.empty()) {

@@ -156,7 +156,8 @@ std::vector<std::string> startup_problems(const config& cfg) {
 std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
                                              const runtime* previous) {
     auto rt = std::make_shared<runtime>(cfg);
-    rt->default_upstream = proxy::resolve_group(cfg->upstream.servers, cfg->upstream);
+    rt->default_upstream =
+        proxy::resolve_group(cfg->upstream.servers, cfg->upstream, "upstream.servers");
     if (cfg->tls.listen) {
         rt->tls_server = proxy::make_server_context(cfg->tls);
     } else if (previous) {
@@ -173,9 +174,11 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
     rt->slots = reuse(cfg->concurrency.capacity, "");
     for (std::size_t i = 0; i < cfg->routes.size(); ++i) {
         const auto& route = cfg->routes[i];
-        rt->route_upstreams.push_back(route.upstream.empty()
-                                          ? rt->default_upstream
-                                          : proxy::resolve_group(route.upstream, cfg->upstream));
+        rt->route_upstreams.push_back(
+            route.upstream.empty()
+                ? rt->default_upstream
+                : proxy::resolve_group(route.upstream, cfg->upstream,
+                                       "routes[" + std::to_string(i) + "].upstream"));
         // Counters follow the route's name across reloads.
         std::shared_ptr<admin::route_counters> counters;
         if (previous) {

@@ -128,6 +128,17 @@ TEST_CASE("SIGHUP with a broken file keeps the running config and counts the fai
     CHECK(res["X-RateLimit-Limit"] == "3");
     metrics = get(p.admin_port(), "/metrics").body();
     CHECK(metrics.find("tollgate_config_reload_failures_total 2") != std::string::npos);
+
+    // An upstream that does not resolve: the key that names it is said.
+    write_temp_file("reload-bad.yaml",
+                    "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\n"
+                    "threads: 2\nupstream:\n  servers: [http://127.0.0.1:" +
+                        std::to_string(up.port()) + ", http://nonexistent.invalid:9000]\n");
+    p.signal(SIGHUP);
+    CHECK(
+        p.wait_for_log("reload failed, keeping the running configuration: upstream.servers[1]: "
+                       "upstream http://nonexistent.invalid:9000: cannot resolve host"));
+    CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "3");
     p.signal(SIGTERM);
     CHECK(p.wait_exit() == 0);
 }
@@ -403,7 +414,8 @@ TEST_CASE("check mode: --check-config resolves upstream names as startup does", 
     // What check mode reports is what stops a start.
     tollgate_process run({"--config", path, "--admin-listen", "127.0.0.1:0"});
     CHECK(run.wait_exit() == 1);
-    CHECK(run.stderr_text().find("cannot resolve host") != std::string::npos);
+    CHECK(run.stderr_text().find("upstream.servers[1]: upstream http://nonexistent.invalid:9000: "
+                                 "cannot resolve host") != std::string::npos);
 }
 
 TEST_CASE("unknown TOLLGATE_ variables are warned about at startup and in --check-config",

@@ -55,10 +55,12 @@ std::vector<tcp::endpoint> resolve_server(const upstream_server& server);
 
 /// Resolves every server of `servers` (blocking; startup and reload only)
 /// and, when any is `https://`, builds their TLS context from `settings`.
-/// Throws std::runtime_error naming the server that does not resolve or the
-/// CA file that cannot be loaded.
+/// Throws std::runtime_error naming the server that does not resolve, as
+/// `<key>[i]: ...` (`key` is where the list is configured, e.g.
+/// "upstream.servers"), or the CA file that cannot be loaded.
 std::shared_ptr<upstream_group> resolve_group(const std::vector<upstream_server>& servers,
-                                              const upstream_config& settings);
+                                              const upstream_config& settings,
+                                              std::string_view key);
 
 struct pool_settings {
     std::chrono::milliseconds connect_timeout{3000};
