@@ -603,13 +603,21 @@ std::string describe(const YAML::Node& node) {
 }
 
 /// One key of a mapping.
+/// What an empty list means for a key: nothing given (`key:`) or `[]` is
+/// "none", only `[]` is, or the key needs at least one element.
+enum class empty_list { from_nothing, from_brackets, refused };
+
 struct entry {
     std::string key;
     YAML::Node value;
     int key_line;
     /// Line of the value; a value-less key (`limit:`) reports the key's line,
     /// since yaml-cpp marks an empty value at the next token.
-    int value_line() const { return value.IsNull() ? key_line : line_of(value, key_line); }
+    /// An alias (`*name`) is marked where its anchor is, above the key: the
+    /// key's line is where the value was used.
+    int value_line() const {
+        return value.IsNull() ? key_line : std::max(key_line, line_of(value, key_line));
+    }
 };
 
 /// A mapping whose keys were checked (known, unique, scalar).
@@ -768,25 +776,27 @@ public:
         return *parsed;
     }
 
-    /// A list of scalars. A value-less key is an empty list only when
-    /// `null_is_empty` (lists whose default is empty); otherwise it is an
-    /// error, since "no value" could mean "none" or "the default".
+    /// A list of scalars. A value-less key is an empty list only for
+    /// empty_list::from_nothing (lists whose default is empty); otherwise it
+    /// is an error, since "no value" could mean "none" or "the default".
     template <class T>
     bool get_list(const mapping& m, std::string_view key, std::vector<T>& out,
-                  const value_kind<T>& kind, std::string_view example, bool null_is_empty) {
+                  const value_kind<T>& kind, std::string_view example, empty_list empty) {
         const entry* e = m.find(key);
         if (e == nullptr) {
             return false;
         }
         std::string path = m.child(key);
         int line = e->value_line();
-        if (e->value.IsNull() && null_is_empty) {
+        if (e->value.IsNull() && empty == empty_list::from_nothing) {
             out.clear();
             return true;
         }
         if (!e->value.IsSequence()) {
-            std::string got =
-                e->value.IsNull() ? "nothing (write [] for an empty list)" : describe(e->value);
+            std::string got = !e->value.IsNull() ? describe(e->value)
+                              : empty == empty_list::from_brackets
+                                  ? "nothing (write [] for an empty list)"
+                                  : "nothing";
             error(line, path, "must be a list like " + std::string(example) + ", got " + got);
             return false;
         }
@@ -900,7 +910,7 @@ private:
         in_.get(*t, "cert", out.cert, readable_file);
         in_.get(*t, "key", out.key, readable_file);
         in_.get(*t, "min_version", out.min_version, tls_version);
-        if (in_.get_list(*t, "alpn", out.alpn, alpn_protocol, "[http/1.1]", false) &&
+        if (in_.get_list(*t, "alpn", out.alpn, alpn_protocol, "[http/1.1]", empty_list::refused) &&
             out.alpn.empty()) {
             in_.error(t->find("alpn")->value_line(), t->child("alpn"),
                       "must list \"http/1.1\" (tollgate speaks HTTP/1.1 only)");
@@ -913,7 +923,7 @@ private:
             return;
         }
         if (in_.get_list(*u, "servers", cfg_.upstream.servers, upstream_url,
-                         "[http://127.0.0.1:9000]", false) &&
+                         "[http://127.0.0.1:9000]", empty_list::refused) &&
             cfg_.upstream.servers.empty()) {
             in_.error(u->find("servers")->value_line(), u->child("servers"),
                       "must list at least one http:// or https:// URL");
@@ -953,10 +963,11 @@ private:
         keying_config& out = cfg_.keying;
         in_.get(*k, "org_header", out.org_header, org_header_name);
         in_.get_list(*k, "trusted_org_sources", out.trusted_org_sources, cidr_range,
-                     "[127.0.0.0/8]", false);
-        in_.get_list(*k, "trusted_proxies", out.trusted_proxies, cidr_range, "[10.0.0.0/8]", true);
+                     "[127.0.0.0/8]", empty_list::from_brackets);
+        in_.get_list(*k, "trusted_proxies", out.trusted_proxies, cidr_range, "[10.0.0.0/8]",
+                     empty_list::from_nothing);
         in_.get(*k, "token_secret", out.token_secret, secret_text);
-        in_.get_list(*k, "ip_paths", out.ip_paths, ip_path, "[/health]", false);
+        in_.get_list(*k, "ip_paths", out.ip_paths, ip_path, "[/health]", empty_list::from_brackets);
     }
 
     void read_rate_limit(const mapping& top) {
@@ -1051,12 +1062,12 @@ private:
                 }
             }
             in_.get_list(*m, "upstream", route.upstream, upstream_url, "[http://10.0.0.1:9000]",
-                         true);
+                         empty_list::from_nothing);
             in_.get(*m, "exempt", route.exempt, boolean);
             in_.get(*m, "concurrency", route.concurrency,
                     positive_integer(std::numeric_limits<std::size_t>::max()));
             if (in_.get_list(*m, "upgrade", route.upgrade, upgrade_protocol, "[websocket]",
-                             false)) {
+                             empty_list::from_brackets)) {
                 for (std::size_t i = 1; i < route.upgrade.size(); ++i) {
                     auto first = std::find(route.upgrade.begin(), route.upgrade.begin() + i,
                                            route.upgrade[i]);
@@ -1395,6 +1406,23 @@ struct policy_at {
     bool own_burst;       ///< burst set at `prefix` (else inherited or the limit)
 };
 
+/// Of the keys under `prefix` that together put a bucket out of range, the
+/// one set by the latest layer (the value just changed); the section itself
+/// when none of them is set there (all inherited or built-in).
+std::string blamed_key(const origin_map& origins, const std::string& prefix,
+                       std::initializer_list<std::string_view> fields) {
+    std::string blamed = prefix;
+    int latest = 0;
+    for (std::string_view field : fields) {
+        std::string key = prefix + "." + std::string(field);
+        if (const int l = layer(origins, key); l > latest) {
+            latest = l;
+            blamed = std::move(key);
+        }
+    }
+    return blamed;
+}
+
 /// What the buckets can hold exactly (limit/algorithms.cpp): token_bucket
 /// keeps burst x window as request-nanoseconds in 64 bits, sliding_window
 /// counts at most 2^32 - 1 requests per window. Beyond that they would
@@ -1406,7 +1434,8 @@ void check_bucket_range(const policy_at& p, error_list& errors, const origin_map
     const std::uint64_t most =
         window_ms > u64_max / 1'000'000 ? 0 : u64_max / (window_ms * 1'000'000);
     if (p.algorithm == algorithm_kind::token_bucket && burst > most) {
-        const std::string key = p.prefix + (p.own_burst ? ".burst" : ".limit");
+        const std::string key =
+            blamed_key(origins, p.prefix, {p.own_burst ? "burst" : "limit", "window", "algorithm"});
         merged_error(errors, origins, key, key,
                      "a burst of " + std::to_string(burst) + " over a window of " +
                          format_duration(p.window) +
@@ -1415,7 +1444,7 @@ void check_bucket_range(const policy_at& p, error_list& errors, const origin_map
     }
     if (p.algorithm == algorithm_kind::sliding_window &&
         p.limit > std::numeric_limits<std::uint32_t>::max()) {
-        const std::string key = p.prefix + ".limit";
+        const std::string key = blamed_key(origins, p.prefix, {"limit", "algorithm"});
         merged_error(errors, origins, key, key,
                      "sliding_window counts at most 4294967295 requests per window");
     }
@@ -1445,6 +1474,62 @@ void check_bucket_ranges(const config& cfg, error_list& errors, const origin_map
     }
 }
 
+/// Whether requests to `server` would come back to `listener` of this very
+/// process, as far as the config shows: the listener's own address, or a
+/// loopback address (or localhost) where the listener takes any address of
+/// that family ([::] takes IPv4 too). Other names are not looked up.
+bool loops_back(const upstream_server& server, const listen_address& listener) {
+    if (server.port != listener.port) {
+        return false;
+    }
+    const auto up = ip_address::parse(server.host);
+    const auto on = ip_address::parse(listener.host);
+    if (!on) {
+        return false;
+    }
+    const auto v4_loopback = *ip_address::parse("127.0.0.1");
+    const auto v6_loopback = *ip_address::parse("::1");
+    const bool any_v6 = *on == *ip_address::parse("::");
+    const bool any_v4 = any_v6 || *on == *ip_address::parse("0.0.0.0");
+    if (server.host == "localhost") {
+        return any_v4 || *on == v4_loopback || *on == v6_loopback;
+    }
+    if (!up) {
+        return false;
+    }
+    if (*up == *on) {
+        return true;
+    }
+    const bool loopback_v4 = up->is_v4() && cidr::parse("127.0.0.0/8")->contains(*up);
+    return (loopback_v4 && any_v4) || (*up == v6_loopback && any_v6);
+}
+
+/// An upstream that is tollgate's own proxy listener: every request would
+/// be forwarded to itself until the slots or the descriptors run out.
+void check_loops(const config& cfg, error_list& errors, const origin_map& origins) {
+    std::vector<std::pair<std::string, const listen_address*>> listeners{{"listen", &cfg.listen}};
+    if (cfg.tls.listen) {
+        listeners.emplace_back("tls.listen", &*cfg.tls.listen);
+    }
+    const auto check = [&](const std::vector<upstream_server>& servers, const std::string& key) {
+        for (std::size_t i = 0; i < servers.size(); ++i) {
+            for (const auto& [name, address] : listeners) {
+                if (loops_back(servers[i], *address)) {
+                    merged_error(errors, origins, key, key + "[" + std::to_string(i) + "]",
+                                 servers[i].url + " is tollgate's own " + name + " (" +
+                                     format_listen_address(*address) +
+                                     "): every request would be forwarded back to tollgate");
+                    break;
+                }
+            }
+        }
+    };
+    check(cfg.upstream.servers, "upstream.servers");
+    for (std::size_t r = 0; r < cfg.routes.size(); ++r) {
+        check(cfg.routes[r].upstream, "routes[" + std::to_string(r) + "].upstream");
+    }
+}
+
 void check_merged(const config& cfg, error_list& errors, const origin_map& origins) {
     // Decided before any merged error is added, on the layers' errors alone.
     bool clean = errors.empty();
@@ -1467,6 +1552,9 @@ void check_merged(const config& cfg, error_list& errors, const origin_map& origi
         check_ports(plain, admin, errors, origins);
         check_ports(plain, secure, errors, origins);
         check_ports(admin, secure, errors, origins);
+        if (errors.empty()) {
+            check_loops(cfg, errors, origins);
+        }
     }
 }
 

@@ -482,6 +482,10 @@ TEST_CASE("config: keys without a value", "[config][loader]") {
     CHECK(error_of("keying:\n  trusted_org_sources:\n") ==
           "conf/x.yaml:2: keying.trusted_org_sources: must be a list like [127.0.0.0/8], got "
           "nothing (write [] for an empty list)");
+    // One that may not be empty either: [] is no way out.
+    CHECK(error_of("upstream:\n  servers:\n") ==
+          "conf/x.yaml:2: upstream.servers: must be a list like [http://127.0.0.1:9000], got "
+          "nothing");
     // Sections and empty-by-default lists with everything commented out.
     config c = parse(
         "keying:\n#  org_header: X\nroutes:\n#  - name: a\nrate_limit:\n"
@@ -532,6 +536,10 @@ TEST_CASE("config: garbage YAML ends in an error, never a hang", "[config][loade
     CHECK(error_of("]") == "conf/x.yaml:1: invalid YAML: illegal flow end");
     CHECK(error_of("{") == "conf/x.yaml:1: invalid YAML: end of map flow not found");
     CHECK(error_of("*a") == "conf/x.yaml:1: invalid YAML: the referenced anchor is not defined");
+    // An alias is blamed where it is used, not where its anchor is.
+    CHECK(error_of("rate_limit:\n  limit: &n 5\nconcurrency:\n  queue_timeout: *n\n") ==
+          "conf/x.yaml:4: concurrency.queue_timeout: needs a unit (ms, s, m or h), e.g. 60s or "
+          "500ms, got \"5\"");
     for (const char* garbage :
          {",", ",,,,", "[,", "{,}", "- ,", ": ,", "\t,", "%YAML 1.2\n,", "--- ,", "...\n,", "'",
           "\"", "|\n,", "&x ,", "!t ,", "? ", "a: b: c,"}) {
@@ -1142,6 +1150,30 @@ TEST_CASE("config: TOLLGATE_REDIS_URL implies the redis store", "[config][env]")
     CHECK(load_defaults(no_env()).store.type == store_kind::memory);
 }
 
+// Each request would come back in, until the slots or the descriptors run out.
+TEST_CASE("config: an upstream that is tollgate's own listener is refused", "[config][loader]") {
+    const std::string loop = "every request would be forwarded back to tollgate";
+    CHECK(error_of("listen: 127.0.0.1:8080\nupstream:\n  servers: [http://127.0.0.1:8080]\n") ==
+          "conf/x.yaml:3: upstream.servers[0]: http://127.0.0.1:8080 is tollgate's own listen "
+          "(127.0.0.1:8080): " +
+              loop);
+    // The default listener takes every IPv4 address, localhost's included.
+    CHECK(error_of("upstream:\n  servers: [http://10.0.0.1:9000, http://localhost:8080]\n") ==
+          "conf/x.yaml:2: upstream.servers[1]: http://localhost:8080 is tollgate's own listen "
+          "(0.0.0.0:8080): " +
+              loop);
+    CHECK(error_of("listen: \"[::]:8080\"\nroutes:\n  - {name: a, path_prefix: /a, upstream: "
+                   "[\"http://127.0.0.3:8080\"]}\n") ==
+          "conf/x.yaml:3: routes[0].upstream[0]: http://127.0.0.3:8080 is tollgate's own listen "
+          "([::]:8080): " +
+              loop);
+    // Another address on the same port is another server.
+    CHECK(parse("listen: 127.0.0.1:8080\nupstream: {servers: [http://127.0.0.2:8080]}\n")
+              .upstream.servers.size() == 1);
+    CHECK(parse("upstream: {servers: [\"http://[::1]:8080\", http://10.0.0.1:8080]}\n")
+              .upstream.servers.size() == 2);
+}
+
 // Beyond these the buckets would enforce less than the headers announce.
 TEST_CASE("config: token_bucket and sliding_window limits they cannot hold", "[config][loader]") {
     const std::string too_big =
@@ -1166,6 +1198,18 @@ TEST_CASE("config: token_bucket and sliding_window limits they cannot hold", "[c
     CHECK(error_of("rate_limit: {algorithm: token_bucket}\n",
                    env_of({{"RATE_LIMIT", "1000000"}, {"RATE_LIMIT_WINDOW", "24h"}})) ==
           "RATE_LIMIT: rate_limit.limit: " + too_big);
+    // The key that was set is blamed, not the default it meets.
+    const std::string year =
+        "a burst of 600 over a window of 8760h is more than token_bucket can hold (at most "
+        "584 for this window); use algorithm gcra, which has no such bound";
+    CHECK(error_of("threads: 1\nrate_limit:\n  algorithm: token_bucket\n  window: 8760h\n") ==
+          "conf/x.yaml:4: rate_limit.window: " + year);
+    CHECK(error_of("rate_limit: {algorithm: token_bucket}\n",
+                   env_of({{"RATE_LIMIT_WINDOW", "8760h"}})) ==
+          "RATE_LIMIT_WINDOW: rate_limit.window: " + year);
+    CHECK(error_of("routes:\n  - name: a\n    rate_limit:\n      algorithm: token_bucket\n"
+                   "      window: 8760h\n") ==
+          "conf/x.yaml:5: routes[0].rate_limit.window: " + year);
 }
 
 TEST_CASE("config: invalid environment values are errors naming the variable", "[config][env]") {
