@@ -743,14 +743,23 @@ void session::record(admin::decision_kind decision, admin::reason_kind reason) {
 }
 
 void session::do_acquire_upstream() {
+    if (parser_->is_done()) {
+        // A full pool or a slow connect can keep the request here up to
+        // upstream.connect_timeout: a client that leaves meanwhile frees its
+        // slot at once, and its request is never sent.
+        watch_wanted_ = true;
+        owner_.watch_later(*this);
+    }
     owner_.pool->acquire(upstream_group_,
                          beast::bind_front_handler(&session::on_upstream, shared_from_this()));
 }
 
 void session::on_upstream(error_code ec, proxy::upstream_pool::lease conn) {
     if (closed_) {
-        return;  // the lease closes its connection
+        conn.recycle();  // unused: back to the pool, for the next request
+        return;
     }
+    stop_watching();
     if (ec) {
         upstream_failed(ec, upstream_phase::connect);
         return;

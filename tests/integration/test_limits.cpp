@@ -476,6 +476,33 @@ TEST_CASE("slots: 20 clients that abort mid-request leave zero slots held", "[sl
     up.release_held();
 }
 
+TEST_CASE("slots: a client that leaves while waiting for an upstream connection is not served",
+          "[slots]") {
+    // The pool's only connection is busy: the second request waits for it.
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    cfg.upstream.max_connections = 1;
+    cfg.upstream.connect_timeout = 30s;  // longer than eventually(): no timeout helps
+    running_proxy gw(cfg);
+    auto held = start_held(gw.port());
+    REQUIRE(up.wait_in_flight(1));
+    {
+        client waiting(gw.port());
+        http::write(waiting.stream(), make_get("/echo"));
+        REQUIRE(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 2; }));
+        waiting.socket().close();
+    }
+    // Its slot comes back while the connection is still busy...
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 1; }));
+    up.release_held();
+    CHECK(held->read().result_int() == 200);
+    // ...and the connection, once free, carries the next request, not its.
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+    CHECK(up.stats.requests == 2);
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+}
+
 TEST_CASE("slots: an upstream timeout returns its slot", "[slots]") {
     test_upstream up;
     auto cfg = test_config(up.port());
