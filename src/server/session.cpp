@@ -1193,11 +1193,25 @@ void session::on_response_head() {
         return;
     }
     if (status == 101) {
-        // Only a switch the client asked for, to a protocol it asked for.
+        // Only a switch the client asked for, to a protocol it asked for:
+        // by name, since `foo/2` asked may be answered `foo/2` or `foo`.
         const auto switched = res.find(http::field::upgrade);
-        if (upgrade_.empty() || switched == res.end() ||
-            !proxy::list_contains(upgrade_,
-                                  switched->value().substr(0, switched->value().find('/')))) {
+        const auto name_of = [](std::string_view protocol) {
+            return protocol.substr(0, protocol.find('/'));
+        };
+        std::string_view chosen;
+        if (switched != res.end()) {
+            proxy::for_each_token(switched->value(), [&](std::string_view protocol) {
+                if (chosen.empty()) {
+                    chosen = name_of(protocol);
+                }
+            });
+        }
+        bool asked = false;
+        proxy::for_each_token(upgrade_, [&](std::string_view protocol) {
+            asked = asked || (!chosen.empty() && beast::iequals(name_of(protocol), chosen));
+        });
+        if (!asked) {
             upstream_failed(http::error::bad_status, upstream_phase::exchange);
             return;
         }

@@ -601,3 +601,33 @@ TEST_CASE("framing: a host route holds for an HTTP/1.0 absolute-form request wit
     REQUIRE_FALSE(received.empty());
     CHECK(received.back().head.find("\r\nHost: other.test\r\n") != std::string::npos);
 }
+
+TEST_CASE("framing: an upgrade to a versioned protocol is matched by its name", "[framing]") {
+    // RFC 9110 7.8: `foo/2` asked may be answered `foo/2` or `foo`; another
+    // protocol is not what the client asked for.
+    struct answer_case {
+        const char* asked;
+        const char* answered;
+        unsigned status;
+    };
+    for (const auto& c : {answer_case{"foo/2", "foo/2", 101}, answer_case{"foo/2", "foo", 101},
+                          answer_case{"foo", "foo/1", 101}, answer_case{"bar, foo/2", "foo/2", 101},
+                          answer_case{"foo/2", "bar/2", 502}}) {
+        INFO(c.asked << " answered " << c.answered);
+        scripted_upstream up(std::string("HTTP/1.1 101 Switching Protocols\r\nUpgrade: ") +
+                                 c.answered + "\r\nConnection: Upgrade\r\n\r\n",
+                             false);
+        auto cfg = framing_config(up.port());
+        route_config route;
+        route.name = "any";
+        route.path_prefix = "/";
+        route.upgrade = {"foo", "bar"};
+        cfg.routes = {route};
+        running_proxy gw(cfg);
+        raw_client client(gw.port());
+        client.send(std::string("GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+                                "Upgrade: ") +
+                    c.asked + "\r\n\r\n");
+        CHECK(client.read().status == c.status);
+    }
+}
