@@ -104,8 +104,9 @@ private:
 
 public:
     const limit::clock& clock;
-    /// Buckets persist across reloads; a changed limit applies to the
-    /// existing bucket state from the next request on.
+    /// Buckets persist across reloads while their policy stays the same; the
+    /// policy is part of a bucket's key, so a changed limit, window, burst
+    /// or algorithm starts every key's bucket fresh (README says so).
     limit::rate_limiter limiter;
     admin::metrics metrics;
     /// Metrics and fallback state shared by the workers' Redis stores
