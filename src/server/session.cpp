@@ -433,6 +433,7 @@ void session::handle_request() {
     client_version_ = req.version();
 
     client_keep_alive_ = req.keep_alive() && !draining_;
+    request_cut_ = false;
     upgrade_.clear();
     head_request_ = req.method() == http::verb::head;
     send_continue_ = false;
@@ -926,6 +927,9 @@ void session::on_write_request_body(error_code ec, std::size_t) {
         ec = {};
     }
     if (ec) {
+        if (is_disconnect(ec) && answered_early()) {
+            return;
+        }
         upstream_failed(ec, upstream_phase::exchange);
         return;
     }
@@ -934,6 +938,45 @@ void session::on_write_request_body(error_code ec, std::size_t) {
         return;
     }
     do_read_response_header();
+}
+
+// A server may answer before it has read the whole body (a 413 or a 401
+// for an upload) and then close, so that the rest of the body meets a reset
+// (RFC 9112 9.5 has clients watch for that). What it sent before the reset
+// can still be read: a complete final head there is relayed as the answer,
+// with `Connection: close`, instead of a 502; the client's unread body is
+// drained by the lingering close, and the upstream connection is closed
+// (finish_exchange never pools one whose request was not all sent).
+bool session::answered_early() {
+    if (!req_sr_ || !req_sr_->is_header_done() || req_sr_->is_done()) {
+        return false;  // the head never went out, or all of it did
+    }
+    if (upstream_->stream.is_tls()) {
+        return false;  // records may sit in the TLS layer: not looked into
+    }
+    auto& buffer = upstream_->buffer;
+    const int fd = upstream_->stream.socket().native_handle();
+    while (buffer.size() < max_response_header_bytes) {
+        const auto room =
+            buffer.prepare(std::min<std::size_t>(8192, max_response_header_bytes - buffer.size()));
+        const ssize_t n = ::recv(fd, room.data(), room.size(), MSG_DONTWAIT);
+        if (n <= 0) {
+            break;
+        }
+        buffer.commit(static_cast<std::size_t>(n));
+    }
+    const auto data = buffer.data();
+    const std::string_view view(static_cast<const char*>(data.data()), data.size());
+    // "HTTP/1.1 413 ...": a final status; an interim 100 alone is no answer.
+    const bool final_status =
+        view.size() > 12 && view.starts_with("HTTP/1.") && view[9] >= '2' && view[9] <= '5';
+    if (!final_status || proxy::find_head_end(view) == std::string_view::npos) {
+        return false;
+    }
+    client_keep_alive_ = false;
+    request_cut_ = true;
+    do_read_response_header();
+    return true;
 }
 
 // Wait up to upstream.response_timeout for the response header.
@@ -1440,7 +1483,7 @@ void session::finish_exchange() {
     log_access(response_status_);
 
     if (upstream_keep_alive_ && (response_complete_ || (res_parser_ && res_parser_->is_done())) &&
-        parser_->is_done()) {
+        parser_->is_done() && !request_cut_) {
         upstream_.recycle();
     } else {
         upstream_.close();

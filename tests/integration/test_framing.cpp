@@ -5,12 +5,15 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <thread>
 
 #include <sys/socket.h>
 
 #include "framing_corpus.hpp"
 #include "framing_upstream.hpp"
 #include "support.hpp"
+#include "test_clients.hpp"
+#include "tollgate/proxy/framing.hpp"
 
 using namespace tollgate;
 using namespace tollgate::test;
@@ -60,6 +63,8 @@ public:
             asio::write(stream_.socket(), asio::buffer(bytes.data() + i, 1), ec);
         }
     }
+
+    int socket_handle() { return stream_.socket().native_handle(); }
 
     /// Bytes tollgate has sent that were not read yet (an early answer).
     std::size_t socket_readable() {
@@ -234,6 +239,36 @@ void run_response_case(const corpus_case& c) {
     }
     CHECK(up.wait_all_closed(patience));
 }
+
+/// Answers `413` after the head and `discard` bytes of the body, then
+/// closes with the rest unread (a reset), as a server that refuses an
+/// upload before it has read it all.
+class early_answer_upstream final : public raw_upstream {
+public:
+    explicit early_answer_upstream(std::size_t discard) : discard_(discard) {}
+    ~early_answer_upstream() override { stop(); }
+
+private:
+    void serve(tcp::socket& socket, std::size_t) override {
+        std::string buf;
+        std::array<char, 65536> chunk{};
+        error_code ec;
+        std::size_t end = std::string::npos;
+        while ((end = proxy::find_head_end(buf)) == std::string::npos ||
+               buf.size() - end < discard_) {
+            const std::size_t n = socket.read_some(asio::buffer(chunk), ec);
+            if (ec) {
+                return;
+            }
+            buf.append(chunk.data(), n);
+        }
+        const std::string_view answer =
+            "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large";
+        asio::write(socket, asio::buffer(answer.data(), answer.size()), ec);
+    }
+
+    std::size_t discard_;
+};
 
 }  // namespace
 
@@ -629,5 +664,39 @@ TEST_CASE("framing: an upgrade to a versioned protocol is matched by its name", 
                                 "Upgrade: ") +
                     c.asked + "\r\n\r\n");
         CHECK(client.read().status == c.status);
+    }
+}
+
+TEST_CASE("framing: an upstream that answers an upload early and closes is relayed, not a 502",
+          "[framing]") {
+    // RFC 9112 9.5; servers commonly refuse a large or unauthorised body
+    // after its first part, answer, and close on the rest.
+    for (const std::size_t discard : {std::size_t{0}, std::size_t{256} * 1024}) {
+        INFO("upstream reads " << discard << " body bytes first");
+        early_answer_upstream up(discard);
+        running_proxy gw(framing_config(up.port()));
+        raw_client client(gw.port());
+        constexpr std::size_t size = 8 * 1024 * 1024;
+        client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
+                    std::to_string(size) + "\r\n\r\n");
+        // The body goes out from another thread (plain send() on the
+        // descriptor) while this one reads the answer.
+        const int fd = client.socket_handle();
+        std::thread sender([fd] {
+            const std::string piece(64 * 1024, 'b');
+            for (std::size_t sent = 0; sent < size;) {
+                const ssize_t n = ::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL);
+                if (n <= 0) {
+                    return;  // tollgate closed after its answer
+                }
+                sent += static_cast<std::size_t>(n);
+            }
+        });
+        const auto r = client.read();
+        sender.join();
+        CHECK(r.status == 413);
+        CHECK(r.body == "too large");
+        CHECK_FALSE(r.keep_alive);  // the rest of the body was never read
+        CHECK(scrape(gw.admin_port(), "tollgate_inflight_slots") == 0);
     }
 }

@@ -125,6 +125,7 @@ private:
     void on_read_request_body(error_code ec, std::size_t n);
     void do_write_request_body();
     void on_write_request_body(error_code ec, std::size_t n);
+    bool answered_early();
 
     // Response: header then streamed body, upstream -> client.
     void do_read_response_header();
@@ -243,6 +244,8 @@ private:
     bool head_request_ = false;
     bool header_only_response_ = false;
     bool retried_ = false;
+    /// The upstream answered before the whole request went out (answered_early).
+    bool request_cut_ = false;
 
     // Upgrade: what the client asked for (allowed protocols only), and the
     // tunnel once the upstream switched.
