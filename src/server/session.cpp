@@ -1600,7 +1600,7 @@ void session::tunnel_read(std::size_t from) {
 }
 
 void session::on_tunnel_read(std::size_t from, error_code ec, std::size_t n) {
-    if (closed_) {
+    if (closed_ || tunnel_ending_) {
         return;
     }
     if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
@@ -1620,7 +1620,7 @@ void session::on_tunnel_read(std::size_t from, error_code ec, std::size_t n) {
 }
 
 void session::on_tunnel_written(std::size_t from, error_code ec, std::size_t) {
-    if (closed_) {
+    if (closed_ || tunnel_ending_) {
         return;
     }
     if (ec) {
@@ -1636,12 +1636,34 @@ void session::on_tunnel_written(std::size_t from, error_code ec, std::size_t) {
 void session::tunnel_side_ended(std::size_t from) {
     (*pipes_)[from].ended = true;
     auto& to = tunnel_end(1 - from);
+    if (from == 1 && stream_.is_tls()) {
+        end_tunnel();  // the TLS client gets a close_notify
+        return;
+    }
     if ((*pipes_)[1 - from].ended || stream_.is_tls() || upstream_->stream.is_tls()) {
         close();
         return;
     }
     error_code ignored;
     to.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+// Ends a tunnel from tollgate's side (its upstream finished, or it idled
+// out). A TLS client gets a close_notify first, through the lingering
+// close, so that it sees the end as clean, not as a cut; over plain TCP the
+// half close above already said it. The client read still pending is
+// cancelled (the TLS shutdown needs the stream), and so is the write to the
+// upstream, which the lingering close closes; their handlers see
+// tunnel_ending_ and leave the rest to it.
+void session::end_tunnel() {
+    if (!stream_.is_tls() || (*pipes_)[0].ended) {
+        close();
+        return;
+    }
+    tunnel_ending_ = true;
+    error_code ignored;
+    stream_.socket().cancel(ignored);
+    lingering_close();
 }
 
 // Starts a wait of `kind` that ends at now + timeout, unless end_wait()
@@ -1694,7 +1716,7 @@ void session::arm_tunnel_idle() {
             return;
         }
         if (std::chrono::steady_clock::now() - self->tunnel_active_ >= idle) {
-            self->close();
+            self->end_tunnel();
             return;
         }
         self->arm_tunnel_idle();

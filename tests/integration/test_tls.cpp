@@ -7,9 +7,12 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <memory>
+#include <thread>
 #include <utility>
 
+#include "framing_upstream.hpp"
 #include "process.hpp"
 #include "support.hpp"
 #include "test_clients.hpp"
@@ -553,6 +556,38 @@ TEST_CASE("tls: a response that ends the connection is followed by close_notify"
         CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
         CHECK(c.read().result_int() == 400);
     }
+}
+
+TEST_CASE("tls: a tunnel tollgate ends is followed by close_notify", "[tls][websocket]") {
+    // Without one, a TLS client cannot tell the tunnel's end from a cut
+    // (OpenSSL 3: unexpected EOF), which protocols without close frames of
+    // their own rely on. Ended by the upstream, or idle past its timeout.
+    const bool upstream_ends = GENERATE(true, false);
+    INFO((upstream_ends ? "the upstream ends" : "idle past client.tunnel_idle_timeout"));
+    tls_certs certs;
+    framing::scripted_upstream up(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        "last words",
+        upstream_ends);
+    auto cfg = tls_listener_config(up.port(), certs.cert_file, certs.key_file);
+    cfg.client.tunnel_idle_timeout = std::chrono::milliseconds(300);
+    running_proxy gw(cfg);
+    auto ctx = client_tls_context(certs.ca_file);
+    openssl_client c(gw.tls_port(), ctx);
+    c.write(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
+    const std::string all = c.take_pending();
+    CHECK(all.substr(0, all.find("\r\n")) == "HTTP/1.1 101 Switching Protocols");
+    CHECK(all.substr(all.find("\r\n\r\n") + 4) == "last words");
+    c.leave();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (scrape(gw.admin_port(), "tollgate_tunnels_open") != 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 0);
 }
 
 TEST_CASE("tls: a client still sending a body refused as too large gets its whole 413", "[tls]") {

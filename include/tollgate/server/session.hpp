@@ -153,6 +153,7 @@ private:
     void on_tunnel_read(std::size_t from, error_code ec, std::size_t n);
     void on_tunnel_written(std::size_t from, error_code ec, std::size_t n);
     void tunnel_side_ended(std::size_t from);
+    void end_tunnel();
     void arm_tunnel_idle();
     proxy::stream& tunnel_end(std::size_t side);
 
@@ -257,6 +258,7 @@ private:
     };
     std::unique_ptr<std::array<tunnel_pipe, 2>> pipes_;  ///< [0] client->upstream, [1] back
     std::chrono::steady_clock::time_point tunnel_active_{};
+    bool tunnel_ending_ = false;  ///< end_tunnel() took over: pipes stop
 
     // The decision for the current exchange.
     int route_index_ = -1;
