@@ -238,8 +238,8 @@ std::string metrics::serialize(const gauge_values& g) const {
     };
     gauge("tollgate_inflight_slots", "Completion slots held (requests in flight upstream)",
           g.inflight_slots);
-    gauge("tollgate_concurrency_capacity", "Completion slot capacity (0 = off)",
-          g.concurrency_capacity);
+    gauge("tollgate_concurrency_capacity",
+          "Completion slot capacity, routes' own included (0 = off)", g.concurrency_capacity);
     gauge("tollgate_active_keys", "Keys with at least one request in flight", g.active_keys);
     gauge("tollgate_ratelimit_keys", "Rate-limit buckets held in memory", g.ratelimit_keys);
     gauge("tollgate_draining", "1 while shutting down", g.draining);

@@ -307,16 +307,19 @@ std::size_t concurrency_limiter::active_keys() const {
     return keys_.size();
 }
 
+std::vector<std::pair<std::string, std::size_t>> concurrency_limiter::keys_in_flight() const {
+    std::vector<std::pair<std::string, std::size_t>> out;
+    const std::lock_guard lock(mutex_);
+    out.reserve(keys_.size());
+    for (const auto& [key, count] : keys_) {
+        out.emplace_back(key, count);
+    }
+    return out;
+}
+
 std::vector<std::pair<std::string, std::size_t>> concurrency_limiter::top_in_flight(
     std::size_t n) const {
-    std::vector<std::pair<std::string, std::size_t>> out;
-    {
-        const std::lock_guard lock(mutex_);
-        out.reserve(keys_.size());
-        for (const auto& [key, count] : keys_) {
-            out.emplace_back(key, count);
-        }
-    }
+    auto out = keys_in_flight();
     const std::size_t keep = std::min(n, out.size());
     std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep), out.end(),
                       [](const auto& a, const auto& b) { return a.second > b.second; });

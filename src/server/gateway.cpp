@@ -1,8 +1,10 @@
 #include "tollgate/server/gateway.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <set>
 #include <string>
+#include <unordered_map>
 
 #include "tollgate/proxy/tls.hpp"
 
@@ -64,6 +66,43 @@ std::shared_ptr<limit::concurrency_limiter> reuse_or_create(
     return limit::concurrency_limiter::create(capacity);
 }
 
+/// Every limiter of `rt`, each once (a route without a `concurrency` of
+/// its own shares the global one): first the `in_use` ones, then the parked.
+struct limiter_list {
+    std::vector<const limit::concurrency_limiter*> all;
+    std::size_t in_use = 0;
+};
+
+limiter_list distinct_limiters(const runtime& rt) {
+    limiter_list out;
+    const auto add = [&](const std::shared_ptr<limit::concurrency_limiter>& limiter) {
+        if (limiter && std::find(out.all.begin(), out.all.end(), limiter.get()) == out.all.end()) {
+            out.all.push_back(limiter.get());
+        }
+    };
+    add(rt.slots);
+    for (const auto& limiter : rt.route_slots) {
+        add(limiter);
+    }
+    out.in_use = out.all.size();
+    for (const auto& [name, limiter] : rt.parked_slots) {
+        add(limiter);
+    }
+    return out;
+}
+
+/// Slots held per key, added up over `limiters`.
+std::vector<std::pair<std::string, std::size_t>> merged_in_flight(
+    const std::vector<const limit::concurrency_limiter*>& limiters) {
+    std::unordered_map<std::string, std::size_t> by_key;
+    for (const auto* limiter : limiters) {
+        for (auto& [key, count] : limiter->keys_in_flight()) {
+            by_key[std::move(key)] += count;
+        }
+    }
+    return {std::make_move_iterator(by_key.begin()), std::make_move_iterator(by_key.end())};
+}
+
 bool prefix_matches(std::string_view prefix, std::string_view path) {
     if (!path.starts_with(prefix)) {
         return false;
@@ -75,6 +114,38 @@ bool prefix_matches(std::string_view prefix, std::string_view path) {
 
 runtime::runtime(std::shared_ptr<const config> c)
     : cfg(std::move(c)), keys(cfg->keying), rates(cfg->rate_limit) {}
+
+runtime::slot_totals runtime::slots_held() const {
+    const auto limiters = distinct_limiters(*this);
+    slot_totals totals;
+    for (std::size_t i = 0; i < limiters.all.size(); ++i) {
+        totals.in_flight += limiters.all[i]->in_flight();
+        if (i < limiters.in_use) {
+            totals.capacity += limiters.all[i]->capacity();
+        }
+    }
+    // A key may hold slots of two limiters (a route's own and the global
+    // ones) and is still one key; one limiter, the usual case, needs no merge.
+    if (limiters.all.size() == 1) {
+        totals.active_keys = limiters.all.front()->active_keys();
+    } else {
+        totals.active_keys = merged_in_flight(limiters.all).size();
+    }
+    return totals;
+}
+
+std::vector<std::pair<std::string, std::size_t>> runtime::top_in_flight(std::size_t n) const {
+    const auto limiters = distinct_limiters(*this);
+    if (limiters.all.size() == 1) {
+        return limiters.all.front()->top_in_flight(n);
+    }
+    auto out = merged_in_flight(limiters.all);
+    const std::size_t keep = std::min(n, out.size());
+    std::partial_sort(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep), out.end(),
+                      [](const auto& a, const auto& b) { return a.second > b.second; });
+    out.resize(keep);
+    return out;
+}
 
 int runtime::match_route(std::string_view host, std::string_view path) const {
     if (auto colon = host.rfind(':');
@@ -221,11 +292,10 @@ gateway::gateway(std::shared_ptr<const runtime> initial, std::size_t workers,
 admin::gauge_values gateway::gauges() const {
     admin::gauge_values g;
     auto rt = current();
-    if (rt->slots) {
-        g.inflight_slots = static_cast<double>(rt->slots->in_flight());
-        g.concurrency_capacity = static_cast<double>(rt->slots->capacity());
-        g.active_keys = static_cast<double>(rt->slots->active_keys());
-    }
+    const auto slots = rt->slots_held();
+    g.inflight_slots = static_cast<double>(slots.in_flight);
+    g.concurrency_capacity = static_cast<double>(slots.capacity);
+    g.active_keys = static_cast<double>(slots.active_keys);
     g.ratelimit_keys = static_cast<double>(limiter.size());
     g.ratelimit_evictions = limiter.evictions();
     g.client_connections = static_cast<double>(client_connections.load());

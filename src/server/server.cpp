@@ -258,21 +258,13 @@ std::string server::debug_keys_json(std::size_t top) const {
     }
     nlohmann::json in_flight = nlohmann::json::array();
     auto rt = gateway_->current();
+    for (const auto& [key, count] : rt->top_in_flight(top)) {
+        in_flight.push_back(
+            {{"key_type", type_of(key)}, {"key", admin::display_key(key)}, {"in_flight", count}});
+    }
     // Read from the slots themselves, not from gauge_values: those are
     // doubles for Prometheus and would print as 12.0 here.
-    std::size_t slots_in_flight = 0;
-    std::size_t slots_capacity = 0;
-    std::size_t slots_active_keys = 0;
-    if (rt->slots) {
-        for (const auto& [key, count] : rt->slots->top_in_flight(top)) {
-            in_flight.push_back({{"key_type", type_of(key)},
-                                 {"key", admin::display_key(key)},
-                                 {"in_flight", count}});
-        }
-        slots_in_flight = rt->slots->in_flight();
-        slots_capacity = rt->slots->capacity();
-        slots_active_keys = rt->slots->active_keys();
-    }
+    const auto slots = rt->slots_held();
     nlohmann::json out{
         // The span the counts actually cover (one to two windows), in ms
         // precision: `refused / window_seconds` is then a key's true rate.
@@ -283,9 +275,9 @@ std::string server::debug_keys_json(std::size_t top) const {
         {"limited", std::move(limited)},
         {"in_flight", std::move(in_flight)},
         {"slots",
-         {{"in_flight", slots_in_flight},
-          {"capacity", slots_capacity},
-          {"active_keys", slots_active_keys}}},
+         {{"in_flight", slots.in_flight},
+          {"capacity", slots.capacity},
+          {"active_keys", slots.active_keys}}},
         {"requests",
          {{"allowed", gateway_->metrics.requests(admin::decision_kind::allowed)},
           {"limited", gateway_->metrics.requests(admin::decision_kind::limited)},

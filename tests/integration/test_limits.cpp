@@ -420,18 +420,104 @@ TEST_CASE("slots: slots held across a reload that turns capacity off and on stil
     off.concurrency.capacity = 0;
     off.routes[0].concurrency.reset();
     gw.srv().reload(std::make_shared<const config>(off));
+    // Parked, both limiters still hold their slots, and the gauge says so.
+    CHECK(gw.srv().gw().gauges().inflight_slots == 3);
+    CHECK(gw.srv().gw().gauges().concurrency_capacity == 0);
     gw.srv().reload(std::make_shared<const config>(cfg));
     // The three requests still hold their slots: both limiters are full.
     auto refused = get(gw.port(), "/echo", {{"X-Org-Id", "d"}});
     CHECK(refused.result_int() == 429);
     CHECK(nlohmann::json::parse(refused.body())["reason"] == "concurrency");
     CHECK(get(gw.port(), "/hold", {{"X-Org-Id", "e"}, {"Host", "own.test"}}).result_int() == 429);
-    CHECK(gw.srv().gw().gauges().inflight_slots == 2);
+    // The global limiter's 2 and the route's 1, out of capacity 2 + 1.
+    CHECK(gw.srv().gw().gauges().inflight_slots == 3);
+    CHECK(gw.srv().gw().gauges().concurrency_capacity == 3);
 
     finish_held(up, gw, held);
     CHECK(up.stats.max_in_flight == 3);
     CHECK(get(gw.port(), "/echo").result_int() == 200);
     CHECK(get(gw.port(), "/hold", {{"Host", "own.test"}}).result_int() == 200);
+}
+
+TEST_CASE("slots: slots held in a route's own limiter count in the gauges and /debug/keys",
+          "[slots][metrics]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 8;
+    route_config own;  // only for Host: own.test
+    own.name = "own";
+    own.host = "own.test";
+    own.path_prefix = "/hold";
+    own.concurrency = 2;
+    cfg.routes.push_back(own);
+    running_proxy gw(cfg);
+    std::vector<std::unique_ptr<client>> held;
+    for (const char* org : {"a", "b"}) {
+        held.push_back(start_held(gw.port(), {{"X-Org-Id", org}, {"Host", "own.test"}}));
+    }
+    // Org a also holds a global slot: two limiters, still one key.
+    held.push_back(start_held(gw.port(), {{"X-Org-Id", "a"}}));
+    REQUIRE(up.wait_in_flight(3));
+    auto refused = get(gw.port(), "/hold", {{"X-Org-Id", "c"}, {"Host", "own.test"}});
+    CHECK(refused.result_int() == 429);
+    CHECK(nlohmann::json::parse(refused.body())["reason"] == "concurrency");
+
+    const auto g = gw.srv().gw().gauges();
+    CHECK(g.inflight_slots == 3);
+    CHECK(g.concurrency_capacity == 8 + 2);
+    CHECK(g.active_keys == 2);
+    const auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("\ntollgate_inflight_slots 3\n") != std::string::npos);
+    CHECK(metrics.find("\ntollgate_active_keys 2\n") != std::string::npos);
+    CHECK(metrics.find("\ntollgate_concurrency_capacity 10\n") != std::string::npos);
+    const auto keys = nlohmann::json::parse(get(gw.admin_port(), "/debug/keys").body());
+    CHECK(keys["slots"]["in_flight"] == 3);
+    CHECK(keys["slots"]["capacity"] == 10);
+    CHECK(keys["slots"]["active_keys"] == 2);
+    REQUIRE(keys["in_flight"].size() == 2);
+    CHECK(keys["in_flight"][0]["key"] == "org:a");
+    CHECK(keys["in_flight"][0]["in_flight"] == 2);
+    CHECK(keys["in_flight"][1]["key"] == "org:b");
+    CHECK(keys["in_flight"][1]["in_flight"] == 1);
+
+    finish_held(up, gw, held);
+    CHECK(gw.srv().gw().gauges().active_keys == 0);
+}
+
+TEST_CASE("slots: a reload to capacity 0 keeps the slots still held in the gauges",
+          "[slots][metrics]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.concurrency.capacity = 8;
+    running_proxy gw(cfg);
+    std::vector<std::unique_ptr<client>> held;
+    for (int i = 0; i < 6; ++i) {
+        held.push_back(start_held(gw.port(), {{"X-Org-Id", "o" + std::to_string(i)}}));
+    }
+    REQUIRE(up.wait_in_flight(6));
+
+    auto off = cfg;
+    off.concurrency.capacity = 0;
+    gw.srv().reload(std::make_shared<const config>(off));
+    // Off for new requests, but the six are still upstream, holding their slots.
+    auto g = gw.srv().gw().gauges();
+    CHECK(g.inflight_slots == 6);
+    CHECK(g.active_keys == 6);
+    CHECK(g.concurrency_capacity == 0);
+    const auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("\ntollgate_inflight_slots 6\n") != std::string::npos);
+    CHECK(metrics.find("\ntollgate_active_keys 6\n") != std::string::npos);
+    const auto keys = nlohmann::json::parse(get(gw.admin_port(), "/debug/keys").body());
+    CHECK(keys["slots"]["in_flight"] == 6);
+    CHECK(keys["in_flight"].size() == 6);
+
+    // On again: the parked limiter is taken over, so the six count once.
+    gw.srv().reload(std::make_shared<const config>(cfg));
+    g = gw.srv().gw().gauges();
+    CHECK(g.inflight_slots == 6);
+    CHECK(g.concurrency_capacity == 8);
+
+    finish_held(up, gw, held);
 }
 
 TEST_CASE("slots: a second key gets its share, the first gets no new slot", "[slots]") {

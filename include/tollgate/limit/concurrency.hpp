@@ -184,6 +184,8 @@ public:
     std::size_t active_keys() const;
     /// Requests waiting in the queue.
     std::size_t queued() const;
+    /// Every active key with the slots it holds, in no particular order.
+    std::vector<std::pair<std::string, std::size_t>> keys_in_flight() const;
     /// The `n` active keys holding the most slots, most first (for /debug/keys).
     std::vector<std::pair<std::string, std::size_t>> top_in_flight(std::size_t n) const;
 

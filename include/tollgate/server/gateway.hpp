@@ -5,8 +5,11 @@
 /// process-wide counters.
 
 #include <atomic>
+#include <cstddef>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "tollgate/admin/key_stats.hpp"
@@ -50,6 +53,23 @@ struct runtime {
     /// The TLS listener's context (null without `tls.listen`); rebuilt on
     /// reload, so new connections get the new certificate.
     std::shared_ptr<asio::ssl::context> tls_server;
+
+    /// Slots held over every limiter above (the global one, the routes' own
+    /// and the parked ones), each limiter counted once: what the in-flight
+    /// gauge and /debug/keys report (DESIGN.md section 4).
+    struct slot_totals {
+        /// Slots held in all limiters, parked ones included.
+        std::size_t in_flight = 0;
+        /// Capacity of the limiters in use: `concurrency.capacity` plus each
+        /// `routes[].concurrency` (a parked limiter is off, so adds none).
+        std::size_t capacity = 0;
+        /// Keys holding at least one slot in any limiter, each key once.
+        std::size_t active_keys = 0;
+    };
+    slot_totals slots_held() const;
+    /// The `n` keys holding the most slots over every limiter (a key's
+    /// slots in several limiters added up), most first.
+    std::vector<std::pair<std::string, std::size_t>> top_in_flight(std::size_t n) const;
 
     /// The route for a request: among routes whose `host` is empty or equals
     /// the request's host (port ignored), the one with the longest matching
