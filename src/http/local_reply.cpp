@@ -2,12 +2,90 @@
 
 #include "tollgate/proxy/headers.hpp"
 
-#include <cstdio>
-
 namespace tollgate {
 
+namespace {
+
+/// A byte that goes into a JSON string as it is: printable ASCII other than
+/// the quote and the backslash.
+bool plain_ascii(unsigned char c) {
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+/// The length of the well-formed UTF-8 sequence at the start of `text`, or
+/// 0 when there is none: RFC 3629 section 4, so no overlong form, no
+/// surrogate (U+D800..U+DFFF) and nothing above U+10FFFF. The first byte
+/// is not ASCII.
+std::size_t utf8_sequence(std::string_view text) {
+    const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+    const unsigned char lead = byte(0);
+    // The second byte's range is narrower after the leads that would
+    // otherwise allow an overlong form (E0, F0), a surrogate (ED) or a
+    // code point past U+10FFFF (F4).
+    std::size_t length = 0;
+    unsigned char low = 0x80;
+    unsigned char high = 0xBF;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        length = 3;
+        low = lead == 0xE0 ? 0xA0 : 0x80;
+        high = lead == 0xED ? 0x9F : 0xBF;
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        length = 4;
+        low = lead == 0xF0 ? 0x90 : 0x80;
+        high = lead == 0xF4 ? 0x8F : 0xBF;
+    } else {
+        return 0;  // a continuation byte, C0/C1 (always overlong) or F5..FF
+    }
+    if (text.size() < length || byte(1) < low || byte(1) > high) {
+        return 0;
+    }
+    for (std::size_t i = 2; i < length; ++i) {
+        if ((byte(i) & 0xC0) != 0x80) {
+            return 0;
+        }
+    }
+    return length;
+}
+
+void append_u00(std::string& out, unsigned char c) {
+    static constexpr char hex[] = "0123456789abcdef";
+    const char escape[] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 0xF]};
+    out.append(escape, sizeof escape);
+}
+
+}  // namespace
+
 void append_json_escaped(std::string& out, std::string_view text) {
-    for (char c : text) {
+    std::size_t i = 0;
+    while (i < text.size()) {
+        // Printable ASCII, all of a usual path, method or key, goes in as
+        // one run.
+        std::size_t end = i;
+        while (end < text.size() && plain_ascii(static_cast<unsigned char>(text[end]))) {
+            ++end;
+        }
+        out.append(text.data() + i, end - i);
+        if (end == text.size()) {
+            return;
+        }
+        i = end;
+        const auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 0x80) {
+            // Well-formed UTF-8 stays as it is. A byte that does not start
+            // one (a stray, truncated or overlong sequence, a surrogate,
+            // Latin-1 text) is written as \u00XX: the line stays valid JSON
+            // for a strict parser and still shows the byte's value.
+            if (const std::size_t length = utf8_sequence(text.substr(i))) {
+                out.append(text.data() + i, length);
+                i += length;
+            } else {
+                append_u00(out, c);
+                ++i;
+            }
+            continue;
+        }
         switch (c) {
             case '"':
                 out += "\\\"";
@@ -25,14 +103,9 @@ void append_json_escaped(std::string& out, std::string_view text) {
                 out += "\\t";
                 break;
             default:
-                if (static_cast<unsigned char>(c) < 0x20) {
-                    char buf[8];
-                    std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
-                    out += buf;
-                } else {
-                    out += c;
-                }
+                append_u00(out, c);  // the other control characters
         }
+        ++i;
     }
 }
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iterator>
@@ -580,6 +581,37 @@ TEST_CASE("the access log names refused requests and counts tollgate's own reply
         // The JSON error body tollgate wrote.
         CHECK(entry["bytes_out"].get<int>() > 10);
     }
+}
+
+TEST_CASE("the access log stays valid JSON for a path that is not UTF-8", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("access-log-bytes.yaml", access_log_yaml(up.port()));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    // Latin-1 and a byte never in UTF-8, then well-formed UTF-8 (the same
+    // "café" as it should be written).
+    for (std::string_view target : {"/caf\xe9", "/\xff", "/caf\xc3\xa9"}) {
+        client c(p.port());
+        c.write_raw("GET " + std::string(target) + " HTTP/1.1\r\nHost: tollgate.test\r\n\r\n");
+        CHECK(c.read().result_int() == 400);
+    }
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_exit() == 0);
+    const std::string out = p.stdout_text();
+    // nlohmann::json::parse rejects ill-formed UTF-8, as Python's json.loads does.
+    const auto lines = access_log_lines(out);
+    REQUIRE(lines.size() == 3);
+    for (const auto& entry : lines) {
+        CHECK(entry["status"] == 400);
+        CHECK(entry["method"] == "GET");
+    }
+    // A byte outside UTF-8 shows as its value; well-formed UTF-8 as it is.
+    CHECK(out.find("\"path\":\"/caf\\u00e9\"") != std::string::npos);
+    CHECK(out.find("\"path\":\"/\\u00ff\"") != std::string::npos);
+    CHECK(out.find("\"path\":\"/caf\xc3\xa9\"") != std::string::npos);
+    // What a parser reads for \u00ff: U+00FF.
+    CHECK(std::any_of(lines.begin(), lines.end(),
+                      [](const auto& entry) { return entry["path"] == "/\xc3\xbf"; }));
 }
 
 TEST_CASE("the access log tells exchanges cut short apart from finished ones", "[lifecycle]") {

@@ -42,7 +42,13 @@ struct refusal_reply {
 /// without building one. Refusing is the hot path of a limited key.
 void render_refusal(const refusal_reply& reply, std::string& out);
 
-/// Escapes `text` as the inside of a JSON string.
+/// Escapes `text` as the inside of a JSON string, for the access log and
+/// the error bodies. The result is valid JSON for any bytes: well-formed
+/// UTF-8 (RFC 3629) is copied as it is; each byte that is not part of one
+/// (a truncated or overlong sequence, a surrogate, a stray byte such as
+/// Latin-1 `\xE9`) is written `\u00XX` with its value, as are the control
+/// characters but `\n`, `\r` and `\t`. A parser reads such a byte back as
+/// U+00XX.
 void append_json_escaped(std::string& out, std::string_view text);
 
 }  // namespace tollgate
