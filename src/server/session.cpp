@@ -702,6 +702,7 @@ void session::forward(admin::reason_kind reason) {
     // A request that is all here (the common case) is rendered as it is by
     // do_write_request_header; the others are edited for Beast's serializer.
     whole_request_ = !send_continue_ && !request_has_body_ && parser_->is_done();
+    req_sr_.reset();  // a failed exchange before this one may have left its own
     if (!whole_request_) {
         proxy::strip_hop_by_hop(req);
         proxy::add_forwarding_headers(req, peer_ip_, stream_.is_tls());
@@ -1613,6 +1614,7 @@ void session::on_tunnel_read(std::size_t from, error_code ec, std::size_t n) {
     }
     tunnel_active_ = std::chrono::steady_clock::now();
     (from == 0 ? bytes_in_ : bytes_out_) += n;
+    (*pipes_)[from].writing = true;
     asio::async_write(tunnel_end(1 - from), asio::buffer((*pipes_)[from].buf.data(), n),
                       [self = shared_from_this(), from](error_code wec, std::size_t wn) {
                           self->on_tunnel_written(from, wec, wn);
@@ -1620,6 +1622,7 @@ void session::on_tunnel_read(std::size_t from, error_code ec, std::size_t n) {
 }
 
 void session::on_tunnel_written(std::size_t from, error_code ec, std::size_t) {
+    (*pipes_)[from].writing = false;
     if (closed_ || tunnel_ending_) {
         return;
     }
@@ -1656,13 +1659,22 @@ void session::tunnel_side_ended(std::size_t from) {
 // upstream, which the lingering close closes; their handlers see
 // tunnel_ending_ and leave the rest to it.
 void session::end_tunnel() {
-    if (!stream_.is_tls() || (*pipes_)[0].ended) {
+    if (tunnel_ending_ || closed_) {
+        return;  // the idle timer and the upstream's end may both come
+    }
+    // A write to the client stalled mid-record cannot be followed by a
+    // clean close_notify: that client gets the reset.
+    if (!stream_.is_tls() || (*pipes_)[0].ended || (*pipes_)[1].writing) {
         close();
         return;
     }
     tunnel_ending_ = true;
+    header_timer_.cancel();  // the tunnel's idle timer
     error_code ignored;
     stream_.socket().cancel(ignored);
+    // Aborted, not closed: a pending upstream operation (a TLS one holds
+    // its stream's buffers) finishes before the connection goes away.
+    upstream_.abort();
     lingering_close();
 }
 
@@ -1732,7 +1744,9 @@ void session::arm_tunnel_idle() {
 // for the client's close_notify or its FIN; whatever it still sends after
 // that, or instead, is drained from the TCP layer.
 void session::lingering_close() {
-    upstream_.close();
+    if (!tunnel_ending_) {
+        upstream_.close();  // end_tunnel() aborted it: operations may be pending
+    }
     linger_budget_ = 1024 * 1024;
     stream_.expires_after(std::chrono::seconds(2));
     if (!stream_.is_tls() || tcp_only_) {

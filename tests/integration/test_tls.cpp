@@ -590,6 +590,34 @@ TEST_CASE("tls: a tunnel tollgate ends is followed by close_notify", "[tls][webs
     CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 0);
 }
 
+TEST_CASE("tls: a tunnel to an https:// upstream that idles out ends cleanly", "[tls][websocket]") {
+    // The upstream's TLS read is still pending when the tunnel ends: its
+    // stream must outlive it (ASan saw it freed under the read before).
+    tls_certs certs;
+    https_upstream up(certs.cert_file, certs.key_file);
+    auto cfg = tls_listener_config(up.port(), certs.cert_file, certs.key_file);
+    cfg.upstream.servers = https_upstream_config(up.port()).upstream.servers;
+    cfg.upstream.ca_file = certs.ca_file;
+    cfg.client.tunnel_idle_timeout = std::chrono::milliseconds(300);
+    running_proxy gw(cfg);
+    auto ctx = client_tls_context(certs.ca_file);
+    openssl_client c(gw.tls_port(), ctx);
+    c.write(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
+    const std::string all = c.take_pending();
+    CHECK(all.substr(0, all.find("\r\n")) == "HTTP/1.1 101 Switching Protocols");
+    c.leave();
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (scrape(gw.admin_port(), "tollgate_tunnels_open") != 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 0);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+}
+
 TEST_CASE("tls: a client still sending a body refused as too large gets its whole 413", "[tls]") {
     tls_certs certs;
     test_upstream up;

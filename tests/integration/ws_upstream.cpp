@@ -319,6 +319,20 @@ void https_upstream::serve(std::shared_ptr<tcp::socket> socket) {
             std::lock_guard lock(mutex_);
             last_headers_ = header_map(req);
         }
+        if (const auto upgrade = req.find(http::field::upgrade); upgrade != req.end()) {
+            // Switches, then says nothing: a tunnel that idles.
+            const std::string switched =
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + std::string(upgrade->value()) +
+                "\r\nConnection: Upgrade\r\n\r\n";
+            asio::write(stream, asio::buffer(switched), ec);
+            char buf[512];
+            while (!ec) {
+                socket->read_some(asio::buffer(buf), ec);
+            }
+            std::lock_guard lock(mutex_);
+            socket->close(ec);
+            return;
+        }
         http::response<http::string_body> res{http::status::ok, req.version()};
         res.set(http::field::server, "https-upstream");
         res.set(http::field::content_type, "application/json");

@@ -85,7 +85,9 @@ private:
 
 /// HTTPS upstream with the given certificate and key (PEM files). Every
 /// request gets 200 with JSON {"headers": {...}, "method", "target"} and
-/// `Server: https-upstream`; keep-alive is honoured.
+/// `Server: https-upstream`; keep-alive is honoured. A request with an
+/// `Upgrade` field gets a `101` to that protocol, then silence until the
+/// peer closes (an idle tunnel).
 class https_upstream {
 public:
     https_upstream(const std::string& cert_file, const std::string& key_file);

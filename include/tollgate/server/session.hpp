@@ -254,7 +254,8 @@ private:
     limit::tunnel_limiter::ticket tunnel_ticket_;
     struct tunnel_pipe {
         std::array<char, 16 * 1024> buf;
-        bool ended = false;  ///< its source closed (EOF)
+        bool ended = false;    ///< its source closed (EOF)
+        bool writing = false;  ///< a write of what it read is pending
     };
     std::unique_ptr<std::array<tunnel_pipe, 2>> pipes_;  ///< [0] client->upstream, [1] back
     std::chrono::steady_clock::time_point tunnel_active_{};
