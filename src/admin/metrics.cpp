@@ -240,6 +240,9 @@ std::string metrics::serialize(const gauge_values& g) const {
           g.inflight_slots);
     gauge("tollgate_concurrency_capacity",
           "Completion slot capacity, routes' own included (0 = off)", g.concurrency_capacity);
+    gauge("tollgate_slots_saturation",
+          "In-flight share of the fullest slot limiter (global or a route's own), 0 = off or idle",
+          g.slots_saturation);
     gauge("tollgate_active_keys", "Keys with at least one request in flight", g.active_keys);
     gauge("tollgate_ratelimit_keys", "Rate-limit buckets held in memory", g.ratelimit_keys);
     gauge("tollgate_draining", "1 while shutting down", g.draining);

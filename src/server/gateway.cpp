@@ -118,18 +118,29 @@ runtime::runtime(std::shared_ptr<const config> c)
 runtime::slot_totals runtime::slots_held() const {
     const auto limiters = distinct_limiters(*this);
     slot_totals totals;
+    std::vector<const limit::concurrency_limiter*> busy;
     for (std::size_t i = 0; i < limiters.all.size(); ++i) {
-        totals.in_flight += limiters.all[i]->in_flight();
+        const std::size_t held = limiters.all[i]->in_flight();
+        totals.in_flight += held;
+        if (held > 0) {
+            busy.push_back(limiters.all[i]);
+        }
         if (i < limiters.in_use) {
-            totals.capacity += limiters.all[i]->capacity();
+            const std::size_t capacity = limiters.all[i]->capacity();
+            totals.capacity += capacity;
+            if (capacity > 0) {
+                totals.saturation = std::max(
+                    totals.saturation, static_cast<double>(held) / static_cast<double>(capacity));
+            }
         }
     }
     // A key may hold slots of two limiters (a route's own and the global
-    // ones) and is still one key; one limiter, the usual case, needs no merge.
-    if (limiters.all.size() == 1) {
-        totals.active_keys = limiters.all.front()->active_keys();
-    } else {
-        totals.active_keys = merged_in_flight(limiters.all).size();
+    // ones) and is still one key; with one limiter busy, the usual case, no
+    // key list is copied for a scrape.
+    if (busy.size() == 1) {
+        totals.active_keys = busy.front()->active_keys();
+    } else if (busy.size() > 1) {
+        totals.active_keys = merged_in_flight(busy).size();
     }
     return totals;
 }
@@ -296,6 +307,7 @@ admin::gauge_values gateway::gauges() const {
     g.inflight_slots = static_cast<double>(slots.in_flight);
     g.concurrency_capacity = static_cast<double>(slots.capacity);
     g.active_keys = static_cast<double>(slots.active_keys);
+    g.slots_saturation = slots.saturation;
     g.ratelimit_keys = static_cast<double>(limiter.size());
     g.ratelimit_evictions = limiter.evictions();
     g.client_connections = static_cast<double>(client_connections.load());

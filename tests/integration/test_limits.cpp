@@ -470,6 +470,9 @@ TEST_CASE("slots: slots held in a route's own limiter count in the gauges and /d
     CHECK(metrics.find("\ntollgate_inflight_slots 3\n") != std::string::npos);
     CHECK(metrics.find("\ntollgate_active_keys 2\n") != std::string::npos);
     CHECK(metrics.find("\ntollgate_concurrency_capacity 10\n") != std::string::npos);
+    // The summed ratio reads 30%; the route's own limiter is full.
+    CHECK(g.slots_saturation == 1.0);
+    CHECK(metrics.find("\ntollgate_slots_saturation 1\n") != std::string::npos);
     const auto keys = nlohmann::json::parse(get(gw.admin_port(), "/debug/keys").body());
     CHECK(keys["slots"]["in_flight"] == 3);
     CHECK(keys["slots"]["capacity"] == 10);

@@ -128,6 +128,7 @@ struct route_counters {
 struct gauge_values {
     double inflight_slots = 0;
     double concurrency_capacity = 0;
+    double slots_saturation = 0;
     double active_keys = 0;
     double ratelimit_keys = 0;
     double client_connections = 0;

@@ -65,6 +65,10 @@ struct runtime {
         std::size_t capacity = 0;
         /// Keys holding at least one slot in any limiter, each key once.
         std::size_t active_keys = 0;
+        /// The fullest limiter in use: its in_flight / capacity (0 when all
+        /// are off). A full route or global limiter refuses while the
+        /// summed ratio may look low.
+        double saturation = 0;
     };
     slot_totals slots_held() const;
     /// The `n` keys holding the most slots over every limiter (a key's
