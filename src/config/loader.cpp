@@ -3,7 +3,10 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
@@ -1415,6 +1418,10 @@ std::string blamed_key(const origin_map& origins, const std::string& prefix,
     int latest = 0;
     for (std::string_view field : fields) {
         std::string key = prefix + "." + std::string(field);
+        if (!origins.contains(key) && prefix != "rate_limit") {
+            // Not set here: an override or route inherits it from rate_limit.
+            key = "rate_limit." + std::string(field);
+        }
         if (const int l = layer(origins, key); l > latest) {
             latest = l;
             blamed = std::move(key);
@@ -1474,34 +1481,60 @@ void check_bucket_ranges(const config& cfg, error_list& errors, const origin_map
     }
 }
 
-/// Whether requests to `server` would come back to `listener` of this very
-/// process, as far as the config shows: the listener's own address, or a
-/// loopback address (or localhost) where the listener takes any address of
-/// that family ([::] takes IPv4 too). Other names are not looked up.
-bool loops_back(const upstream_server& server, const listen_address& listener) {
-    if (server.port != listener.port) {
-        return false;
-    }
-    const auto up = ip_address::parse(server.host);
-    const auto on = ip_address::parse(listener.host);
-    if (!on) {
-        return false;
-    }
-    const auto v4_loopback = *ip_address::parse("127.0.0.1");
-    const auto v6_loopback = *ip_address::parse("::1");
-    const bool any_v6 = *on == *ip_address::parse("::");
-    const bool any_v4 = any_v6 || *on == *ip_address::parse("0.0.0.0");
-    if (server.host == "localhost") {
-        return any_v4 || *on == v4_loopback || *on == v6_loopback;
-    }
-    if (!up) {
-        return false;
-    }
-    if (*up == *on) {
+/// Whether a connection to `up` reaches `listener` of this very process:
+/// the listener's own address, or a loopback address where the listener
+/// takes any address of that family ([::] takes IPv4 too).
+bool reaches(const ip_address& up, const ip_address& on) {
+    if (up == on) {
         return true;
     }
-    const bool loopback_v4 = up->is_v4() && cidr::parse("127.0.0.0/8")->contains(*up);
-    return (loopback_v4 && any_v4) || (*up == v6_loopback && any_v6);
+    const bool any_v6 = on == *ip_address::parse("::");
+    const bool any_v4 = any_v6 || on == *ip_address::parse("0.0.0.0");
+    const bool loopback_v4 = up.is_v4() && cidr::parse("127.0.0.0/8")->contains(up);
+    return (loopback_v4 && any_v4) || (up == *ip_address::parse("::1") && any_v6);
+}
+
+/// Whether requests to `server` would come back to `listener`, as far as
+/// the config shows: an address literal, or `localhost` when every address
+/// it has here does (looked up in /etc/hosts; a localhost whose IPv6
+/// address another server may hold is given the benefit of the doubt).
+/// Other names are not looked up.
+bool loops_back(const upstream_server& server, const listen_address& listener) {
+    const auto on = ip_address::parse(listener.host);
+    if (server.port != listener.port || !on) {
+        return false;
+    }
+    if (const auto up = ip_address::parse(server.host)) {
+        return reaches(*up, *on);
+    }
+    if (server.host != "localhost") {
+        return false;
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    if (::getaddrinfo("localhost", "80", &hints, &found) != 0) {
+        return false;
+    }
+    bool any = false;
+    bool all = true;
+    for (const addrinfo* a = found; a != nullptr; a = a->ai_next) {
+        char text[INET6_ADDRSTRLEN] = {};
+        const void* raw = a->ai_family == AF_INET
+                              ? static_cast<const void*>(
+                                    &reinterpret_cast<const sockaddr_in*>(a->ai_addr)->sin_addr)
+                              : static_cast<const void*>(
+                                    &reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr);
+        const auto ip = ::inet_ntop(a->ai_family, raw, text, sizeof text) != nullptr
+                            ? ip_address::parse(text)
+                            : std::nullopt;
+        any = true;
+        all = all && ip && reaches(*ip, *on);
+    }
+    ::freeaddrinfo(found);
+    return any && all;
 }
 
 /// An upstream that is tollgate's own proxy listener: every request would

@@ -1157,11 +1157,15 @@ TEST_CASE("config: an upstream that is tollgate's own listener is refused", "[co
           "conf/x.yaml:3: upstream.servers[0]: http://127.0.0.1:8080 is tollgate's own listen "
           "(127.0.0.1:8080): " +
               loop);
-    // The default listener takes every IPv4 address, localhost's included.
-    CHECK(error_of("upstream:\n  servers: [http://10.0.0.1:9000, http://localhost:8080]\n") ==
-          "conf/x.yaml:2: upstream.servers[1]: http://localhost:8080 is tollgate's own listen "
-          "(0.0.0.0:8080): " +
+    // [::] takes every address localhost may have (IPv4 and IPv6).
+    CHECK(error_of("listen: \"[::]:8080\"\nupstream:\n  servers: [http://10.0.0.1:9000, "
+                   "http://localhost:8080]\n") ==
+          "conf/x.yaml:3: upstream.servers[1]: http://localhost:8080 is tollgate's own listen "
+          "([::]:8080): " +
               loop);
+    // localhost may be 127.0.0.1, which [::1] does not take: not refused.
+    CHECK(parse("listen: \"[::1]:8080\"\nupstream: {servers: [http://localhost:8080]}\n")
+              .upstream.servers.size() == 1);
     CHECK(error_of("listen: \"[::]:8080\"\nroutes:\n  - {name: a, path_prefix: /a, upstream: "
                    "[\"http://127.0.0.3:8080\"]}\n") ==
           "conf/x.yaml:3: routes[0].upstream[0]: http://127.0.0.3:8080 is tollgate's own listen "
@@ -1210,6 +1214,13 @@ TEST_CASE("config: token_bucket and sliding_window limits they cannot hold", "[c
     CHECK(error_of("routes:\n  - name: a\n    rate_limit:\n      algorithm: token_bucket\n"
                    "      window: 8760h\n") ==
           "conf/x.yaml:5: routes[0].rate_limit.window: " + year);
+    // An override inherits the window: the variable that set it is named.
+    CHECK(error_of("rate_limit:\n  algorithm: token_bucket\n  limit: 500\n  overrides:\n"
+                   "    - {key: \"org:a\", limit: 1000}\n",
+                   env_of({{"RATE_LIMIT_WINDOW", "8760h"}})) ==
+          "RATE_LIMIT_WINDOW: rate_limit.window: a burst of 1000 over a window of 8760h is more "
+          "than token_bucket can hold (at most 584 for this window); use algorithm gcra, which "
+          "has no such bound");
 }
 
 TEST_CASE("config: invalid environment values are errors naming the variable", "[config][env]") {
