@@ -558,6 +558,32 @@ TEST_CASE("tls: a response that ends the connection is followed by close_notify"
     }
 }
 
+namespace {
+
+/// Upgrades `c` to a WebSocket tunnel, then reads until tollgate ends the
+/// connection, which must be with a close_notify; returns what was read.
+std::string upgrade_until_tollgate_ends(openssl_client& c) {
+    c.write(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
+    return c.take_pending();
+}
+
+/// Polls /metrics until no tunnel is open (at most 10 s).
+bool tunnels_close(std::uint16_t admin_port) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (scrape(admin_port, "tollgate_tunnels_open") != 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
+}  // namespace
+
 TEST_CASE("tls: a tunnel tollgate ends is followed by close_notify", "[tls][websocket]") {
     // Without one, a TLS client cannot tell the tunnel's end from a cut
     // (OpenSSL 3: unexpected EOF), which protocols without close frames of
@@ -574,20 +600,11 @@ TEST_CASE("tls: a tunnel tollgate ends is followed by close_notify", "[tls][webs
     running_proxy gw(cfg);
     auto ctx = client_tls_context(certs.ca_file);
     openssl_client c(gw.tls_port(), ctx);
-    c.write(
-        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-    CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
-    const std::string all = c.take_pending();
+    const std::string all = upgrade_until_tollgate_ends(c);
     CHECK(all.substr(0, all.find("\r\n")) == "HTTP/1.1 101 Switching Protocols");
     CHECK(all.substr(all.find("\r\n\r\n") + 4) == "last words");
     c.leave();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (scrape(gw.admin_port(), "tollgate_tunnels_open") != 0 &&
-           std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 0);
+    CHECK(tunnels_close(gw.admin_port()));
 }
 
 TEST_CASE("tls: a tunnel to an https:// upstream that idles out ends cleanly", "[tls][websocket]") {
@@ -602,19 +619,10 @@ TEST_CASE("tls: a tunnel to an https:// upstream that idles out ends cleanly", "
     running_proxy gw(cfg);
     auto ctx = client_tls_context(certs.ca_file);
     openssl_client c(gw.tls_port(), ctx);
-    c.write(
-        "GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-    CHECK(c.read_to_end() == SSL_ERROR_ZERO_RETURN);
-    const std::string all = c.take_pending();
+    const std::string all = upgrade_until_tollgate_ends(c);
     CHECK(all.substr(0, all.find("\r\n")) == "HTTP/1.1 101 Switching Protocols");
     c.leave();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (scrape(gw.admin_port(), "tollgate_tunnels_open") != 0 &&
-           std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 0);
+    CHECK(tunnels_close(gw.admin_port()));
     CHECK(get(gw.port(), "/echo").result_int() == 200);
 }
 
