@@ -605,11 +605,11 @@ std::string describe(const YAML::Node& node) {
     }
 }
 
-/// One key of a mapping.
 /// What an empty list means for a key: nothing given (`key:`) or `[]` is
 /// "none", only `[]` is, or the key needs at least one element.
 enum class empty_list { from_nothing, from_brackets, refused };
 
+/// One key of a mapping.
 struct entry {
     std::string key;
     YAML::Node value;

@@ -1655,9 +1655,9 @@ void session::tunnel_side_ended(std::size_t from) {
 // out). A TLS client gets a close_notify first, through the lingering
 // close, so that it sees the end as clean, not as a cut; over plain TCP the
 // half close above already said it. The client read still pending is
-// cancelled (the TLS shutdown needs the stream), and so is the write to the
-// upstream, which the lingering close closes; their handlers see
-// tunnel_ending_ and leave the rest to it.
+// cancelled (the TLS shutdown needs the stream) and the upstream aborted;
+// their handlers see tunnel_ending_ and leave the rest to the lingering
+// close.
 void session::end_tunnel() {
     if (tunnel_ending_ || closed_) {
         return;  // the idle timer and the upstream's end may both come
@@ -1744,8 +1744,10 @@ void session::arm_tunnel_idle() {
 // for the client's close_notify or its FIN; whatever it still sends after
 // that, or instead, is drained from the TCP layer.
 void session::lingering_close() {
+    // After end_tunnel() the upstream is aborted, with operations that may
+    // still be pending on it: it must outlive them, so it is not closed here.
     if (!tunnel_ending_) {
-        upstream_.close();  // end_tunnel() aborted it: operations may be pending
+        upstream_.close();
     }
     linger_budget_ = 1024 * 1024;
     stream_.expires_after(std::chrono::seconds(2));

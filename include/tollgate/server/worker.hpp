@@ -36,11 +36,12 @@ public:
     worker(const worker&) = delete;
     worker& operator=(const worker&) = delete;
 
-    /// Opens the acceptor on `endpoint` (SO_REUSEPORT, so every worker can
-    /// bind the same address). Throws boost::system::system_error.
     /// Throws (address in use) when something already listens on
     /// `endpoint`, which SO_REUSEPORT would otherwise let every worker join.
+    /// Two processes starting at the same instant can both pass it.
     static void claim_address(const tcp::endpoint& endpoint);
+    /// Opens the acceptor on `endpoint` (SO_REUSEPORT, so every worker can
+    /// bind the same address). Throws boost::system::system_error.
     void listen(const tcp::endpoint& endpoint);
     /// Same for the TLS listener (`tls.listen`).
     void listen_tls(const tcp::endpoint& endpoint);
