@@ -1592,9 +1592,16 @@ void check_merged(const config& cfg, error_list& errors, const origin_map& origi
 }
 
 std::string read_file(const std::string& path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // Opened without waiting: a FIFO nobody writes to would otherwise block
+    // the start, or a SIGHUP reload and the signal handling behind it, for
+    // good. Read with waiting, so a pipe that has a writer (`--config
+    // <(...)`) is read to its end; one without a writer reads as empty.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         throw config_error(path + ": cannot read: " + std::strerror(errno));
+    }
+    if (const int flags = ::fcntl(fd, F_GETFL); flags >= 0) {
+        ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     }
     std::string text;
     char buffer[65536];

@@ -3,6 +3,8 @@
 #include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -469,6 +471,23 @@ TEST_CASE("upstream.max_connections below threads is warned about at startup", "
     CHECK(enough->stderr_text().find("upstream.max_connections") == std::string::npos);
     enough->signal(SIGTERM);
     CHECK(enough->wait_exit() == 0);
+}
+
+TEST_CASE("a config FIFO nobody writes to is an error, not a hang", "[lifecycle]") {
+    // The same read serves SIGHUP, where a hang would stop signal handling.
+    auto path = write_temp_file("fifo-dir-marker", "");
+    path = path.substr(0, path.rfind('/')) + "/config.fifo";
+    ::unlink(path.c_str());
+    REQUIRE(::mkfifo(path.c_str(), 0600) == 0);
+    tollgate_process check({"--check-config", "--config", path});
+    auto code = check.wait_exit();
+    if (!code) {
+        check.signal(SIGKILL);
+    }
+    ::unlink(path.c_str());
+    REQUIRE(code.has_value());
+    CHECK(*code == 1);
+    CHECK(check.stderr_text().find(path + ":1: the file has no settings") != std::string::npos);
 }
 
 TEST_CASE("an invalid environment value is an error naming the variable", "[lifecycle]") {
