@@ -95,6 +95,22 @@ int main(int argc, char** argv) {
                         // The new level applies to the lines about this reload already.
                         set_log_level(next->log.level);
                         log_line(log_level::info, "configuration reloaded");
+                        // The file cannot change these: say so, or an edit to
+                        // them would seem to be ignored.
+                        auto pinned = environment_settings(process_env());
+                        for (const auto& [flag, value] : options.overrides) {
+                            pinned.push_back(flag);
+                        }
+                        if (!pinned.empty()) {
+                            std::string keys;
+                            for (const auto& key : pinned) {
+                                keys += (keys.empty() ? "" : ", ") + key;
+                            }
+                            log_line(log_level::info,
+                                     "set by the environment or flags, which the file does not "
+                                     "override: " +
+                                         keys);
+                        }
                         if (!pending.empty()) {
                             std::string keys;
                             for (const auto& key : pending) {

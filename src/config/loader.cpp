@@ -1703,6 +1703,16 @@ env_lookup process_env() {
     };
 }
 
+std::vector<std::string> environment_settings(const env_lookup& env) {
+    std::vector<std::string> set;
+    for (const auto& s : settings) {
+        if (env(s.env).has_value()) {
+            set.push_back(std::string(s.path) + " (" + std::string(s.env) + ")");
+        }
+    }
+    return set;
+}
+
 std::vector<std::string> process_env_names() {
     std::vector<std::string> names;
     for (char** entry = environ; entry != nullptr && *entry != nullptr; ++entry) {

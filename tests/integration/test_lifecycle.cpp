@@ -78,6 +78,24 @@ TEST_CASE("SIGHUP with a valid file swaps the config", "[lifecycle]") {
     CHECK(p.wait_exit() == 0);
 }
 
+TEST_CASE("SIGHUP names the settings the environment keeps from the file", "[lifecycle]") {
+    // RATE_LIMIT overrides the file on reload too: an edit of the file's
+    // limit changes nothing, and the reload says why.
+    test_upstream up;
+    auto path = write_temp_file("reload-env.yaml", config_yaml(up.port(), "  limit: 2\n"));
+    tollgate_process p({"--config", path}, {{"RATE_LIMIT", "5"}});
+    REQUIRE(p.wait_listening());
+    write_temp_file("reload-env.yaml", config_yaml(up.port(), "  limit: 50\n"));
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_for_log("configuration reloaded"));
+    CHECK(p.wait_for_log(
+        "set by the environment or flags, which the file does not override: rate_limit.limit "
+        "(RATE_LIMIT)"));
+    CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "5");
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+}
+
 TEST_CASE("SIGHUP names the changed settings that apply only on restart", "[lifecycle]") {
     test_upstream up;
     auto path = write_temp_file("reload-restart.yaml", config_yaml(up.port(), "  limit: 2\n"));

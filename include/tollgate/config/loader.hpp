@@ -59,6 +59,11 @@ using env_lookup = std::function<std::optional<std::string>(std::string_view)>;
 /// The process environment (getenv).
 env_lookup process_env();
 
+/// The settings the environment sets, as "rate_limit.limit (RATE_LIMIT)":
+/// they override the file, also on reload, so a reload says which file keys
+/// it cannot change.
+std::vector<std::string> environment_settings(const env_lookup& env);
+
 /// The names of every variable in the process environment.
 std::vector<std::string> process_env_names();
 
