@@ -334,16 +334,20 @@ bool client::closed_within(std::chrono::milliseconds limit) {
     }
 }
 
+upstream_server http_server(std::uint16_t port) {
+    upstream_server s;
+    s.host = "127.0.0.1";
+    s.port = port;
+    s.url = "http://127.0.0.1:" + std::to_string(port);
+    return s;
+}
+
 config test_config(std::uint16_t upstream_port) {
     config cfg;
     cfg.listen = {"127.0.0.1", 0};
     cfg.admin.listen = {"127.0.0.1", 0};
     cfg.threads = 2;
-    upstream_server server;
-    server.host = "127.0.0.1";
-    server.port = upstream_port;
-    server.url = "http://127.0.0.1:" + std::to_string(upstream_port);
-    cfg.upstream.servers = {server};
+    cfg.upstream.servers = {http_server(upstream_port)};
     cfg.upstream.connect_timeout = std::chrono::milliseconds(2000);
     cfg.upstream.response_timeout = std::chrono::milliseconds(5000);
     cfg.client.header_timeout = std::chrono::milliseconds(5000);

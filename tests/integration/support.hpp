@@ -116,6 +116,9 @@ private:
     beast::flat_buffer buffer_;
 };
 
+/// `http://127.0.0.1:<port>` as an upstream server.
+upstream_server http_server(std::uint16_t port);
+
 /// A config for tests: loopback listeners on port 0, two threads, the
 /// given upstream, short timeouts.
 config test_config(std::uint16_t upstream_port);

@@ -247,13 +247,8 @@ TEST_CASE("upstream refusing connections gives 502", "[proxy][errors]") {
 
 TEST_CASE("a refused server is skipped for the next one", "[proxy][errors]") {
     test_upstream up;
-    const std::uint16_t dead_port = free_port();
     auto cfg = test_config(up.port());
-    upstream_server dead;
-    dead.host = "127.0.0.1";
-    dead.port = dead_port;
-    dead.url = "http://127.0.0.1:" + std::to_string(dead_port);
-    cfg.upstream.servers = {dead, cfg.upstream.servers.front()};
+    cfg.upstream.servers = {http_server(free_port()), http_server(up.port())};
     running_proxy gw(cfg);
     for (int i = 0; i < 6; ++i) {
         CHECK(get(gw.port(), "/echo").result_int() == 200);
@@ -266,15 +261,8 @@ TEST_CASE("a refused server's turns spread over the live ones", "[proxy][errors]
     // to the server after it (that was 4 for a, 8 for c).
     test_upstream a;
     test_upstream c;
-    const std::uint16_t dead_port = free_port();
     auto cfg = test_config(a.port());
-    upstream_server dead = cfg.upstream.servers.front();
-    dead.port = dead_port;
-    dead.url = "http://127.0.0.1:" + std::to_string(dead_port);
-    upstream_server live = cfg.upstream.servers.front();
-    live.port = c.port();
-    live.url = "http://127.0.0.1:" + std::to_string(c.port());
-    cfg.upstream.servers = {cfg.upstream.servers.front(), dead, live};
+    cfg.upstream.servers = {http_server(a.port()), http_server(free_port()), http_server(c.port())};
     running_proxy gw(cfg);
     for (int i = 0; i < 12; ++i) {
         CHECK(get(gw.port(), "/echo").result_int() == 200);
@@ -285,12 +273,9 @@ TEST_CASE("a refused server's turns spread over the live ones", "[proxy][errors]
 
 TEST_CASE("a refused server of a group is counted and named in one warning", "[proxy][errors]") {
     test_upstream up;
-    const std::uint16_t dead_port = free_port();
+    const upstream_server dead = http_server(free_port());
     auto cfg = test_config(up.port());
-    upstream_server dead = cfg.upstream.servers.front();
-    dead.port = dead_port;
-    dead.url = "http://127.0.0.1:" + std::to_string(dead_port);
-    cfg.upstream.servers = {dead, cfg.upstream.servers.front()};
+    cfg.upstream.servers = {dead, http_server(up.port())};
     // Log lines go to std::cerr; swapped only while no worker thread runs.
     std::ostringstream log;
     std::streambuf* const stderr_buf = std::cerr.rdbuf(log.rdbuf());

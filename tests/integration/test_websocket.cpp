@@ -68,14 +68,6 @@ std::unique_ptr<client> start_upgrade(std::uint16_t port, std::string_view targe
     return c;
 }
 
-upstream_server http_server(std::uint16_t port) {
-    upstream_server s;
-    s.host = "127.0.0.1";
-    s.port = port;
-    s.url = "http://127.0.0.1:" + std::to_string(port);
-    return s;
-}
-
 }  // namespace
 
 TEST_CASE("websocket: text and binary messages echo through the tunnel", "[websocket]") {
