@@ -1319,6 +1319,14 @@ int layer(const origin_map& origins, std::string_view path) {
     return it->second.find(':') != std::string::npos ? 1 : 2;
 }
 
+/// Whether a listener on `listener` takes every address of one family
+/// (IPv4 when `v4`): 0.0.0.0 takes IPv4, and [::], dual-stack on Linux by
+/// default, takes both.
+bool takes_all_of(const ip_address& listener, bool v4) {
+    return listener == *ip_address::parse("::") ||
+           (v4 && listener == *ip_address::parse("0.0.0.0"));
+}
+
 bool listeners_collide(const listen_address& a, const listen_address& b) {
     if (a.port == 0 || a.port != b.port) {
         return false;
@@ -1328,13 +1336,7 @@ bool listeners_collide(const listen_address& a, const listen_address& b) {
     if (!x || !y) {
         return a.host == b.host;
     }
-    auto any = [](const ip_address& ip) {
-        // [::] is dual-stack on Linux by default, so it takes the port for IPv4 too.
-        return ip == *ip_address::parse("::") || ip == *ip_address::parse("0.0.0.0");
-    };
-    bool same_family = x->is_v4() == y->is_v4();
-    return *x == *y || (any(*x) && (same_family || !x->is_v4())) ||
-           (any(*y) && (same_family || !y->is_v4()));
+    return *x == *y || takes_all_of(*x, y->is_v4()) || takes_all_of(*y, x->is_v4());
 }
 
 /// Adds `path: message`, prefixed with where `located_at` was set (file and
@@ -1488,10 +1490,9 @@ bool reaches(const ip_address& up, const ip_address& on) {
     if (up == on) {
         return true;
     }
-    const bool any_v6 = on == *ip_address::parse("::");
-    const bool any_v4 = any_v6 || on == *ip_address::parse("0.0.0.0");
-    const bool loopback_v4 = up.is_v4() && cidr::parse("127.0.0.0/8")->contains(up);
-    return (loopback_v4 && any_v4) || (up == *ip_address::parse("::1") && any_v6);
+    const bool loopback =
+        up.is_v4() ? cidr::parse("127.0.0.0/8")->contains(up) : up == *ip_address::parse("::1");
+    return loopback && takes_all_of(on, up.is_v4());
 }
 
 /// Whether requests to `server` would come back to `listener`, as far as
