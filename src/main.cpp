@@ -101,25 +101,25 @@ int main(int argc, char** argv) {
                         for (const auto& [flag, value] : options.overrides) {
                             pinned.push_back(flag);
                         }
-                        if (!pinned.empty()) {
-                            std::string keys;
-                            for (const auto& key : pinned) {
-                                keys += (keys.empty() ? "" : ", ") + key;
+                        const auto joined = [](const std::vector<std::string>& keys,
+                                               std::string_view separator) {
+                            std::string text;
+                            for (const auto& key : keys) {
+                                text += (text.empty() ? "" : std::string(separator)) + key;
                             }
+                            return text;
+                        };
+                        if (!pinned.empty()) {
                             log_line(log_level::info,
                                      "set by the environment or flags, which the file does not "
                                      "override: " +
-                                         keys);
+                                         joined(pinned, ", "));
                         }
                         if (!pending.empty()) {
-                            std::string keys;
-                            for (const auto& key : pending) {
-                                keys += ' ' + key;
-                            }
                             log_line(log_level::warn,
                                      "warning: changed, but applied only on restart (the running "
-                                     "values stay):" +
-                                         keys);
+                                     "values stay): " +
+                                         joined(pending, " "));
                         }
                     } catch (const std::exception& e) {
                         srv.record_reload_failure();
