@@ -27,6 +27,17 @@ std::pair<std::string, std::string> bearer(std::string_view token) {
     return {"Authorization", "Bearer " + std::string(token)};
 }
 
+/// A route "own" for /hold on Host: own.test with `concurrency` slots of
+/// its own, apart from the global ones.
+route_config own_slots_route(std::size_t concurrency) {
+    route_config own;
+    own.name = "own";
+    own.host = "own.test";
+    own.path_prefix = "/hold";
+    own.concurrency = concurrency;
+    return own;
+}
+
 /// Sends a /hold request on its own connection without waiting for the answer.
 std::unique_ptr<client> start_held(std::uint16_t port,
                                    const std::vector<std::pair<std::string, std::string>>& h = {}) {
@@ -401,12 +412,7 @@ TEST_CASE("slots: slots held across a reload that turns capacity off and on stil
     test_upstream up;
     auto cfg = test_config(up.port());
     cfg.concurrency.capacity = 2;
-    route_config own;  // only for Host: own.test
-    own.name = "own";
-    own.host = "own.test";
-    own.path_prefix = "/hold";
-    own.concurrency = 1;
-    cfg.routes.push_back(own);
+    cfg.routes.push_back(own_slots_route(1));
     running_proxy gw(cfg);
     std::vector<std::unique_ptr<client>> held;
     for (const char* org : {"a", "b"}) {
@@ -444,12 +450,7 @@ TEST_CASE("slots: slots held in a route's own limiter count in the gauges and /d
     test_upstream up;
     auto cfg = test_config(up.port());
     cfg.concurrency.capacity = 8;
-    route_config own;  // only for Host: own.test
-    own.name = "own";
-    own.host = "own.test";
-    own.path_prefix = "/hold";
-    own.concurrency = 2;
-    cfg.routes.push_back(own);
+    cfg.routes.push_back(own_slots_route(2));
     running_proxy gw(cfg);
     std::vector<std::unique_ptr<client>> held;
     for (const char* org : {"a", "b"}) {
