@@ -145,11 +145,35 @@ std::string tollgate_process::stderr_text() {
     return stderr_;
 }
 
+namespace {
+
+// This test process's directory for write_temp_file, removed when the
+// process exits normally (a forked child leaves with _exit and keeps it).
+class temp_dir {
+public:
+    temp_dir()
+        : path_(std::filesystem::temp_directory_path() /
+                ("tollgate-test-" + std::to_string(::getpid()))) {
+        std::filesystem::create_directories(path_);
+    }
+    ~temp_dir() {
+        std::error_code ignored;
+        std::filesystem::remove_all(path_, ignored);
+    }
+    temp_dir(const temp_dir&) = delete;
+    temp_dir& operator=(const temp_dir&) = delete;
+
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path path_;
+};
+
+}  // namespace
+
 std::string write_temp_file(const std::string& name, const std::string& text) {
-    auto dir =
-        std::filesystem::temp_directory_path() / ("tollgate-test-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
-    auto path = dir / name;
+    static const temp_dir dir;
+    auto path = dir.path() / name;
     std::ofstream(path) << text;
     return path.string();
 }

@@ -56,7 +56,8 @@ private:
     std::uint16_t tls_port_ = 0;
 };
 
-/// Writes `text` to a fresh file under the temp dir; returns its path.
+/// Writes `text` to `name` in this test process's own directory under the
+/// temp dir (removed when the process exits); returns its path.
 std::string write_temp_file(const std::string& name, const std::string& text);
 
 }  // namespace tollgate::test
