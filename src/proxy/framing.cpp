@@ -427,14 +427,25 @@ bool valid_connection(std::string_view value, bool restrict_options, head_info* 
     }
 }
 
-// Where the checks of one head stand.
+// Where the checks of one head stand. Every byte is read through at(), and
+// no decision depends on the head's length but the one after its blank
+// line: so when a check of a head's first bytes fails without looking past
+// them (`ran_out` false), the same check of any longer head fails the same
+// way (check_*_head_start).
 struct cursor {
     std::string_view h;
     std::size_t pos = 0;
+    mutable bool ran_out = false;
 
     // '\0' past the end: NUL is invalid wherever a byte is looked at, so a
     // short head fails the same checks as a bad one.
-    char at(std::size_t i) const { return i < h.size() ? h[i] : '\0'; }
+    char at(std::size_t i) const {
+        if (i < h.size()) {
+            return h[i];
+        }
+        ran_out = true;
+        return '\0';
+    }
     bool crlf_at(std::size_t i) const { return at(i) == '\r' && at(i + 1) == '\n'; }
 };
 
@@ -573,10 +584,15 @@ std::optional<framing_error> check_fields(cursor& cur, bool request, std::size_t
     }
 }
 
-// Parses "HTTP/d.d" at cur.pos. 0 = malformed; otherwise 10 * major + minor.
+// Parses "HTTP/d.d" at `at`. 0 = malformed; otherwise 10 * major + minor.
 unsigned parse_version(const cursor& cur, std::size_t at) {
-    if (cur.h.size() < at + 8 || cur.h.compare(at, 5, "HTTP/") != 0 ||
-        !is(cur.h[at + 5], c_digit) || cur.h[at + 6] != '.' || !is(cur.h[at + 7], c_digit)) {
+    constexpr std::string_view name = "HTTP/";
+    for (std::size_t k = 0; k < name.size(); ++k) {
+        if (cur.at(at + k) != name[k]) {
+            return 0;
+        }
+    }
+    if (!is(cur.at(at + 5), c_digit) || cur.at(at + 6) != '.' || !is(cur.at(at + 7), c_digit)) {
         return 0;
     }
     const unsigned v = static_cast<unsigned>(cur.h[at + 5] - '0') * 10 +
@@ -615,10 +631,12 @@ std::optional<framing_error> validate_request_head(std::string_view head,
     return validate_request_head(head, limits, info);
 }
 
-std::optional<framing_error> validate_request_head(std::string_view head, const head_limits& limits,
-                                                   head_info& info) {
+namespace {
+
+std::optional<framing_error> check_request(cursor& cur, const head_limits& limits,
+                                           head_info& info) {
     static_cast<head_facts&>(info) = head_facts{};
-    cursor cur{head};
+    const std::string_view head = cur.h;
 
     // method SP request-target SP HTTP-version CRLF, single spaces (RFC 9112 3).
     std::size_t i = 0;
@@ -709,15 +727,10 @@ std::optional<framing_error> validate_request_head(std::string_view head, const 
     return std::nullopt;
 }
 
-std::optional<framing_error> validate_response_head(std::string_view head) {
-    head_info info;
-    return validate_response_head(head, info);
-}
-
-std::optional<framing_error> validate_response_head(std::string_view head, head_info& info) {
+std::optional<framing_error> check_response(cursor& cur, head_info& info) {
     static_cast<head_facts&>(info) = head_facts{};
     auto error = [](std::string_view message) { return framing_error{502, message}; };
-    cursor cur{head};
+    const std::string_view head = cur.h;
 
     // HTTP-version SP status-code SP [ reason-phrase ] CRLF (RFC 9112 4).
     const unsigned version = parse_version(cur, 0);
@@ -777,6 +790,39 @@ std::optional<framing_error> validate_response_head(std::string_view head, head_
         info.content_length = f.cl_value;
     }
     return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<framing_error> validate_request_head(std::string_view head, const head_limits& limits,
+                                                   head_info& info) {
+    cursor cur{head};
+    return check_request(cur, limits, info);
+}
+
+std::optional<framing_error> check_request_head_start(std::string_view data,
+                                                      const head_limits& limits) {
+    head_info info;
+    cursor cur{data};
+    auto e = check_request(cur, limits, info);
+    return cur.ran_out ? std::nullopt : e;
+}
+
+std::optional<framing_error> validate_response_head(std::string_view head) {
+    head_info info;
+    return validate_response_head(head, info);
+}
+
+std::optional<framing_error> validate_response_head(std::string_view head, head_info& info) {
+    cursor cur{head};
+    return check_response(cur, info);
+}
+
+std::optional<framing_error> check_response_head_start(std::string_view data) {
+    head_info info;
+    cursor cur{data};
+    auto e = check_response(cur, info);
+    return cur.ran_out ? std::nullopt : e;
 }
 
 std::string_view beast_response_head(std::string_view head, std::string& scratch) {

@@ -60,6 +60,16 @@ bool idempotent(http::verb method) {
     }
 }
 
+/// Whether a head still arriving is worth checking again (the check reads it
+/// from its first byte): not before its first byte, while it is short, then
+/// when the latest bytes end a line, so a head sent a byte at a time costs a
+/// pass per line, not per byte.
+bool worth_checking(std::string_view head, std::size_t& checked) {
+    const std::size_t from = std::exchange(checked, head.size());
+    return !head.empty() &&
+           (head.size() <= 1024 || head.find('\n', from) != std::string_view::npos);
+}
+
 }  // namespace
 
 namespace {
@@ -328,6 +338,7 @@ void session::do_read_header() {
     parser_->header_limit(static_cast<std::uint32_t>(c.max_header_bytes));
     parser_->body_limit(c.max_body_bytes);
     header_timed_out_ = false;
+    head_checked_ = 0;
     if (buffer_.size() > 0) {
         // Most heads arrive whole with their first bytes: no timer needed.
         const auto data = buffer_.data();
@@ -379,6 +390,13 @@ void session::read_request_head() {
                admin::reason_kind::header_too_large);
         return;
     }
+    if (worth_checking(view, head_checked_)) {
+        if (auto bad = proxy::check_request_head_start(view, {rt_->cfg->client.max_headers})) {
+            header_timer_.cancel();
+            refuse_head(view, *bad);
+            return;
+        }
+    }
     stream_.async_read_some(
         buffer_.prepare(std::min<std::size_t>(8192, max - view.size())),
         beast::bind_front_handler(&session::on_request_head_bytes, shared_from_this()));
@@ -403,10 +421,7 @@ void session::on_request_head_bytes(error_code ec, std::size_t n) {
 void session::parse_request_head(std::string_view head) {
     first_request_ = false;
     if (auto bad = proxy::validate_request_head(head, {rt_->cfg->client.max_headers})) {
-        keep_request_line(head);
-        const auto reason = bad->status == 431 ? admin::reason_kind::header_too_large
-                                               : admin::reason_kind::bad_request;
-        reject(static_cast<http::status>(bad->status), bad->message, reason);
+        refuse_head(head, *bad);
         return;
     }
     error_code ec;
@@ -426,6 +441,13 @@ void session::parse_request_head(std::string_view head) {
     }
     buffer_.consume(used);
     handle_request();
+}
+
+void session::refuse_head(std::string_view head, const proxy::framing_error& bad) {
+    keep_request_line(head);
+    const auto reason =
+        bad.status == 431 ? admin::reason_kind::header_too_large : admin::reason_kind::bad_request;
+    reject(static_cast<http::status>(bad.status), bad.message, reason);
 }
 
 void session::handle_request() {
@@ -985,6 +1007,7 @@ void session::do_read_response_header() {
     res_parser_.reset();  // made only for heads the raw path does not take
     upstream_->stream.expires_never();
     response_timed_out_ = false;
+    response_checked_ = 0;
     begin_wait(wait_kind::response_head, rt_->cfg->upstream.response_timeout);
     if (parser_->is_done()) {
         // A client that leaves while the upstream works frees its slot and
@@ -1112,6 +1135,11 @@ void session::read_response_head() {
     if (view.size() >= max_response_header_bytes) {
         end_wait();
         upstream_failed(http::error::header_limit, upstream_phase::exchange);
+        return;
+    }
+    if (worth_checking(view, response_checked_) && proxy::check_response_head_start(view)) {
+        end_wait();
+        upstream_failed(http::error::bad_version, upstream_phase::exchange);
         return;
     }
     upstream_->stream.async_read_some(

@@ -28,6 +28,10 @@ constexpr auto patience = std::chrono::seconds(5);
 config framing_config(std::uint16_t upstream_port) {
     auto cfg = test_config(upstream_port);
     cfg.client.body_timeout = std::chrono::milliseconds(3000);
+    // Far beyond `patience`: a verdict on a head that never ends must come
+    // from its bytes, not from a 408 or 504 when a wait runs out.
+    cfg.client.header_timeout = std::chrono::seconds(60);
+    cfg.upstream.response_timeout = std::chrono::seconds(60);
     return cfg;
 }
 

@@ -127,11 +127,24 @@ std::optional<framing_error> validate_request_head(std::string_view head,
 std::optional<framing_error> validate_request_head(std::string_view head, const head_limits& limits,
                                                    head_info& info);
 
+/// Checks the first bytes of a request head still arriving (`data` holds
+/// no complete head): the error validate_request_head gives every head that
+/// starts with `data`, or nullopt while that depends on bytes to come. A
+/// method that is not a token, a field line without a colon or a bare LF is
+/// refused as soon as it arrives, not after client.header_timeout.
+std::optional<framing_error> check_request_head_start(std::string_view data,
+                                                      const head_limits& limits);
+
 /// Checks a complete response head from an upstream. nullopt = acceptable;
 /// an error always carries status 502.
 std::optional<framing_error> validate_response_head(std::string_view head);
 /// Same, and reports what it found in `info`.
 std::optional<framing_error> validate_response_head(std::string_view head, head_info& info);
+
+/// check_request_head_start for a response head (always 502): an upstream
+/// that is no HTTP server (an SSH banner, a TLS record) is refused at its
+/// first bytes, not after upstream.response_timeout.
+std::optional<framing_error> check_response_head_start(std::string_view data);
 
 /// An accepted response head as Beast's parser takes it: `HTTP/1.x NNN`
 /// (no reason, no SP) gets the SP Beast requires. Returns `head` itself, or

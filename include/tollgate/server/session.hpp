@@ -100,6 +100,7 @@ private:
     void read_request_head();
     void on_request_head_bytes(error_code ec, std::size_t n);
     void parse_request_head(std::string_view head);
+    void refuse_head(std::string_view head, const proxy::framing_error& bad);
 
     // Decision: route, key, slot, rate token.
     void handle_request();
@@ -197,11 +198,13 @@ private:
     beast::flat_buffer buffer_;
     asio::steady_timer header_timer_;
     bool header_timed_out_ = false;
+    std::size_t head_checked_ = 0;   ///< bytes of the request head checked so far
     asio::steady_timer wait_timer_;  ///< see begin_wait()
     std::chrono::steady_clock::time_point wait_deadline_{};
     wait_kind waiting_ = wait_kind::none;
     bool wait_timer_armed_ = false;
-    bool response_timed_out_ = false;  ///< the response-head wait ran out
+    bool response_timed_out_ = false;   ///< the response-head wait ran out
+    std::size_t response_checked_ = 0;  ///< bytes of the response head checked so far
     std::string peer_ip_;
     ip_address peer_addr_;
 
