@@ -270,6 +270,19 @@ std::string metrics::serialize(const gauge_values& g) const {
     }
     families.push_back(std::move(per_route));
 
+    auto route_held = family("tollgate_route_inflight_slots",
+                             "Completion slots held in a route's own limiter (routes with a "
+                             "concurrency of their own)",
+                             MetricType::Gauge);
+    auto route_capacity = family("tollgate_route_concurrency_capacity",
+                                 "Slot capacity of a route's own limiter", MetricType::Gauge);
+    for (const auto& route : g.route_slots) {
+        route_held.metric.push_back(gauge_metric(route.in_flight, {{"route", route.route}}));
+        route_capacity.metric.push_back(gauge_metric(route.capacity, {{"route", route.route}}));
+    }
+    families.push_back(std::move(route_held));
+    families.push_back(std::move(route_capacity));
+
     auto connections = family("tollgate_connections", "Open connections", MetricType::Gauge);
     connections.metric.push_back(gauge_metric(g.client_connections, {{"side", "client"}}));
     connections.metric.push_back(gauge_metric(g.upstream_connections, {{"side", "upstream"}}));

@@ -316,6 +316,13 @@ admin::gauge_values gateway::gauges() const {
     g.tunnels_open = static_cast<double>(tunnels.open());
     g.store_fallback = redis.fallback() ? 1 : 0;
     g.routes.assign(rt->route_counters.begin(), rt->route_counters.end());
+    for (std::size_t i = 0; i < rt->route_slots.size(); ++i) {
+        const auto& own = rt->route_slots[i];
+        if (own && rt->cfg->routes[i].concurrency) {
+            g.route_slots.push_back({rt->cfg->routes[i].name, static_cast<double>(own->in_flight()),
+                                     static_cast<double>(own->capacity())});
+        }
+    }
     return g;
 }
 

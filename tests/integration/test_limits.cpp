@@ -4,6 +4,10 @@
 
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <set>
+#include <sstream>
+
 #include "support.hpp"
 #include "tollgate/limit/clock.hpp"
 
@@ -474,6 +478,12 @@ TEST_CASE("slots: slots held in a route's own limiter count in the gauges and /d
     // The summed ratio reads 30%; the route's own limiter is full.
     CHECK(g.slots_saturation == 1.0);
     CHECK(metrics.find("\ntollgate_slots_saturation 1\n") != std::string::npos);
+    // Which limiter is full: the route's own, by name.
+    REQUIRE(g.route_slots.size() == 1);
+    CHECK(g.route_slots[0].route == "own");
+    CHECK(metrics.find("\ntollgate_route_inflight_slots{route=\"own\"} 2\n") != std::string::npos);
+    CHECK(metrics.find("\ntollgate_route_concurrency_capacity{route=\"own\"} 2\n") !=
+          std::string::npos);
     const auto keys = nlohmann::json::parse(get(gw.admin_port(), "/debug/keys").body());
     CHECK(keys["slots"]["in_flight"] == 3);
     CHECK(keys["slots"]["capacity"] == 10);
@@ -781,6 +791,40 @@ TEST_CASE("the admin port answers while the proxy's slots are saturated", "[metr
         return get(gw.admin_port(), "/metrics").body().find("tollgate_inflight_slots 0") !=
                std::string::npos;
     }));
+}
+
+TEST_CASE("every metric /metrics serves is in docs/operating.md's table, and back", "[metrics]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.routes.push_back(own_slots_route(2));
+    running_proxy gw(cfg);
+    std::set<std::string> served;
+    std::istringstream scrape(get(gw.admin_port(), "/metrics").body());
+    for (std::string line; std::getline(scrape, line);) {
+        if (line.starts_with("# TYPE ")) {
+            served.insert(line.substr(7, line.find(' ', 7) - 7));
+        }
+    }
+    std::set<std::string> documented;
+    std::ifstream doc(TOLLGATE_SOURCE_DIR "/docs/operating.md");
+    REQUIRE(doc);
+    for (std::string line; std::getline(doc, line);) {
+        if (line.starts_with("| `tollgate_")) {
+            documented.insert(line.substr(3, line.find('`', 3) - 3));
+        }
+    }
+    REQUIRE(served.size() > 20);
+    for (const auto& name : served) {
+        INFO("served, not documented: " << name);
+        CHECK(documented.count(name) == 1);
+    }
+    // Served only with a Redis store (rate_limit.store: redis).
+    const std::set<std::string> redis_only = {"tollgate_store_duration_seconds",
+                                              "tollgate_store_errors_total"};
+    for (const auto& name : documented) {
+        INFO("documented, not served: " << name);
+        CHECK((served.count(name) == 1 || redis_only.count(name) == 1));
+    }
 }
 
 TEST_CASE("slots: a route with its own capacity is limited apart from the rest", "[slots]") {

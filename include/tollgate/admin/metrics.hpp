@@ -124,6 +124,13 @@ struct route_counters {
         decisions{};
 };
 
+/// Slots of a route that has a `concurrency` of its own.
+struct route_slot_values {
+    std::string route;
+    double in_flight = 0;
+    double capacity = 0;
+};
+
 /// Values read at scrape time from the components that own them.
 struct gauge_values {
     double inflight_slots = 0;
@@ -139,6 +146,8 @@ struct gauge_values {
     std::uint64_t ratelimit_evictions = 0;  ///< monotonic total
     /// The current config's routes (`tollgate_route_requests_total`).
     std::vector<std::shared_ptr<const route_counters>> routes;
+    /// The current config's routes with slots of their own, in config order.
+    std::vector<route_slot_values> route_slots;
 };
 
 class metrics {
