@@ -969,17 +969,26 @@ bool chunked_line_check::feed(std::string_view bytes) {
     while (i < bytes.size() && state_ != state::done && state_ != state::failed) {
         const char c = bytes[i];
         switch (state_) {
+            case state::size_first:
+                // chunk-size = 1*HEXDIG (RFC 9112 7.1)
+                state_ = is(c, c_hex) ? state::size : state::failed;
+                remaining_ = state_ == state::size ? hex_value(c) : 0;
+                break;
             case state::size:
                 if (c == '\r') {
                     state_ = state::size_lf;
                 } else if (c == '\n') {
                     state_ = state::failed;
-                } else if (!in_extension_ && is(c, c_hex)) {
+                } else if (in_extension_) {
+                    break;  // Beast checks the extensions' syntax at CRLF
+                } else if (is(c, c_hex)) {
                     // Too many digits: Beast refuses the size; stop counting.
                     remaining_ =
                         remaining_ >= saturated ? saturated : remaining_ * 16 + hex_value(c);
+                } else if (c == ';' || is(c, c_ows)) {
+                    in_extension_ = true;  // BWS ";" chunk-ext (RFC 9112 7.1.1)
                 } else {
-                    in_extension_ = true;
+                    state_ = state::failed;
                 }
                 break;
             case state::size_lf:
@@ -1000,7 +1009,7 @@ bool chunked_line_check::feed(std::string_view bytes) {
                 state_ = c == '\r' ? state::data_lf : state::failed;
                 break;
             case state::data_lf:
-                state_ = c == '\n' ? state::size : state::failed;
+                state_ = c == '\n' ? state::size_first : state::failed;
                 in_extension_ = false;
                 break;
             case state::line_start:

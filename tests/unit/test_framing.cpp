@@ -567,6 +567,18 @@ TEST_CASE("framing: chunked_line_check follows a body's line endings", "[framing
     CHECK(verdict("0\r\nX: y\n\r\n") == std::string("bad"));
     CHECK(verdict("0\r\n\n") == std::string("bad"));
     CHECK(verdict("0\r\n\rX") == std::string("bad"));
+    // A chunk size is 1*HEXDIG, then BWS ";" extensions or CRLF: anything
+    // else is refused at once, not when its line ends.
+    CHECK(verdict("zz") == std::string("bad"));
+    CHECK(verdict("5\r\nhello\r\n;a") == std::string("bad"));
+    CHECK(verdict("\x16\x03\x01") == std::string("bad"));
+    CHECK(verdict("5x") == std::string("bad"));
+    CHECK(verdict("5-") == std::string("bad"));
+    CHECK(verdict("5 ;a=b") == std::string("more"));
+    CHECK(verdict("5\t;a") == std::string("more"));
+    CHECK(verdict("5;a=\"x y\"") == std::string("more"));
+    CHECK(verdict("5 ") == std::string("more"));
+    CHECK(verdict("Ab") == std::string("more"));
     // A size past 64 bits is Beast's to refuse; the check just keeps reading.
     CHECK(verdict("fffffffffffffffff\r\nabc") == std::string("more"));
     // Once failed, it stays failed.

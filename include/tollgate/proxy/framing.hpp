@@ -196,21 +196,26 @@ private:
 /// bare LF, or a CR without LF, where a chunk-size line, the CRLF after
 /// chunk data, a trailer line or the final CRLF belongs (Beast looks for
 /// CRLF only, so `3\nabc\n0\n\n` kept a request open until
-/// client.body_timeout). Beast still checks everything else (hex sizes,
-/// extensions, trailer fields); bytes after the body's end are not looked at.
+/// client.body_timeout); likewise a chunk-size line that does not start
+/// with a hex digit, or whose digits are followed by anything but SP, HTAB,
+/// `;` or CR, is refused at that byte rather than at its line's end. Beast
+/// still checks everything else (size overflow, extensions, trailer
+/// fields); bytes after the body's end are not looked at.
 class chunked_line_check {
 public:
-    /// The next bytes of the body; false from the first misplaced line ending on.
+    /// The next bytes of the body; false from the first misplaced line ending
+    /// or malformed chunk size on.
     bool feed(std::string_view bytes);
     bool failed() const { return state_ == state::failed; }
     bool done() const { return state_ == state::done; }
 
 private:
     enum class state : std::uint8_t {
-        size,     ///< chunk-size [ chunk-ext ], up to CR
-        size_lf,  ///< the LF after it
-        data,     ///< `remaining_` bytes of chunk data
-        data_cr,  ///< the CRLF after chunk data
+        size_first,  ///< the first byte of a chunk-size line: a hex digit
+        size,        ///< the rest of chunk-size [ chunk-ext ], up to CR
+        size_lf,     ///< the LF after it
+        data,        ///< `remaining_` bytes of chunk data
+        data_cr,     ///< the CRLF after chunk data
         data_lf,
         line_start,  ///< a trailer field line, or the CRLF that ends the body
         line,
@@ -219,7 +224,7 @@ private:
         done,
         failed,
     };
-    state state_ = state::size;
+    state state_ = state::size_first;
     std::uint64_t remaining_ = 0;
     bool in_extension_ = false;  ///< past the size's hex digits
 };
