@@ -432,8 +432,8 @@ TEST_CASE("framing: a head's first bytes are refused only as the whole head woul
             [](std::string_view cut) { return check_response_head_start(cut); },
             [](std::string_view head) { return validate_response_head(head); });
     }
-    // Most refused heads are refused before their end (94 of the 137 in the
-    // corpus when this was written; the rest need the blank line: Host, TE).
+    // Most refused corpus heads are refused before their end; the rest need
+    // the blank line to be judged (a missing Host, both framings, ...).
     CHECK(early > 90);
 }
 
