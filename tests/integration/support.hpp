@@ -5,6 +5,7 @@
 // started in-process on port 0.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -25,6 +26,20 @@ namespace tollgate::test {
 
 using request = http::request<http::string_body>;
 using response = http::response<http::string_body>;
+
+/// Polls `condition` every 2 ms until it holds (true) or `limit` has passed
+/// (false): for state that changes on another thread or process.
+template <class F>
+bool eventually(F condition, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!condition()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
+}
 
 /// 64-bit FNV-1a, to compare multi-megabyte bodies cheaply.
 std::uint64_t fnv1a(std::string_view data);

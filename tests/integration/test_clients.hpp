@@ -27,19 +27,6 @@ inline constexpr std::chrono::milliseconds op_limit{10000};
 
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
-/// Polls `condition` every 2 ms until it holds or `limit` passed; whether it held.
-template <class F>
-bool poll_until(F condition, std::chrono::milliseconds limit = op_limit) {
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (!condition()) {
-        if (std::chrono::steady_clock::now() > deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return true;
-}
-
 /// The value of an unlabelled gauge or counter in Prometheus text, or -1
 /// when the family is missing.
 double metric_value(const std::string& text, std::string_view name);

@@ -24,19 +24,6 @@ std::size_t open_fds() {
     return n;
 }
 
-// Polls `done` until it holds or 10 s passed.
-template <class Pred>
-bool eventually(Pred done) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!done()) {
-        if (std::chrono::steady_clock::now() > deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return true;
-}
-
 enum class stage { connected, mid_header, mid_body, awaiting_upstream, mid_response };
 
 // One client that gets as far as `at`, then goes away: with a reset when

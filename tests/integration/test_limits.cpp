@@ -51,19 +51,6 @@ std::unique_ptr<client> start_held(std::uint16_t port,
     return c;
 }
 
-/// Polls `condition` for up to 10 s (state changes on other threads).
-template <class F>
-bool eventually(F condition) {
-    auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (!condition()) {
-        if (std::chrono::steady_clock::now() > deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(2ms);
-    }
-    return true;
-}
-
 /// Lets the held /hold requests finish: each is answered 200, and every
 /// slot comes back once its response is done.
 void finish_held(test_upstream& up, running_proxy& gw,

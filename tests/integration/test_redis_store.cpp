@@ -38,19 +38,6 @@ request make_get(std::string_view target) {
     return req;
 }
 
-/// Polls `condition` until it holds or `limit` has passed.
-template <class F>
-bool eventually(F condition, std::chrono::milliseconds limit = 10s) {
-    const auto deadline = steady::now() + limit;
-    while (!condition()) {
-        if (steady::now() > deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(2ms);
-    }
-    return true;
-}
-
 struct outcome {
     int status = 0;
     std::string limit;

@@ -347,7 +347,7 @@ TEST_CASE("tls: an https:// upstream that does not verify gives 502", "[tls][ups
         CHECK(res.result_int() == 502);
         CHECK(res[http::field::content_type] == "application/json");
         CHECK(nlohmann::json::parse(res.body()).contains("error"));
-        CHECK(poll_until([&] { return up.failed_handshakes.load() >= 1; }));
+        CHECK(eventually([&] { return up.failed_handshakes.load() >= 1; }));
         CHECK(up.requests == 0);
         CHECK(up.last_sni() == "localhost");
         // Counted as a TLS failure, not as a server that refused the connection.
@@ -484,7 +484,7 @@ TEST_CASE("tls: a client that sends close_notify while the upstream works gets i
     REQUIRE(gw.srv().gw().gauges().inflight_slots == 1);
     c.leave();
     // Noticed by the watch (a worker tick or two), not when the upstream answers.
-    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }, 3000ms));
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }, 3000ms));
     CHECK(up.stats.in_flight == 1);
     up.release_held();
 }
@@ -504,13 +504,13 @@ TEST_CASE("tls: a client that sends close_notify while queued for a slot leaves 
     openssl_client queued(gw.tls_port(), ctx);
     queued.write(raw_get("/echo"));
     auto& slots = *gw.srv().gw().current()->slots;
-    REQUIRE(poll_until([&] { return slots.queued() == 1; }));
+    REQUIRE(eventually([&] { return slots.queued() == 1; }));
     queued.leave();
-    CHECK(poll_until([&] { return slots.queued() == 0; }, 3000ms));
+    CHECK(eventually([&] { return slots.queued() == 0; }, 3000ms));
     CHECK(gw.srv().gw().gauges().inflight_slots == 1);
     up.release_held();
     CHECK(held.read().result_int() == 200);
-    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
     CHECK(up.stats.requests == 1);  // the one that left was never forwarded
 }
 

@@ -109,7 +109,7 @@ TEST_CASE("https_upstream: TLS with SNI, header echo and keep-alive", "[support]
     auto wrong = client_tls_context(certs.other_ca_file);
     auto ec = tls_handshake_error(up.port(), wrong);
     CHECK(ec);
-    CHECK(poll_until([&] { return up.failed_handshakes.load() == 1; }));
+    CHECK(eventually([&] { return up.failed_handshakes.load() == 1; }));
 }
 
 TEST_CASE("ws_upstream: echoes text and binary, records the handshake, closes on close-me",
@@ -159,7 +159,7 @@ TEST_CASE("ws_upstream: sees the client's close frame with its code and reason",
     CHECK_FALSE(a.close(websocket::close_reason(websocket::close_code::normal, "bye")));
     REQUIRE(ws_upstream::wait_for(up.stats.peer_closes, 1));
     CHECK(up.last_peer_close() == std::pair<std::uint16_t, std::string>{1000, "bye"});
-    CHECK(poll_until([&] { return up.stats.open.load() == 1; }));
+    CHECK(eventually([&] { return up.stats.open.load() == 1; }));
     CHECK(up.stats.handshakes == 2);
 }
 

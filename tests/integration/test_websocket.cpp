@@ -125,7 +125,7 @@ TEST_CASE("websocket: a close frame from the client reaches the upstream", "[web
     REQUIRE(ws_upstream::wait_for(up.stats.peer_closes, 1));
     CHECK(up.last_peer_close() == std::pair<std::uint16_t, std::string>{1000, "bye"});
     CHECK(ws_upstream::wait_for(up.stats.ended, 1));
-    CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
+    CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
 }
 
 TEST_CASE("websocket: a close frame from the upstream reaches the client", "[websocket]") {
@@ -140,7 +140,7 @@ TEST_CASE("websocket: a close frame from the upstream reaches the client", "[web
     CHECK(std::string(c.peer_close().reason.c_str()) == "server says bye");
     CHECK(ws_upstream::wait_for(up.stats.ended, 1));
     CHECK(up.stats.server_closes == 1);
-    CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
+    CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
 }
 
 TEST_CASE("websocket: Upgrade: h2c is stripped and the request proxied as HTTP/1.1",
@@ -277,7 +277,7 @@ TEST_CASE("websocket: max_per_key caps one key's open tunnels, and closing one m
 
     CHECK_FALSE(a->close(websocket::close_reason(websocket::close_code::normal)));
     a.reset();
-    REQUIRE(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 2; }));
+    REQUIRE(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 2; }));
     ws_client again(gw.port());
     CHECK(again.upgraded());
     CHECK(echo(again, "room") == "room");
@@ -300,7 +300,7 @@ TEST_CASE("websocket: max_tunnels caps open tunnels across all keys", "[websocke
     CHECK(up.stats.handshakes == 2);
     CHECK_FALSE(a->close(websocket::close_reason(websocket::close_code::normal)));
     a.reset();
-    REQUIRE(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 1; }));
+    REQUIRE(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 1; }));
     ws_client c(gw.port(), "/ws", {bearer("c")});
     CHECK(c.upgraded());
 }
@@ -335,7 +335,7 @@ TEST_CASE("websocket: handshakes the upstream sits on hold slots, and past capac
     for (const auto& c : held) {
         CHECK(c->read().result_int() == 200);
     }
-    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
     CHECK(up.stats.max_in_flight == 3);
     CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 0);
     CHECK(get(gw.port(), "/echo").result_int() == 200);
@@ -351,13 +351,13 @@ TEST_CASE("websocket: a handshake waits FIFO for a slot when queue_timeout allow
     auto first = start_upgrade(gw.port(), "/hold");
     REQUIRE(up.wait_in_flight(1));
     auto queued = start_upgrade(gw.port(), "/hold");
-    REQUIRE(poll_until([&] { return gw.srv().gw().current()->slots->queued() == 1; }));
+    REQUIRE(eventually([&] { return gw.srv().gw().current()->slots->queued() == 1; }));
     CHECK(up.stats.requests == 1);
     up.release_held();
     CHECK(first->read().result_int() == 200);
     CHECK(queued->read().result_int() == 200);
     CHECK(up.stats.max_in_flight == 1);
-    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
 }
 
 TEST_CASE("websocket: the handshake needs a slot, the open tunnel gives it back",
@@ -388,17 +388,17 @@ TEST_CASE("websocket: the handshake needs a slot, the open tunnel gives it back"
     CHECK(up.stats.handshakes == 0);
     plain.release_held();
     CHECK(held->read().result_int() == 200);
-    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
 
     ws_client first(gw.port());
     REQUIRE(first.upgraded());
     // Switched: the slot is back while the tunnel stays open ...
-    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
     CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 1);
     // ... so a second handshake and a plain request each get the single slot.
     ws_client second(gw.port());
     REQUIRE(second.upgraded());
-    CHECK(poll_until([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
     CHECK(get(gw.port(), "/hold").result_int() == 200);
     CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 2);
     CHECK(echo(first, "still open") == "still open");
@@ -448,7 +448,7 @@ TEST_CASE("websocket: a tunnel silent past tunnel_idle_timeout is closed",
     CHECK(elapsed < 3s);
     // Both halves are gone: the upstream session ended and the gauge is back to 0.
     CHECK(ws_upstream::wait_for(up.stats.ended, 1));
-    CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
+    CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
 }
 
 TEST_CASE("websocket: traffic keeps a tunnel open past tunnel_idle_timeout",
@@ -481,22 +481,22 @@ TEST_CASE("websocket: tollgate_tunnels_open follows tunnels however they end",
     REQUIRE(by_client->upgraded());
     REQUIRE(by_upstream->upgraded());
     REQUIRE(dropped->upgraded());
-    CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 3; }));
+    CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 3; }));
     // Plain requests are not tunnels.
     CHECK(get(gw.port(), "/plain").result_int() == 200);
     CHECK(scrape(gw.admin_port(), "tollgate_tunnels_open") == 3);
 
     CHECK_FALSE(by_client->close(websocket::close_reason(websocket::close_code::normal)));
-    CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 2; }));
+    CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 2; }));
 
     REQUIRE_FALSE(by_upstream->write("close-me"));
     std::string got;
     CHECK(by_upstream->read(got) == websocket::error::closed);
-    CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 1; }));
+    CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 1; }));
 
     // A client that vanishes without a close frame.
     beast::get_lowest_layer(dropped->stream()).socket().close();
-    CHECK(poll_until([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
+    CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_tunnels_open") == 0; }));
     CHECK(ws_upstream::wait_for(up.stats.ended, 3));
 }
 
