@@ -1295,6 +1295,18 @@ void session::on_response_head() {
     const bool chunked = res_parser_->chunked();
     const auto length = res_parser_->content_length();
     header_only_response_ = head_request_ || status == 204 || status == 304;
+    if (chunked && !header_only_response_) {
+        // As for a request body (handle_request): what came with the head
+        // now, the rest as it is read, so a broken chunk line fails at once
+        // instead of at upstream.response_timeout.
+        response_chunk_lines_ = {};
+        const auto data = upstream_->buffer.data();
+        if (!response_chunk_lines_.feed({static_cast<const char*>(data.data()), data.size()})) {
+            upstream_failed(http::error::bad_chunk, upstream_phase::exchange);
+            return;
+        }
+        response_body_reader_.emplace(upstream_->stream, response_chunk_lines_);
+    }
     const bool until_close = !header_only_response_ && !chunked && !length;
     if (until_close) {
         upstream_keep_alive_ = false;
@@ -1438,9 +1450,13 @@ void session::do_read_response_body() {
     body.data = body_buf_->data();
     body.size = body_buf_->size();
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
-    http::async_read_some(
-        upstream_->stream, upstream_->buffer, *res_parser_,
-        beast::bind_front_handler(&session::on_read_response_body, shared_from_this()));
+    auto next = beast::bind_front_handler(&session::on_read_response_body, shared_from_this());
+    if (res_parser_->chunked()) {
+        http::async_read_some(*response_body_reader_, upstream_->buffer, *res_parser_,
+                              std::move(next));
+        return;
+    }
+    http::async_read_some(upstream_->stream, upstream_->buffer, *res_parser_, std::move(next));
 }
 
 void session::on_read_response_body(error_code ec, std::size_t) {
@@ -1520,6 +1536,7 @@ void session::finish_exchange() {
     req_sr_.reset();
     res_sr_.reset();
     res_parser_.reset();
+    response_body_reader_.reset();  // it refers to the connection just let go
     const bool keep = client_keep_alive_ && parser_->is_done();
     parser_.reset();
     rt_.reset();

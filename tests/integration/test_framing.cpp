@@ -47,7 +47,8 @@ route_config one_per_minute(std::string name) {
 }
 
 // A raw client: writes bytes as given, reads responses with Beast and
-// reports errors instead of throwing, so truncation can be asserted.
+// reports errors instead of throwing, so truncation can be asserted. Every
+// read gives up after `patience`.
 class raw_client {
 public:
     explicit raw_client(std::uint16_t port) : stream_(ioc_) {
@@ -91,7 +92,10 @@ public:
         parser.body_limit(boost::none);
         parser.skip(head);
         stream_.expires_after(patience);
-        http::read(stream_, buffer_, parser, r.ec);
+        http::async_read(stream_, buffer_, parser, [&r](error_code ec, std::size_t) { r.ec = ec; });
+        run();
+        ended_ = r.ec == asio::error::eof || r.ec == asio::error::connection_reset ||
+                 r.ec == http::error::end_of_stream || r.ec == http::error::partial_message;
         r.header_done = parser.is_header_done();
         if (r.header_done) {
             r.status = parser.get().result_int();
@@ -107,11 +111,19 @@ public:
     std::string rest_until_close() {
         std::string rest(static_cast<const char*>(buffer_.data().data()), buffer_.size());
         buffer_.clear();
+        if (ended_) {
+            return rest;  // a read already found the connection closed or reset
+        }
         stream_.expires_after(patience);
         std::array<char, 4096> chunk{};
         for (;;) {
             error_code ec;
-            const std::size_t n = stream_.read_some(asio::buffer(chunk), ec);
+            std::size_t n = 0;
+            stream_.async_read_some(asio::buffer(chunk), [&](error_code e, std::size_t got) {
+                ec = e;
+                n = got;
+            });
+            run();
             rest.append(chunk.data(), n);
             if (ec == beast::error::timeout) {
                 return "<open>" + rest;
@@ -123,9 +135,17 @@ public:
     }
 
 private:
+    // Runs the pending read to its end: asynchronous, since the stream's
+    // deadline (`patience`) only applies to asynchronous operations.
+    void run() {
+        ioc_.restart();
+        ioc_.run();
+    }
+
     asio::io_context ioc_;
     beast::tcp_stream stream_;
     beast::flat_buffer buffer_;
+    bool ended_ = false;  ///< a read found the connection closed or reset
 };
 
 std::string describe(const std::vector<received_request>& requests) {
@@ -345,6 +365,29 @@ TEST_CASE("framing: bytes an upstream sends while its connection is idle never a
     CHECK(second.status == 200);
     CHECK(second.body == "ok");
     CHECK(up.connections() == 2);  // the poisoned connection was not reused
+}
+
+TEST_CASE("framing: a chunked response that breaks after its head went out is cut at once",
+          "[framing]") {
+    // The head goes out; then a chunk-size line ended by a bare LF (Beast
+    // waits for a CRLF), and the upstream waits. The client's connection is
+    // cut then, not at upstream.response_timeout (60 s here, far past the
+    // read's patience).
+    scripted_upstream up("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+    running_proxy gw(framing_config(up.port()));
+    raw_client client(gw.port());
+    client.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(eventually([&] { return client.socket_readable() > 0; }));
+    REQUIRE(up.send_on_last("3\nabc"));
+    const auto r = client.read();
+    CHECK(r.status == 200);
+    INFO("read: " << r.ec.message());
+    CHECK(r.ec);  // the body was cut
+    // For a malformed body; a wait that ran out would be response_timeout.
+    const auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"invalid_response\"} 1") !=
+          std::string::npos);
+    CHECK(up.wait_all_closed(patience));  // never pooled
 }
 
 TEST_CASE("framing: only idempotent requests go again after a pooled connection dies",

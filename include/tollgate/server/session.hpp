@@ -222,7 +222,11 @@ private:
     chunk_header_check chunk_check_;
     proxy::chunked_line_check chunk_lines_;  ///< a chunked request body's line endings
     line_checked_reader body_reader_;        ///< stream_ through chunk_lines_
-    std::string path_scratch_;               ///< normalised path, when it differs from the target
+    /// A chunked response body's line endings, and the upstream's stream
+    /// through them (set for each chunked response).
+    proxy::chunked_line_check response_chunk_lines_;
+    std::optional<line_checked_reader> response_body_reader_;
+    std::string path_scratch_;  ///< normalised path, when it differs from the target
     std::optional<request_parser> parser_;
     std::optional<http::request_serializer<http::buffer_body>> req_sr_;
     std::optional<response_parser> res_parser_;
