@@ -18,6 +18,36 @@ using capacity_change = std::pair<std::shared_ptr<limit::concurrency_limiter>, s
 using named_limiters =
     std::vector<std::pair<std::string, std::shared_ptr<limit::concurrency_limiter>>>;
 
+/// The pool matches idle connections to their server by target identity: a
+/// reload that keeps an http:// server (same URL, same addresses now) keeps
+/// its target, so the connections pooled before the reload go on serving
+/// instead of idling out while new ones are opened. An https:// server gets
+/// a new target: its connections were verified against the CA of their
+/// time, and `upstream.ca_file` may have changed, in name or on disk.
+void keep_targets(proxy::upstream_group& group, const runtime& previous) {
+    for (auto& target : group.targets) {
+        if (target->server.scheme != "http") {
+            continue;
+        }
+        auto same = [&](const std::shared_ptr<const proxy::upstream_target>& old) {
+            return old->server.url == target->server.url &&
+                   old->server.host == target->server.host &&
+                   old->server.port == target->server.port && old->endpoints == target->endpoints;
+        };
+        auto look_in = [&](const proxy::upstream_group& old) {
+            const auto it = std::find_if(old.targets.begin(), old.targets.end(), same);
+            return it == old.targets.end() ? nullptr : *it;
+        };
+        auto kept = look_in(*previous.default_upstream);
+        for (std::size_t i = 0; !kept && i < previous.route_upstreams.size(); ++i) {
+            kept = look_in(*previous.route_upstreams[i]);
+        }
+        if (kept) {
+            target = std::move(kept);
+        }
+    }
+}
+
 /// Every limiter of `previous`, in use or parked, with its name ("" = the
 /// global one, "route:" + the route's name).
 named_limiters limiters_of(const runtime* previous) {
@@ -238,8 +268,14 @@ std::vector<std::string> startup_problems(const config& cfg) {
 std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
                                              const runtime* previous) {
     auto rt = std::make_shared<runtime>(cfg);
-    rt->default_upstream =
-        proxy::resolve_group(cfg->upstream.servers, cfg->upstream, "upstream.servers");
+    const auto group_of = [&](const std::vector<upstream_server>& servers, const std::string& key) {
+        auto group = proxy::resolve_group(servers, cfg->upstream, key);
+        if (previous) {
+            keep_targets(*group, *previous);
+        }
+        return group;
+    };
+    rt->default_upstream = group_of(cfg->upstream.servers, "upstream.servers");
     if (cfg->tls.listen) {
         rt->tls_server = proxy::make_server_context(cfg->tls);
     } else if (previous) {
@@ -259,8 +295,7 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
         rt->route_upstreams.push_back(
             route.upstream.empty()
                 ? rt->default_upstream
-                : proxy::resolve_group(route.upstream, cfg->upstream,
-                                       "routes[" + std::to_string(i) + "].upstream"));
+                : group_of(route.upstream, "routes[" + std::to_string(i) + "].upstream"));
         // Counters follow the route's name across reloads.
         std::shared_ptr<admin::route_counters> counters;
         if (previous) {

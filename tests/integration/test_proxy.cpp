@@ -176,6 +176,46 @@ TEST_CASE("pool reuse across client connections: upstream sees fewer connections
     CHECK(up.stats.connections < 10);
 }
 
+TEST_CASE("a reload keeps the pooled connections of the servers it keeps", "[proxy][pool]") {
+    test_upstream up;
+    test_upstream other;
+    auto cfg = test_config(up.port());
+    cfg.threads = 1;
+    running_proxy gw(cfg);
+    client c(gw.port());
+    REQUIRE(c.send(make_request(http::verb::get, "/echo")).result_int() == 200);
+    REQUIRE(up.stats.connections == 1);
+
+    // The same server, a route that names it too, and one more server: the
+    // connection pooled before the reload carries the next request.
+    route_config route;
+    route.name = "same";
+    route.path_prefix = "/same";
+    route.upstream = cfg.upstream.servers;
+    cfg.routes.push_back(route);
+    upstream_server added;
+    added.port = other.port();
+    added.url = "http://127.0.0.1:" + std::to_string(other.port());
+    cfg.upstream.servers.push_back(added);
+    gw.srv().reload(std::make_shared<const config>(cfg));
+    REQUIRE(c.send(make_request(http::verb::get, "/same/echo")).result_int() == 200);
+    CHECK(up.stats.requests == 2);
+    CHECK(up.stats.connections == 1);
+
+    // A server that is gone from the config takes its connections with it:
+    // a later config naming it again starts afresh.
+    cfg.routes.clear();
+    cfg.upstream.servers = {added};
+    gw.srv().reload(std::make_shared<const config>(cfg));
+    cfg.upstream.servers = {added, test_config(up.port()).upstream.servers.front()};
+    gw.srv().reload(std::make_shared<const config>(cfg));
+    for (int i = 0; i < 2; ++i) {
+        REQUIRE(c.send(make_request(http::verb::get, "/echo")).result_int() == 200);
+    }
+    CHECK(up.stats.requests == 3);
+    CHECK(up.stats.connections == 2);
+}
+
 TEST_CASE("HEAD, 204 and 304 carry no body", "[proxy]") {
     test_upstream up;
     running_proxy gw(test_config(up.port()));
