@@ -1,59 +1,71 @@
 #include "tollgate/store/redis_cache.hpp"
 
+#include <algorithm>
+
 namespace tollgate::store {
+
+void over_limit_cache::link_newest(entry& e) {
+    e.older = newest_;
+    e.newer = nullptr;
+    (newest_ ? newest_->newer : oldest_) = &e;
+    newest_ = &e;
+}
+
+void over_limit_cache::unlink(entry& e) {
+    (e.older ? e.older->newer : oldest_) = e.newer;
+    (e.newer ? e.newer->older : newest_) = e.older;
+    e.older = e.newer = nullptr;
+}
+
+void over_limit_cache::erase(map::iterator it) {
+    unlink(it->second);
+    entries_.erase(it);
+}
 
 void over_limit_cache::remember(std::string_view key, const limit::decision& d,
                                 std::chrono::nanoseconds at) {
     if (d.allowed || d.retry_after <= std::chrono::nanoseconds{0}) {
         return;
     }
+    // A few of the oldest entries that ran out meanwhile go now, so a cache
+    // that keeps taking refusals holds mostly live ones.
+    for (int i = 0; i < 2 && oldest_ && expired(*oldest_, at); ++i) {
+        erase(entries_.find(*oldest_->key));
+    }
     if (auto it = entries_.find(key); it != entries_.end()) {
-        it->second = {d, at, next_seq_};
-        order_.emplace_back(std::string(key), next_seq_++);
-    } else {
-        while (entries_.size() >= capacity_ && !order_.empty()) {
-            auto& [old_key, seq] = order_.front();
-            if (auto old = entries_.find(old_key);
-                old != entries_.end() && old->second.seq == seq) {
-                entries_.erase(old);
-            }
-            order_.pop_front();
-        }
-        entries_.emplace(std::string(key), entry{d, at, next_seq_});
-        order_.emplace_back(std::string(key), next_seq_++);
+        it->second.refusal = d;
+        it->second.decided_at = at;
+        unlink(it->second);
+        link_newest(it->second);
+        return;
     }
-    // Re-inserted keys leave stale pairs behind; drop them before they pile up.
-    if (order_.size() > 2 * capacity_ + 16) {
-        std::deque<std::pair<std::string, std::uint64_t>> live;
-        for (auto& item : order_) {
-            auto it = entries_.find(item.first);
-            if (it != entries_.end() && it->second.seq == item.second) {
-                live.push_back(std::move(item));
-            }
-        }
-        order_.swap(live);
+    while (entries_.size() >= capacity_ && oldest_) {
+        erase(entries_.find(*oldest_->key));
     }
+    auto [it, inserted] = entries_.emplace(std::string(key), entry{d, at});
+    it->second.key = &it->first;
+    link_newest(it->second);
 }
 
 std::optional<limit::decision> over_limit_cache::lookup(std::string_view key,
                                                         std::chrono::nanoseconds now,
-                                                        bool* expired) {
-    if (expired != nullptr) {
-        *expired = false;
+                                                        bool* expired_now) {
+    if (expired_now != nullptr) {
+        *expired_now = false;
     }
     auto it = entries_.find(key);
     if (it == entries_.end()) {
         return std::nullopt;
     }
     const entry& e = it->second;
-    const auto elapsed = std::max(now - e.decided_at, std::chrono::nanoseconds{0});
-    if (elapsed >= e.refusal.retry_after) {
-        entries_.erase(it);  // its pair in order_ goes stale and is skipped later
-        if (expired != nullptr) {
-            *expired = true;
+    if (expired(e, now)) {
+        erase(it);
+        if (expired_now != nullptr) {
+            *expired_now = true;
         }
         return std::nullopt;
     }
+    const auto elapsed = std::max(now - e.decided_at, std::chrono::nanoseconds{0});
     limit::decision d = e.refusal;
     d.retry_after -= elapsed;
     d.reset = std::max(d.reset - elapsed, d.retry_after);

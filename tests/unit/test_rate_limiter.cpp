@@ -16,10 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
+#include "heap.hpp"
 #include "tollgate/config/config.hpp"
 #include "tollgate/limit/algorithms.hpp"
 #include "tollgate/limit/clock.hpp"
@@ -36,6 +33,7 @@ using tollgate::limit::decision;
 using tollgate::limit::manual_clock;
 using tollgate::limit::rate_limiter;
 using tollgate::limit::rate_policy;
+using tollgate::test::heap_in_use;
 
 namespace {
 
@@ -51,24 +49,6 @@ int passes(rate_limiter& limiter, std::string_view key, const bucket_policy& p, 
         n += limiter.check(scope, key, p).allowed ? 1 : 0;
     }
     return n;
-}
-
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define TOLLGATE_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define TOLLGATE_SANITIZED 1
-#endif
-#endif
-
-/// Heap bytes in use, or 0 where glibc's counters are not the real allocator.
-std::size_t heap_in_use() {
-#if defined(__GLIBC__) && !defined(TOLLGATE_SANITIZED)
-    const struct mallinfo2 m = mallinfo2();
-    return m.uordblks + m.hblkhd;
-#else
-    return 0;
-#endif
 }
 
 /// Runs `body(t)` on `threads` threads released together, and joins them.

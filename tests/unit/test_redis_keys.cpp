@@ -4,14 +4,17 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <cstdio>
 #include <set>
 
+#include "heap.hpp"
 #include "tollgate/store/redis_cache.hpp"
 #include "tollgate/store/redis_scripts.hpp"
 
 using namespace tollgate;
 using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
+using tollgate::test::heap_in_use;
 
 TEST_CASE("bucket keys carry the prefix, the policy, the scope and the key", "[redis][keys]") {
     const limit::bucket_policy p{algorithm_kind::gcra, 600, 60s, 0};
@@ -140,4 +143,64 @@ TEST_CASE("the over-limit cache is bounded and drops its oldest entries first", 
     }
     CHECK(cache.size() == 100);
     CHECK(cache.lookup("k999", t0));
+}
+
+TEST_CASE("the over-limit cache drops the oldest refusals that ran out as new ones come",
+          "[redis][cache]") {
+    store::over_limit_cache cache(100);
+    limit::decision refused;
+    refused.retry_after = 1s;
+    refused.reset = 1s;
+    const nanoseconds t0{0};
+    for (int i = 0; i < 50; ++i) {
+        cache.remember("old" + std::to_string(i), refused, t0);
+    }
+    // Long after they ran out, each new refusal takes two expired ones along.
+    for (int i = 0; i < 10; ++i) {
+        cache.remember("new" + std::to_string(i), refused, t0 + 10s);
+    }
+    CHECK(cache.size() == 50 - 20 + 10);
+    CHECK_FALSE(cache.lookup("old0", t0 + 10s));
+    CHECK(cache.lookup("new9", t0 + 10s));
+    // A refreshed key moves to the newest end: it outlives older inserts.
+    store::over_limit_cache small(3);
+    refused.retry_after = 1h;
+    for (const char* k : {"a", "b", "c"}) {
+        small.remember(k, refused, t0);
+    }
+    small.remember("a", refused, t0 + 1s);
+    small.remember("d", refused, t0 + 2s);
+    CHECK(small.lookup("a", t0 + 2s));
+    CHECK_FALSE(small.lookup("b", t0 + 2s));
+    CHECK(small.lookup("c", t0 + 2s));
+    CHECK(small.lookup("d", t0 + 2s));
+}
+
+TEST_CASE("the over-limit cache costs at most 256 bytes per tok: key when full",
+          "[redis][cache][memory]") {
+    constexpr std::size_t keys = 65536;  // redis_settings::cache_capacity
+    const std::size_t heap_before = heap_in_use();
+    {
+        store::over_limit_cache cache(keys);
+        limit::decision refused;
+        refused.retry_after = 1h;
+        refused.reset = 1h;
+        // Keys shaped like production token keys: "tok:" + 64 hex digits.
+        char key[4 + 64 + 1] = "tok:";
+        for (std::size_t i = 0; i < keys; ++i) {
+            std::snprintf(key + 4, 65, "%064llx",
+                          static_cast<unsigned long long>(i * 0x9e3779b97f4a7c15ull));
+            cache.remember(key, refused, nanoseconds{0});
+        }
+        REQUIRE(cache.size() == keys);
+        const std::size_t heap_after = heap_in_use();
+        const double per_key =
+            heap_after > heap_before ? static_cast<double>(heap_after - heap_before) / keys : 0.0;
+        WARN("over-limit cache: " << per_key << " bytes per key at " << keys
+                                  << " keys (0 = not measurable in this build)");
+        CHECK(per_key <= 256.0);
+#if defined(__GLIBC__) && !defined(TOLLGATE_SANITIZED)
+        CHECK(per_key > 0.0);
+#endif
+    }
 }
