@@ -316,11 +316,23 @@ std::shared_ptr<const runtime> build_runtime(std::shared_ptr<const config> cfg,
     }
     // Every limiter not taken over is kept, also one with no slot held now:
     // a session that read its head under an older runtime may still take a
-    // slot from it (one limiter per name ever configured, so few).
+    // slot from it. Except one the previous runtime had parked already that
+    // holds no slot and that nothing else refers to (only `before` and that
+    // parked list: no older runtime is left to hand it out, no slot to
+    // return to it): it can never be used again, and keeping every limiter
+    // of every route name ever configured would grow with each rename.
+    const auto parked_before = [&](const std::shared_ptr<limit::concurrency_limiter>& limiter) {
+        return previous && std::any_of(previous->parked_slots.begin(), previous->parked_slots.end(),
+                                       [&](const auto& p) { return p.second == limiter; });
+    };
     for (auto& [name, limiter] : before) {
-        if (limiter) {
-            rt->parked_slots.emplace_back(name, std::move(limiter));
+        if (!limiter) {
+            continue;
         }
+        if (parked_before(limiter) && limiter.use_count() == 2 && limiter->in_flight() == 0) {
+            continue;
+        }
+        rt->parked_slots.emplace_back(name, std::move(limiter));
     }
     for (const auto& [slots, capacity] : changes) {
         slots->set_capacity(capacity);

@@ -46,7 +46,9 @@ struct runtime {
     /// slots taken from them may still be held or taken (by a session that
     /// read its head under the older runtime), by name ("" = the global one,
     /// "route:" + the route's name): a later reload that turns them on again takes them
-    /// over, so those slots still count against the new capacity.
+    /// over, so those slots still count against the new capacity. The reload
+    /// after that drops one that holds no slot and that no runtime still in
+    /// use hands out.
     std::vector<std::pair<std::string, std::shared_ptr<limit::concurrency_limiter>>> parked_slots;
     /// One per `routes[i]`, for `tollgate_route_requests_total`.
     std::vector<std::shared_ptr<admin::route_counters>> route_counters;
