@@ -61,13 +61,23 @@ bool idempotent(http::verb method) {
 }
 
 /// Whether a head still arriving is worth checking again (the check reads it
-/// from its first byte): not before its first byte, while it is short, then
-/// when the latest bytes end a line, so a head sent a byte at a time costs a
-/// pass per line, not per byte.
+/// from its first byte): not before its first byte, while what was checked
+/// is short, when the latest bytes end a line, and when they hold a control
+/// character no head may contain (a TLS record's binary, whatever its
+/// length). So a head sent a byte at a time costs a pass per line, not per
+/// byte.
 bool worth_checking(std::string_view head, std::size_t& checked) {
-    const std::size_t from = std::exchange(checked, head.size());
-    return !head.empty() &&
-           (head.size() <= 1024 || head.find('\n', from) != std::string_view::npos);
+    const std::size_t from = std::min(std::exchange(checked, head.size()), head.size());
+    if (head.empty()) {
+        return false;
+    }
+    if (from <= 1024) {
+        return true;
+    }
+    return std::any_of(head.begin() + static_cast<std::ptrdiff_t>(from), head.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u == '\n' || u == 0x7f || (u < 0x20 && u != '\t' && u != '\r');
+    });
 }
 
 }  // namespace
