@@ -80,3 +80,27 @@ TEST_CASE("key_stats: span runs from the previous window's start, or from constr
     CHECK(report.keys.empty());
     CHECK(report.span == 60s);
 }
+
+TEST_CASE("key_stats: a flood of one-off keys stays bounded and leaves the heavy keys in",
+          "[key_stats]") {
+    manual_clock clock{1000s};
+    key_stats stats{clock, 60s, 1024};  // 64 entries per shard
+    for (int i = 0; i < 50; ++i) {
+        for (const char* heavy : {"org:a", "org:b", "org:c"}) {
+            stats.refused(heavy);
+        }
+    }
+    for (int i = 0; i < 100000; ++i) {
+        stats.refused("ip:10.0." + std::to_string(i / 256 % 256) + "." + std::to_string(i % 256) +
+                      "#" + std::to_string(i));
+    }
+    const auto all = stats.top_refused(1000000);
+    CHECK(all.keys.size() <= 1024);
+    CHECK(all.keys.size() > 1024 * 9 / 10);
+    const auto top = stats.top_refused(3);
+    REQUIRE(top.keys.size() == 3);
+    CHECK(top.keys[0].key == "org:a");
+    CHECK(top.keys[0].refused == 50);
+    CHECK(top.keys[1].key == "org:b");
+    CHECK(top.keys[2].key == "org:c");
+}

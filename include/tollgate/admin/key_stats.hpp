@@ -4,8 +4,9 @@
 /// is limited without a high-cardinality metric. Keys are kept in display
 /// form only (a `tok:` key shortened to 12 hex characters), counted in
 /// fixed windows (the current and the previous one are reported, with the
-/// span they cover), and the table is bounded; when full, the entries with
-/// the fewest recent refusals make room.
+/// span they cover), and the table is bounded; when full, a new key takes
+/// the place of the entry with the fewest recent refusals among a few
+/// sampled ones (constant time; a key refused often is not the one to go).
 ///
 /// Thread-safe; sharded so that refusals of unrelated keys rarely contend.
 /// Allowed requests never touch it.
@@ -65,6 +66,7 @@ private:
         std::unordered_map<std::string, counts> keys;
     };
     static std::uint64_t recent(const counts& c, std::int64_t now_index);
+    static void make_room(shard& s, std::size_t start, std::int64_t now_index);
 
     const limit::clock& clock_;
     const std::chrono::nanoseconds window_;
