@@ -60,6 +60,12 @@ bool idempotent(http::verb method) {
     }
 }
 
+/// What `buffer` holds, as characters.
+std::string_view bytes_of(const beast::flat_buffer& buffer) {
+    const auto data = buffer.data();
+    return {static_cast<const char*>(data.data()), data.size()};
+}
+
 /// Whether a head still arriving is worth checking again (the check reads it
 /// from its first byte): not before its first byte, while what was checked
 /// is short, when the latest bytes end a line, and when they hold a control
@@ -351,8 +357,7 @@ void session::do_read_header() {
     head_checked_ = 0;
     if (buffer_.size() > 0) {
         // Most heads arrive whole with their first bytes: no timer needed.
-        const auto data = buffer_.data();
-        const std::string_view view(static_cast<const char*>(data.data()), data.size());
+        const std::string_view view = bytes_of(buffer_);
         const std::size_t end =
             proxy::find_head_end(view.substr(0, std::min(view.size(), c.max_header_bytes)));
         if (end != std::string_view::npos) {
@@ -375,8 +380,7 @@ void session::do_read_header() {
 }
 
 void session::read_request_head() {
-    const auto data = buffer_.data();
-    const std::string_view view(static_cast<const char*>(data.data()), data.size());
+    const std::string_view view = bytes_of(buffer_);
     const std::size_t max = rt_->cfg->client.max_header_bytes;
     const std::size_t end = view.empty()
                                 ? std::string_view::npos
@@ -484,8 +488,7 @@ void session::handle_request() {
         // What came with the head is checked now; the rest as it is read
         // (body_reader_).
         chunk_lines_ = {};
-        const auto data = buffer_.data();
-        if (!chunk_lines_.feed({static_cast<const char*>(data.data()), data.size()})) {
+        if (!chunk_lines_.feed(bytes_of(buffer_))) {
             reject(http::status::bad_request, "malformed chunked body",
                    admin::reason_kind::bad_request);
             return;
@@ -998,8 +1001,7 @@ bool session::answered_early() {
         }
         buffer.commit(static_cast<std::size_t>(n));
     }
-    const auto data = buffer.data();
-    const std::string_view view(static_cast<const char*>(data.data()), data.size());
+    const std::string_view view = bytes_of(buffer);
     // "HTTP/1.1 413 ...": a final status; an interim 100 alone is no answer.
     const bool final_status =
         view.size() > 12 && view.starts_with("HTTP/1.") && view[9] >= '2' && view[9] <= '5';
@@ -1109,8 +1111,8 @@ void session::read_watched_tls() {
     if (parser_ && parser_->chunked() && !parser_->is_done()) {
         // Chunked body bytes that body_reader_ will not see: checked here;
         // a misplaced line ending then fails its next read (the check stays failed).
-        const auto data = buffer_.data();
-        chunk_lines_.feed({static_cast<const char*>(data.data()) + data.size() - n, n});
+        const std::string_view bytes = bytes_of(buffer_);
+        chunk_lines_.feed(bytes.substr(bytes.size() - n));
     }
 }
 
@@ -1131,8 +1133,7 @@ void session::stop_watching() {
 
 void session::read_response_head() {
     auto& buffer = upstream_->buffer;
-    const auto data = buffer.data();
-    const std::string_view view(static_cast<const char*>(data.data()), data.size());
+    const std::string_view view = bytes_of(buffer);
     const std::size_t end = view.empty()
                                 ? std::string_view::npos
                                 : proxy::find_head_end(view.substr(
@@ -1310,8 +1311,7 @@ void session::on_response_head() {
         // now, the rest as it is read, so a broken chunk line fails at once
         // instead of at upstream.response_timeout.
         response_chunk_lines_ = {};
-        const auto data = upstream_->buffer.data();
-        if (!response_chunk_lines_.feed({static_cast<const char*>(data.data()), data.size()})) {
+        if (!response_chunk_lines_.feed(bytes_of(upstream_->buffer))) {
             upstream_failed(http::error::bad_chunk, upstream_phase::exchange);
             return;
         }
@@ -1403,8 +1403,7 @@ void session::write_whole_response(std::size_t body_bytes) {
     response_complete_ = true;
     auto& flat = write_scratch_.flat;
     if (body_bytes > 0) {
-        const auto data = upstream_->buffer.data();
-        flat.append(static_cast<const char*>(data.data()), body_bytes);
+        flat.append(bytes_of(upstream_->buffer).substr(0, body_bytes));
         upstream_->buffer.consume(body_bytes);
         bytes_out_ += body_bytes;
     }
