@@ -29,10 +29,9 @@ void keep_targets(proxy::upstream_group& group, const runtime& previous) {
         if (target->server.scheme != "http") {
             continue;
         }
+        // The URL fixes scheme, host and port.
         auto same = [&](const std::shared_ptr<const proxy::upstream_target>& old) {
-            return old->server.url == target->server.url &&
-                   old->server.host == target->server.host &&
-                   old->server.port == target->server.port && old->endpoints == target->endpoints;
+            return old->server.url == target->server.url && old->endpoints == target->endpoints;
         };
         auto look_in = [&](const proxy::upstream_group& old) {
             const auto it = std::find_if(old.targets.begin(), old.targets.end(), same);

@@ -22,6 +22,10 @@ void over_limit_cache::erase(map::iterator it) {
     entries_.erase(it);
 }
 
+void over_limit_cache::drop_oldest() {
+    erase(entries_.find(*oldest_->key));
+}
+
 void over_limit_cache::remember(std::string_view key, const limit::decision& d,
                                 std::chrono::nanoseconds at) {
     if (d.allowed || d.retry_after <= std::chrono::nanoseconds{0}) {
@@ -30,7 +34,7 @@ void over_limit_cache::remember(std::string_view key, const limit::decision& d,
     // A few of the oldest entries that ran out meanwhile go now, so a cache
     // that keeps taking refusals holds mostly live ones.
     for (int i = 0; i < 2 && oldest_ && expired(*oldest_, at); ++i) {
-        erase(entries_.find(*oldest_->key));
+        drop_oldest();
     }
     if (auto it = entries_.find(key); it != entries_.end()) {
         it->second.refusal = d;
@@ -40,7 +44,7 @@ void over_limit_cache::remember(std::string_view key, const limit::decision& d,
         return;
     }
     while (entries_.size() >= capacity_ && oldest_) {
-        erase(entries_.find(*oldest_->key));
+        drop_oldest();
     }
     auto [it, inserted] = entries_.emplace(std::string(key), entry{d, at});
     it->second.key = &it->first;

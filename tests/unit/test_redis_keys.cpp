@@ -16,6 +16,18 @@ using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
 using tollgate::test::heap_in_use;
 
+namespace {
+
+/// A refusal whose retry time and reset are both `after` away.
+limit::decision refusal(nanoseconds after) {
+    limit::decision d;
+    d.retry_after = after;
+    d.reset = after;
+    return d;
+}
+
+}  // namespace
+
 TEST_CASE("bucket keys carry the prefix, the policy, the scope and the key", "[redis][keys]") {
     const limit::bucket_policy p{algorithm_kind::gcra, 600, 60s, 0};
     CHECK(store::redis_bucket_key("tollgate:", "", "ip:127.0.0.1", p) ==
@@ -123,9 +135,7 @@ TEST_CASE("the over-limit cache answers a refusal until its retry time, shortene
 
 TEST_CASE("the over-limit cache is bounded and drops its oldest entries first", "[redis][cache]") {
     store::over_limit_cache cache(100);
-    limit::decision refused;
-    refused.retry_after = 1h;
-    refused.reset = 1h;
+    auto refused = refusal(1h);
     const nanoseconds t0{0};
     for (int i = 0; i < 1000; ++i) {
         cache.remember("k" + std::to_string(i), refused, t0);
@@ -148,9 +158,7 @@ TEST_CASE("the over-limit cache is bounded and drops its oldest entries first", 
 TEST_CASE("the over-limit cache drops the oldest refusals that ran out as new ones come",
           "[redis][cache]") {
     store::over_limit_cache cache(100);
-    limit::decision refused;
-    refused.retry_after = 1s;
-    refused.reset = 1s;
+    auto refused = refusal(1s);
     const nanoseconds t0{0};
     for (int i = 0; i < 50; ++i) {
         cache.remember("old" + std::to_string(i), refused, t0);
@@ -164,7 +172,7 @@ TEST_CASE("the over-limit cache drops the oldest refusals that ran out as new on
     CHECK(cache.lookup("new9", t0 + 10s));
     // A refreshed key moves to the newest end: it outlives older inserts.
     store::over_limit_cache small(3);
-    refused.retry_after = 1h;
+    refused = refusal(1h);
     for (const char* k : {"a", "b", "c"}) {
         small.remember(k, refused, t0);
     }
@@ -182,9 +190,7 @@ TEST_CASE("the over-limit cache costs at most 256 bytes per tok: key when full",
     const std::size_t heap_before = heap_in_use();
     {
         store::over_limit_cache cache(keys);
-        limit::decision refused;
-        refused.retry_after = 1h;
-        refused.reset = 1h;
+        auto refused = refusal(1h);
         // Keys shaped like production token keys: "tok:" + 64 hex digits.
         char key[4 + 64 + 1] = "tok:";
         for (std::size_t i = 0; i < keys; ++i) {

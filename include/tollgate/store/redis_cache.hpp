@@ -74,6 +74,7 @@ private:
     void link_newest(entry& e);
     void unlink(entry& e);
     void erase(map::iterator it);
+    void drop_oldest();  ///< there must be one
     static bool expired(const entry& e, std::chrono::nanoseconds now) {
         return now - e.decided_at >= e.refusal.retry_after;
     }
