@@ -5,7 +5,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "tollgate/proxy/framing.hpp"
 
@@ -70,12 +72,60 @@ void head_end(benchmark::State& state, std::string_view head) {
     state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * head.size()));
 }
 
+// A 16 KiB head that arrives a line at a time (a slow or hostile client),
+// checked after every line as the session does: resumed at the first line
+// not seen whole, against checking each time from the start (the reference:
+// what a stateless check costs, quadratic in the lines).
+std::string trickled_head() {
+    std::string head = "GET /a HTTP/1.1\r\nHost: h\r\n";
+    while (head.size() < 16 * 1024) {
+        head += "X-Field-" + std::to_string(head.size()) + ": " + std::string(40, 'v') + "\r\n";
+    }
+    return head;
+}
+
+std::vector<std::size_t> line_ends(std::string_view head) {
+    std::vector<std::size_t> ends;
+    for (std::size_t end = head.find('\n') + 1; end != 0; end = head.find('\n', end) + 1) {
+        ends.push_back(end);
+    }
+    return ends;
+}
+
+void trickled_resumed(benchmark::State& state) {
+    const std::string head = trickled_head();
+    const auto ends = line_ends(head);
+    for (auto _ : state) {
+        tollgate::proxy::head_start_check check({1000});
+        for (const std::size_t end : ends) {
+            auto verdict = check.feed(std::string_view(head).substr(0, end));
+            benchmark::DoNotOptimize(verdict);
+        }
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * head.size()));
+}
+
+void trickled_from_start(benchmark::State& state) {
+    const std::string head = trickled_head();
+    const auto ends = line_ends(head);
+    for (auto _ : state) {
+        for (const std::size_t end : ends) {
+            auto verdict = tollgate::proxy::check_request_head_start(
+                std::string_view(head).substr(0, end), {1000});
+            benchmark::DoNotOptimize(verdict);
+        }
+    }
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * head.size()));
+}
+
 BENCHMARK_CAPTURE(request_head, short, short_request);
 BENCHMARK_CAPTURE(request_head, browser, browser_request);
 BENCHMARK_CAPTURE(response_head, backend, backend_response);
 BENCHMARK_CAPTURE(head_end, short_request, short_request);
 BENCHMARK_CAPTURE(head_end, browser_request, browser_request);
 BENCHMARK_CAPTURE(head_end, backend_response, backend_response);
+BENCHMARK(trickled_resumed);
+BENCHMARK(trickled_from_start);
 
 }  // namespace
 

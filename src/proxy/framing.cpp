@@ -2,11 +2,15 @@
 
 #include "tollgate/ascii.hpp"
 
+#include <algorithm>
 #include <array>
 #include <limits>
+#include <utility>
 
 namespace tollgate::proxy {
 namespace {
+
+using detail::framing_facts;
 
 // Character classes, one table lookup per byte.
 enum : std::uint8_t {
@@ -215,7 +219,7 @@ std::optional<framing_error> check_path_query(std::string_view s) {
 }
 
 std::optional<framing_error> check_target(std::string_view method, std::string_view target,
-                                          head_info& info) {
+                                          head_facts& info) {
     if (target == "*") {
         info.form = target_form::asterisk;
         if (method != "OPTIONS") {
@@ -249,20 +253,6 @@ std::optional<framing_error> check_target(std::string_view method, std::string_v
     }
     return check_path_query(rest.substr(end));
 }
-
-// What the field lines said about framing, gathered in the one pass.
-struct framing_facts {
-    bool te = false;
-    bool te_malformed = false;
-    unsigned te_chunked = 0;
-    bool te_chunked_last = false;
-    bool te_other = false;
-    bool cl = false;
-    std::uint64_t cl_value = 0;
-    unsigned hosts = 0;
-    bool host_malformed = false;
-    std::string_view host;
-};
 
 // Content-Length = 1*DIGIT; a list of identical values is one value
 // (RFC 9110 8.6). Returns the error, or records the value.
@@ -391,7 +381,7 @@ void add_transfer_encoding(std::string_view value, framing_facts& f) {
 // field that frames or routes the request (`Connection: Host`) would make
 // tollgate forward something other than what it checked.
 // A list of tokens; with `info`, what it says about the connection.
-bool valid_connection(std::string_view value, bool restrict_options, head_info* info) {
+bool valid_connection(std::string_view value, bool restrict_options, head_facts* info) {
     std::size_t i = 0;
     for (;;) {
         while (i < value.size() && is(value[i], c_ows)) {
@@ -431,7 +421,7 @@ bool valid_connection(std::string_view value, bool restrict_options, head_info* 
 // no decision depends on the head's length but the one after its blank
 // line: so when a check of a head's first bytes fails without looking past
 // them (`ran_out` false), the same check of any longer head fails the same
-// way (check_*_head_start).
+// way (head_start_check).
 struct cursor {
     std::string_view h;
     std::size_t pos = 0;
@@ -462,9 +452,11 @@ std::string_view line_error(char c, std::size_t next_index, const cursor& cur) {
 
 // The field lines, from cur.pos to the blank line that must end the head.
 // `request` decides the `_` and Connection rules and the status of errors;
-// `max_fields` is the 431 limit.
+// `max_fields` is the 431 limit; `listed` (if any) gets the first fields.
+// A line counts (cur.pos past it, `f` and `info` updated) once it was
+// found whole: on running out, cur.pos is where the unfinished line starts.
 std::optional<framing_error> check_fields(cursor& cur, bool request, std::size_t max_fields,
-                                          framing_facts& f, head_info& info) {
+                                          framing_facts& f, head_facts& info, raw_field* listed) {
     const unsigned status = request ? 400 : 502;
     auto error = [status](std::string_view message) { return framing_error{status, message}; };
     for (;;) {
@@ -521,8 +513,8 @@ std::optional<framing_error> check_fields(cursor& cur, bool request, std::size_t
         }
         const std::string_view value = trim_ows(cur.h.substr(value_start, i - value_start));
         cur.pos = i + 2;
-        if (info.fields < head_info::max_listed) {
-            info.listed[info.fields] = {name, value};
+        if (listed && info.fields < head_info::max_listed) {
+            listed[info.fields] = {name, value};
         }
         info.fields++;
         if (info.fields > max_fields) {
@@ -633,9 +625,8 @@ std::optional<framing_error> validate_request_head(std::string_view head,
 
 namespace {
 
-std::optional<framing_error> check_request(cursor& cur, const head_limits& limits,
-                                           head_info& info) {
-    static_cast<head_facts&>(info) = head_facts{};
+// The request line; after it, cur.pos is at the first field line.
+std::optional<framing_error> check_request_line(cursor& cur, head_facts& info) {
     const std::string_view head = cur.h;
 
     // method SP request-target SP HTTP-version CRLF, single spaces (RFC 9112 3).
@@ -677,12 +668,11 @@ std::optional<framing_error> check_request(cursor& cur, const head_limits& limit
         return e;
     }
     cur.pos = version_at + 10;
+    return std::nullopt;
+}
 
-    framing_facts f;
-    if (auto e = check_fields(cur, true, limits.max_headers, f, info)) {
-        return e;
-    }
-
+// What only the whole request head can tell, from what its fields said.
+std::optional<framing_error> check_request_framing(const framing_facts& f, head_facts& info) {
     // Framing (RFC 9112 6.1, 6.3).
     if (f.te) {
         if (f.te_malformed) {
@@ -727,9 +717,26 @@ std::optional<framing_error> check_request(cursor& cur, const head_limits& limit
     return std::nullopt;
 }
 
-std::optional<framing_error> check_response(cursor& cur, head_info& info) {
+std::optional<framing_error> check_request(cursor& cur, const head_limits& limits,
+                                           head_info& info) {
     static_cast<head_facts&>(info) = head_facts{};
-    auto error = [](std::string_view message) { return framing_error{502, message}; };
+    if (auto e = check_request_line(cur, info)) {
+        return e;
+    }
+    framing_facts f;
+    if (auto e = check_fields(cur, true, limits.max_headers, f, info, info.listed.data())) {
+        return e;
+    }
+    return check_request_framing(f, info);
+}
+
+framing_error bad_response(std::string_view message) {
+    return framing_error{502, message};
+}
+
+// The status line; after it, cur.pos is at the first field line.
+std::optional<framing_error> check_status_line(cursor& cur, head_facts& info) {
+    const auto& error = bad_response;
     const std::string_view head = cur.h;
 
     // HTTP-version SP status-code SP [ reason-phrase ] CRLF (RFC 9112 4).
@@ -760,11 +767,12 @@ std::optional<framing_error> check_response(cursor& cur, head_info& info) {
                                                             : "invalid reason phrase");
     }
     cur.pos = i + 2;
+    return std::nullopt;
+}
 
-    framing_facts f;
-    if (auto e = check_fields(cur, false, std::numeric_limits<std::size_t>::max(), f, info)) {
-        return e;
-    }
+// What only the whole response head can tell, from what its fields said.
+std::optional<framing_error> check_response_framing(const framing_facts& f, head_facts& info) {
+    const auto& error = bad_response;
     if (f.te) {
         // Anything but exactly `chunked` would be relayed with a coding the
         // client is never told about, or read until close while the
@@ -792,6 +800,33 @@ std::optional<framing_error> check_response(cursor& cur, head_info& info) {
     return std::nullopt;
 }
 
+std::optional<framing_error> check_response(cursor& cur, head_info& info) {
+    static_cast<head_facts&>(info) = head_facts{};
+    if (auto e = check_status_line(cur, info)) {
+        return e;
+    }
+    framing_facts f;
+    if (auto e = check_fields(cur, false, std::numeric_limits<std::size_t>::max(), f, info,
+                              info.listed.data())) {
+        return e;
+    }
+    return check_response_framing(f, info);
+}
+
+// Whether bytes from `from` on could change a verdict on the head they
+// end: any byte in its first KiB; later only a line end (a field line is
+// judged whole) or a character no head may contain (a TLS record's binary,
+// whatever its length).
+bool worth_a_look(std::string_view head, std::size_t from) {
+    if (from <= 1024) {
+        return true;
+    }
+    return std::any_of(head.begin() + static_cast<std::ptrdiff_t>(from), head.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u == '\n' || u == 0x7f || (u < 0x20 && u != '\t' && u != '\r');
+    });
+}
+
 }  // namespace
 
 std::optional<framing_error> validate_request_head(std::string_view head, const head_limits& limits,
@@ -802,10 +837,7 @@ std::optional<framing_error> validate_request_head(std::string_view head, const 
 
 std::optional<framing_error> check_request_head_start(std::string_view data,
                                                       const head_limits& limits) {
-    head_info info;
-    cursor cur{data};
-    auto e = check_request(cur, limits, info);
-    return cur.ran_out ? std::nullopt : e;
+    return head_start_check(limits).feed(data);
 }
 
 std::optional<framing_error> validate_response_head(std::string_view head) {
@@ -819,10 +851,40 @@ std::optional<framing_error> validate_response_head(std::string_view head, head_
 }
 
 std::optional<framing_error> check_response_head_start(std::string_view data) {
-    head_info info;
+    return head_start_check().feed(data);
+}
+
+std::optional<framing_error> head_start_check::feed(std::string_view data) {
+    const std::size_t from = std::min(std::exchange(seen_, data.size()), data.size());
+    if (data.empty() || !worth_a_look(data, from)) {
+        return std::nullopt;
+    }
     cursor cur{data};
-    auto e = check_response(cur, info);
-    return cur.ran_out ? std::nullopt : e;
+    if (line_ == 0) {
+        facts_ = head_facts{};
+        auto e = request_ ? check_request_line(cur, facts_) : check_status_line(cur, facts_);
+        if (cur.ran_out) {
+            return std::nullopt;
+        }
+        if (e) {
+            return e;
+        }
+        line_ = cur.pos;
+    }
+    cur.pos = line_;
+    const std::size_t max_fields =
+        request_ ? limits_.max_headers : std::numeric_limits<std::size_t>::max();
+    auto e = check_fields(cur, request_, max_fields, fields_, facts_, nullptr);
+    if (cur.ran_out) {
+        line_ = cur.pos;
+        return std::nullopt;
+    }
+    if (e) {
+        return e;
+    }
+    // The blank line came: the head is whole, and judged whole (facts_ holds
+    // views into the bytes of earlier calls).
+    return request_ ? validate_request_head(data, limits_) : validate_response_head(data);
 }
 
 std::string_view beast_response_head(std::string_view head, std::string& scratch) {

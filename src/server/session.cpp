@@ -66,26 +66,6 @@ std::string_view bytes_of(const beast::flat_buffer& buffer) {
     return {static_cast<const char*>(data.data()), data.size()};
 }
 
-/// Whether a head still arriving is worth checking again (the check reads it
-/// from its first byte): not before its first byte, while what was checked
-/// is short, when the latest bytes end a line, and when they hold a control
-/// character no head may contain (a TLS record's binary, whatever its
-/// length). So a head sent a byte at a time costs a pass per line, not per
-/// byte.
-bool worth_checking(std::string_view head, std::size_t& checked) {
-    const std::size_t from = std::min(std::exchange(checked, head.size()), head.size());
-    if (head.empty()) {
-        return false;
-    }
-    if (from <= 1024) {
-        return true;
-    }
-    return std::any_of(head.begin() + static_cast<std::ptrdiff_t>(from), head.end(), [](char c) {
-        const auto u = static_cast<unsigned char>(c);
-        return u == '\n' || u == 0x7f || (u < 0x20 && u != '\t' && u != '\r');
-    });
-}
-
 }  // namespace
 
 namespace {
@@ -354,7 +334,7 @@ void session::do_read_header() {
     parser_->header_limit(static_cast<std::uint32_t>(c.max_header_bytes));
     parser_->body_limit(c.max_body_bytes);
     header_timed_out_ = false;
-    head_checked_ = 0;
+    head_check_ = proxy::head_start_check({c.max_headers});
     if (buffer_.size() > 0) {
         // Most heads arrive whole with their first bytes: no timer needed.
         const std::string_view view = bytes_of(buffer_);
@@ -404,12 +384,10 @@ void session::read_request_head() {
                admin::reason_kind::header_too_large);
         return;
     }
-    if (worth_checking(view, head_checked_)) {
-        if (auto bad = proxy::check_request_head_start(view, {rt_->cfg->client.max_headers})) {
-            header_timer_.cancel();
-            refuse_head(view, *bad);
-            return;
-        }
+    if (auto bad = head_check_.feed(view)) {
+        header_timer_.cancel();
+        refuse_head(view, *bad);
+        return;
     }
     stream_.async_read_some(
         buffer_.prepare(std::min<std::size_t>(8192, max - view.size())),
@@ -1019,7 +997,7 @@ void session::do_read_response_header() {
     res_parser_.reset();  // made only for heads the raw path does not take
     upstream_->stream.expires_never();
     response_timed_out_ = false;
-    response_checked_ = 0;
+    response_check_.reset();
     begin_wait(wait_kind::response_head, rt_->cfg->upstream.response_timeout);
     if (parser_->is_done()) {
         // A client that leaves while the upstream works frees its slot and
@@ -1148,7 +1126,7 @@ void session::read_response_head() {
         upstream_failed(http::error::header_limit, upstream_phase::exchange);
         return;
     }
-    if (worth_checking(view, response_checked_) && proxy::check_response_head_start(view)) {
+    if (response_check_.feed(view)) {
         end_wait();
         upstream_failed(http::error::bad_version, upstream_phase::exchange);
         return;

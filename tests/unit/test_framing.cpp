@@ -3,7 +3,11 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "../integration/framing_corpus.hpp"
 #include "tollgate/net.hpp"
@@ -12,6 +16,7 @@
 using namespace tollgate;
 using namespace tollgate::proxy;
 namespace corpus = tollgate::test::framing;
+using namespace std::string_literals;
 
 namespace {
 
@@ -481,6 +486,135 @@ TEST_CASE("framing: what the first bytes of a head already refuse", "[framing]")
     CHECK(response("\x15\x03\x03\x00\x02\x02\x46") == "502 invalid status line");
     CHECK(response("HTTP/1.1 200 OK\r\nContent-Length 2") ==
           "502 whitespace between header field name and colon");
+}
+
+namespace {
+
+// Feeds `head` to `check` in pieces of `step` bytes (each prefix in its own
+// allocation, as a read may move the buffer) and compares every answer with
+// the one-shot check of the same prefix: a verdict only where the one-shot
+// gives the same one, and nullopt only where the one-shot waits too or the
+// piece brought nothing worth a look (past the first KiB: no line end, no
+// control character). Returns the verdict, if any.
+template <class Check, class OneShot>
+std::optional<framing_error> feed_in_pieces(std::string_view head, std::size_t step, Check check,
+                                            OneShot one_shot) {
+    for (std::size_t from = 0; from < head.size(); from += step) {
+        const std::size_t to = std::min(head.size(), from + step);
+        const std::string prefix(head.substr(0, to));
+        const std::string_view piece = head.substr(from, to - from);
+        const auto got = check.feed(prefix);
+        const auto expected = one_shot(prefix);
+        INFO("step " << step << ", bytes " << to);
+        if (got) {
+            REQUIRE(expected);
+            CHECK(got->status == expected->status);
+            CHECK(got->message == expected->message);
+            return got;
+        }
+        const bool looked =
+            from <= 1024 || std::any_of(piece.begin(), piece.end(), [](char c) {
+                const auto u = static_cast<unsigned char>(c);
+                return u == '\n' || u == 0x7f || (u < 0x20 && u != '\t' && u != '\r');
+            });
+        if (looked) {
+            CHECK_FALSE(expected);
+        }
+    }
+    return std::nullopt;
+}
+
+// A request head of `fields` 60-byte fields, not ended, with `bad` as the
+// field line at index `at` (if any).
+std::string long_request_head(std::size_t fields, std::size_t at = SIZE_MAX,
+                              std::string_view bad = "") {
+    std::string head = "GET /a HTTP/1.1\r\nHost: h\r\n";
+    for (std::size_t i = 0; i < fields; ++i) {
+        head += i == at
+                    ? std::string(bad)
+                    : "X-Field-" + std::to_string(i + 1000) + ": " + std::string(42, 'v') + "\r\n";
+    }
+    return head;
+}
+
+}  // namespace
+
+TEST_CASE("framing: a head checked piece by piece gets the verdict of its bytes so far",
+          "[framing]") {
+    for (const std::size_t step : {1, 3, 17, 512}) {
+        for (const auto& c : corpus::load_corpus(data_dir + "requests.corpus")) {
+            INFO("case " << c.name << " (requests.corpus:" << c.line << ")");
+            feed_in_pieces(first_head(c.bytes), step, head_start_check({100}),
+                           [](std::string_view d) { return check_request_head_start(d, {100}); });
+        }
+        for (const auto& c : corpus::load_corpus(data_dir + "responses.corpus")) {
+            INFO("case " << c.name << " (responses.corpus:" << c.line << ")");
+            feed_in_pieces(first_head(c.bytes), step, head_start_check(),
+                           [](std::string_view d) { return check_response_head_start(d); });
+        }
+    }
+    // Past the first KiB, where it goes on from the last whole line: a bad
+    // line anywhere is refused as the one-shot check refuses it, at the
+    // latest when the line ends (or at once for a control character).
+    const std::vector<std::pair<std::string, std::string>> bad_lines = {
+        {"X-No-Colon\r\n", "400 invalid header field name"},
+        {"X_Under: a\r\n", "400 underscore in header field name"},
+        {"X-Bare: a\nX-Next: b\r\n", "400 bare LF"},
+        {" folded\r\n", "400 obsolete line folding"},
+        {"X-Nul: a\0b\r\n"s, "400 control character in header"},
+        {"Content-Length: 1\r\nContent-Length: 2\r\n", "400 conflicting Content-Length values"},
+        {"Connection: host\r\n", "400 invalid Connection"},
+    };
+    auto one_shot = [](std::string_view d) { return check_request_head_start(d, {100}); };
+    for (const auto& [line, verdict] : bad_lines) {
+        for (const std::size_t at : {0, 10, 40}) {
+            const std::string head = long_request_head(60, at, line);
+            for (const std::size_t step : {1, 7, 62, 4096}) {
+                INFO(corpus::printable(line) << " as field " << at);
+                CHECK(verdict_text(feed_in_pieces(head, step, head_start_check({100}), one_shot)) ==
+                      verdict);
+            }
+        }
+    }
+    // The 431 field limit counts across pieces.
+    CHECK(verdict_text(feed_in_pieces(long_request_head(60), 62, head_start_check({40}),
+                                      [](std::string_view d) {
+                                          return check_request_head_start(d, {40});
+                                      })) == "431 too many request header fields");
+    // A head that ends gets the whole head's verdict, here one that needs
+    // the blank line: Host twice.
+    const std::string twice = long_request_head(30) + "Host: h\r\n\r\n";
+    CHECK(verdict_text(feed_in_pieces(twice, 13, head_start_check({100}), one_shot)) ==
+          "400 more than one Host");
+}
+
+TEST_CASE("framing: a head checked piece by piece is read about once", "[framing]") {
+    // Each look starts at the first line not seen whole, whatever the
+    // pieces: a 16 KiB head trickled a line at a time is not read again
+    // from its start for every line (that was ~2 MB of reading per head).
+    const std::string head = long_request_head(280);
+    head_start_check check({1000});
+    std::size_t read = 0;
+    for (std::size_t end = head.find('\n') + 1; end != 0; end = head.find('\n', end) + 1) {
+        const std::string prefix = head.substr(0, end);
+        const std::size_t from = check.resume_at();
+        REQUIRE_FALSE(check.feed(prefix));
+        read += prefix.size() - from;
+        CHECK(check.resume_at() == prefix.size());  // every line it was given, whole
+    }
+    CHECK(head.size() > 16000);
+    CHECK(read == head.size());
+    // Pieces that end mid-line: the unfinished line is where it goes on.
+    head_start_check halves({1000});
+    REQUIRE_FALSE(halves.feed(head.substr(0, 2000)));
+    const std::size_t unfinished = head.rfind('\n', 1999) + 1;
+    CHECK(halves.resume_at() == unfinished);
+    REQUIRE_FALSE(halves.feed(head.substr(0, 2100)));
+    CHECK(halves.resume_at() == head.rfind('\n', 2099) + 1);
+    // reset() starts the next head from its start line.
+    halves.reset();
+    CHECK(halves.resume_at() == 0);
+    CHECK(verdict_text(halves.feed("\x16\x03\x01")) == "400 invalid request method");
 }
 
 TEST_CASE("framing: normalize_path reads a path as a backend would", "[framing]") {

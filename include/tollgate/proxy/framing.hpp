@@ -146,6 +146,58 @@ std::optional<framing_error> validate_response_head(std::string_view head, head_
 /// first bytes, not after upstream.response_timeout.
 std::optional<framing_error> check_response_head_start(std::string_view data);
 
+namespace detail {
+
+/// What the field lines of a head said about its framing so far.
+struct framing_facts {
+    bool te = false;
+    bool te_malformed = false;
+    unsigned te_chunked = 0;
+    bool te_chunked_last = false;
+    bool te_other = false;
+    bool cl = false;
+    std::uint64_t cl_value = 0;
+    unsigned hosts = 0;
+    bool host_malformed = false;
+    std::string_view host;
+};
+
+}  // namespace detail
+
+/// check_request_head_start / check_response_head_start for a head read in
+/// pieces: give feed() the head's bytes so far after each read (each time
+/// the same bytes and more). It looks only when the new bytes could change
+/// the verdict (in the first KiB always, later when they bring a line end
+/// or a control character) and goes on from the first line it has not
+/// seen whole, so a head trickled a line or a byte at a time costs about
+/// one pass over its bytes, not one per line.
+class head_start_check {
+public:
+    /// For a request head.
+    explicit head_start_check(head_limits limits) : request_(true), limits_(limits) {}
+    /// For a response head (every error is a 502).
+    head_start_check() : request_(false) {}
+
+    /// nullopt while the verdict depends on bytes to come; otherwise the
+    /// error every head starting with `data` gets.
+    std::optional<framing_error> feed(std::string_view data);
+
+    /// For the next head.
+    void reset() { *this = request_ ? head_start_check(limits_) : head_start_check(); }
+
+    /// Where the next look starts: the first line not seen whole (0 while
+    /// the start line is not).
+    std::size_t resume_at() const { return line_; }
+
+private:
+    bool request_;
+    head_limits limits_;
+    std::size_t seen_ = 0;  ///< bytes the previous feed() had
+    std::size_t line_ = 0;
+    head_facts facts_;  ///< of the lines before line_ (views into earlier bytes: not read again)
+    detail::framing_facts fields_;
+};
+
 /// An accepted response head as Beast's parser takes it: `HTTP/1.x NNN`
 /// (no reason, no SP) gets the SP Beast requires. Returns `head` itself, or
 /// a view of `scratch` holding the amended copy.

@@ -198,13 +198,13 @@ private:
     beast::flat_buffer buffer_;
     asio::steady_timer header_timer_;
     bool header_timed_out_ = false;
-    std::size_t head_checked_ = 0;   ///< bytes of the request head checked so far
-    asio::steady_timer wait_timer_;  ///< see begin_wait()
+    proxy::head_start_check head_check_{proxy::head_limits{}};  ///< the request head so far
+    asio::steady_timer wait_timer_;                             ///< see begin_wait()
     std::chrono::steady_clock::time_point wait_deadline_{};
     wait_kind waiting_ = wait_kind::none;
     bool wait_timer_armed_ = false;
-    bool response_timed_out_ = false;   ///< the response-head wait ran out
-    std::size_t response_checked_ = 0;  ///< bytes of the response head checked so far
+    bool response_timed_out_ = false;         ///< the response-head wait ran out
+    proxy::head_start_check response_check_;  ///< the response head so far
     std::string peer_ip_;
     ip_address peer_addr_;
 
