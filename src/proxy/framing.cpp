@@ -874,9 +874,16 @@ std::optional<framing_error> head_start_check::feed(std::string_view data) {
     cur.pos = line_;
     const std::size_t max_fields =
         request_ ? limits_.max_headers : std::numeric_limits<std::size_t>::max();
-    auto e = check_fields(cur, request_, max_fields, fields_, facts_, nullptr);
+    // On copies: what the lines taught is kept only with the line they end
+    // at, when the bytes ran out. A verdict keeps nothing, so feeding the
+    // same bytes (or more) again gives it again instead of counting lines twice.
+    head_facts facts = facts_;
+    detail::framing_facts fields = fields_;
+    auto e = check_fields(cur, request_, max_fields, fields, facts, nullptr);
     if (cur.ran_out) {
         line_ = cur.pos;
+        facts_ = facts;
+        fields_ = fields;
         return std::nullopt;
     }
     if (e) {

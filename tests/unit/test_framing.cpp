@@ -611,6 +611,17 @@ TEST_CASE("framing: a head checked piece by piece is read about once", "[framing
     CHECK(halves.resume_at() == unfinished);
     REQUIRE_FALSE(halves.feed(head.substr(0, 2100)));
     CHECK(halves.resume_at() == head.rfind('\n', 2099) + 1);
+    // A verdict commits nothing: the same bytes again, or more of them,
+    // get the verdict a fresh check gives (lines are not counted twice).
+    const std::string whole = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\n\r\n";
+    head_start_check three({3});
+    CHECK(verdict_text(three.feed(whole)) == "wait");  // acceptable: no error
+    CHECK(verdict_text(three.feed(whole)) == "wait");
+    CHECK(verdict_text(three.feed(whole + "GET")) == "400 data after the end of the header");
+    head_start_check again({3});
+    const std::string bad = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB_x: 1\r\n";
+    CHECK(verdict_text(again.feed(bad)) == "400 underscore in header field name");
+    CHECK(verdict_text(again.feed(bad + "C")) == "400 underscore in header field name");
     // reset() starts the next head from its start line.
     halves.reset();
     CHECK(halves.resume_at() == 0);
