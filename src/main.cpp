@@ -81,6 +81,14 @@ int main(int argc, char** argv) {
             std::cerr << ", tls on " << srv.tls_endpoint();
         }
         std::cerr << "\n";
+        // What a reload keeps: its upstreams must not point back at these.
+        const auto bound = [](const tcp::endpoint& e) {
+            return listen_address{e.address().to_string(), e.port()};
+        };
+        running_listeners running{bound(srv.proxy_endpoint()), std::nullopt};
+        if (cfg->tls.listen) {
+            running.tls_listen = bound(srv.tls_endpoint());
+        }
 
         std::function<void()> wait_signal = [&] {
             signals.async_wait([&](error_code ec, int signo) {
@@ -90,7 +98,7 @@ int main(int argc, char** argv) {
                 if (signo == SIGHUP) {
                     try {
                         auto next = std::make_shared<const config>(
-                            load_effective_config(options, process_env()));
+                            load_effective_config(options, process_env(), &running));
                         const auto pending = srv.reload(next);
                         // The new level applies to the lines about this reload already.
                         set_log_level(next->log.level);

@@ -154,7 +154,8 @@ std::string cli_usage() {
     return text;
 }
 
-config load_effective_config(const cli_options& options, const env_lookup& env) {
+config load_effective_config(const cli_options& options, const env_lookup& env,
+                             const running_listeners* running) {
     std::optional<std::string> path = options.config_path;
     if (!path) {
         path = env("TOLLGATE_CONFIG");
@@ -171,7 +172,7 @@ config load_effective_config(const cli_options& options, const env_lookup& env) 
         }
         overrides.push_back(setting_override{flag, f->which, value});
     }
-    return load_config(path, env, overrides);
+    return load_config(path, env, overrides, running);
 }
 
 }  // namespace tollgate

@@ -21,6 +21,7 @@
 #include <set>
 #include <span>
 #include <sstream>
+#include <unordered_set>
 
 #include "tollgate/ascii.hpp"
 #include "tollgate/config/values.hpp"
@@ -252,6 +253,13 @@ const value_kind<std::string> path_prefix{
             t.find_first_of("?#") != std::string_view::npos) {
             return parse_result<std::string>::fail(
                 "must be a URL path starting with / (no spaces, query or fragment), got " +
+                quote_value(t));
+        }
+        if (t.find('*') != std::string_view::npos) {
+            // ip_paths takes a trailing *; a route prefix would match it literally.
+            return parse_result<std::string>::fail(
+                "is a plain prefix, so * would only match a literal *: write " +
+                quote_value(t.substr(0, t.find('*'))) + " to match everything under it, got " +
                 quote_value(t));
         }
         // A prefix matches whole segments (gateway.cpp prefix_matches).
@@ -587,6 +595,15 @@ std::string unknown_key_message(std::string_view key, std::string_view section_p
     return message;
 }
 
+/// A key as error messages show it: quoted when it is no plain name, so a
+/// line break or an escape sequence in a key never reaches the log as it is.
+std::string shown_key(std::string_view key) {
+    const bool plain = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+        return c > ' ' && c < 0x7f && c != '"';
+    });
+    return plain ? std::string(key) : quote_value(key);
+}
+
 int line_of(const YAML::Node& node, int fallback) {
     YAML::Mark mark = node.Mark();
     return mark.line >= 0 ? mark.line + 1 : fallback;
@@ -672,8 +689,8 @@ public:
 
     /// Checks `node` is a mapping with only `known`, unique, scalar keys.
     /// `section_path` names the section in all_sections (list items use
-    /// `routes[]`). A null node (empty file, `keying:` with no value) is an
-    /// empty mapping: all defaults.
+    /// `routes[]`). A null node (`keying:` with no value) is an empty
+    /// mapping: all defaults (an empty file is refused before this).
     std::optional<mapping> open_map(const YAML::Node& node, int line, std::string path,
                                     std::string_view section_path, key_list known) {
         mapping out;
@@ -707,7 +724,8 @@ public:
                 continue;
             }
             if (std::find(known.begin(), known.end(), key) == known.end()) {
-                error(key_line, key_path, unknown_key_message(key, section_path, known));
+                error(key_line, out.child(shown_key(key)),
+                      unknown_key_message(key, section_path, known));
                 continue;
             }
             if (auto [first, inserted] = seen.emplace(key, key_line); !inserted) {
@@ -1067,8 +1085,13 @@ private:
             in_.get_list(*m, "upstream", route.upstream, upstream_url, "[http://10.0.0.1:9000]",
                          empty_list::from_nothing);
             in_.get(*m, "exempt", route.exempt, boolean);
-            in_.get(*m, "concurrency", route.concurrency,
-                    positive_integer(std::numeric_limits<std::size_t>::max()));
+            if (in_.get(*m, "concurrency", route.concurrency,
+                        positive_integer(std::numeric_limits<std::size_t>::max())) &&
+                route.exempt) {
+                // Exempt requests hold no slot (session.cpp admit).
+                in_.error(m->find("concurrency")->key_line, m->child("concurrency"),
+                          "has no effect on an exempt route (remove one of them)");
+            }
             if (in_.get_list(*m, "upgrade", route.upgrade, upgrade_protocol, "[websocket]",
                              empty_list::from_brackets)) {
                 for (std::size_t i = 1; i < route.upgrade.size(); ++i) {
@@ -1194,6 +1217,75 @@ std::optional<std::pair<int, std::string>> extra_document(std::string_view text,
 constexpr std::string_view empty_file_message =
     "the file has no settings (empty, comments only or null); write {} to take every default";
 
+// yaml-cpp 0.7 lets a quoted value whose closing quote is missing run on to
+// the next quote, or to the end of the file without a word: the keys after
+// it silently become part of the value (`token_secret: "abc` swallowing
+// `rate_limit:` and everything below). tollgate's values are one-liners, so
+// a quoted value that leaves its line is refused, at the line it starts.
+// `walked`: where the collections already looked at start. An alias is
+// marked where its anchor is, so one that refers to a collection (even to
+// one it is inside of) is not walked again.
+void check_quotes(const YAML::Node& node, std::string_view source, const std::string& path,
+                  yaml_reader& in, std::unordered_set<int>& walked) {
+    if ((node.IsMap() || node.IsSequence()) && !walked.insert(node.Mark().pos).second) {
+        return;
+    }
+    if (node.IsMap()) {
+        for (auto it = node.begin(); it != node.end(); ++it) {
+            const YAML::Node key = it->first;
+            check_quotes(key, source, path, in, walked);
+            const std::string name = key.IsScalar() ? shown_key(key.Scalar()) : "";
+            const std::string child = name.empty() ? path : path.empty() ? name : path + "." + name;
+            check_quotes(it->second, source, child, in, walked);
+        }
+        return;
+    }
+    if (node.IsSequence()) {
+        for (std::size_t i = 0; i < node.size(); ++i) {
+            check_quotes(node[i], source, path + "[" + std::to_string(i) + "]", in, walked);
+        }
+        return;
+    }
+    const YAML::Mark mark = node.Mark();
+    if (!node.IsScalar() || node.Tag() != "!" || mark.pos < 0 ||
+        static_cast<std::size_t>(mark.pos) >= source.size()) {
+        return;
+    }
+    const auto start = static_cast<std::size_t>(mark.pos);
+    const char quote = source[start];
+    if (quote != '"' && quote != '\'') {
+        return;
+    }
+    std::size_t end = start + 1;
+    for (; end < source.size(); ++end) {
+        if (quote == '"' && source[end] == '\\') {
+            ++end;  // an escaped character, maybe a quote
+        } else if (source[end] == quote) {
+            if (quote == '\'' && end + 1 < source.size() && source[end + 1] == '\'') {
+                ++end;  // '' is a quote inside single quotes
+            } else {
+                break;
+            }
+        }
+    }
+    const std::string_view quoted = source.substr(start, end - start);
+    if (quoted.find('\n') == std::string_view::npos) {
+        return;
+    }
+    const int line = mark.line + 1;
+    if (end >= source.size()) {
+        in.error(line, path,
+                 std::string("the ") + quote +
+                     " that opens this value is never closed (the rest of the file would be "
+                     "part of it)");
+    } else {
+        const auto last = static_cast<int>(std::count(quoted.begin(), quoted.end(), '\n'));
+        in.error(line, path,
+                 std::string("the ") + quote + " that opens this value is closed only on line " +
+                     std::to_string(line + last) + "; close it on its own line");
+    }
+}
+
 void read_yaml(config& cfg, std::string_view text, const std::string& file, error_list& errors,
                origin_map& origins) {
     yaml_reader in(file, errors, origins);
@@ -1233,6 +1325,12 @@ void read_yaml(config& cfg, std::string_view text, const std::string& file, erro
     if (root.IsNull()) {
         in.error(1, "", empty_file_message);  // "~" or "null": a document that says nothing
         return;
+    }
+    const std::size_t before = errors.items.size();
+    std::unordered_set<int> walked;
+    check_quotes(root, source, "", in, walked);
+    if (errors.items.size() != before) {
+        return;  // the keys and values after a runaway quote are not what was meant
     }
     config_reader(in, cfg).read(root);
 }
@@ -1540,10 +1638,18 @@ bool loops_back(const upstream_server& server, const listen_address& listener) {
 
 /// An upstream that is tollgate's own proxy listener: every request would
 /// be forwarded to itself until the slots or the descriptors run out.
-void check_loops(const config& cfg, error_list& errors, const origin_map& origins) {
+void check_loops(const config& cfg, error_list& errors, const origin_map& origins,
+                 const running_listeners* running) {
     std::vector<std::pair<std::string, const listen_address*>> listeners{{"listen", &cfg.listen}};
     if (cfg.tls.listen) {
         listeners.emplace_back("tls.listen", &*cfg.tls.listen);
+    }
+    if (running) {
+        // A reload keeps these, whatever the file now says.
+        listeners.emplace_back("running listen", &running->listen);
+        if (running->tls_listen) {
+            listeners.emplace_back("running tls.listen", &*running->tls_listen);
+        }
     }
     const auto check = [&](const std::vector<upstream_server>& servers, const std::string& key) {
         for (std::size_t i = 0; i < servers.size(); ++i) {
@@ -1564,7 +1670,8 @@ void check_loops(const config& cfg, error_list& errors, const origin_map& origin
     }
 }
 
-void check_merged(const config& cfg, error_list& errors, const origin_map& origins) {
+void check_merged(const config& cfg, error_list& errors, const origin_map& origins,
+                  const running_listeners* running) {
     // Decided before any merged error is added, on the layers' errors alone.
     bool clean = errors.empty();
     bool tls_clean = !errors.touches("tls");
@@ -1587,10 +1694,15 @@ void check_merged(const config& cfg, error_list& errors, const origin_map& origi
         check_ports(plain, secure, errors, origins);
         check_ports(admin, secure, errors, origins);
         if (errors.empty()) {
-            check_loops(cfg, errors, origins);
+            check_loops(cfg, errors, origins, running);
         }
     }
 }
+
+// Far beyond any real configuration (a route or override is a line or
+// two), and a bound on the memory a wrong path (/dev/zero, a log file)
+// can take before it is refused.
+constexpr std::size_t max_config_bytes = 16 * 1024 * 1024;
 
 std::string read_file(const std::string& path) {
     // Opened without waiting: a FIFO nobody writes to would otherwise block
@@ -1620,13 +1732,18 @@ std::string read_file(const std::string& path) {
             break;
         }
         text.append(buffer, static_cast<std::size_t>(n));
+        if (text.size() > max_config_bytes) {
+            ::close(fd);
+            throw config_error(path + ": is larger than 16 MiB: not a configuration file?");
+        }
     }
     ::close(fd);
     return text;
 }
 
 config load_layers(const std::optional<std::string>& file, const std::string* text,
-                   const env_lookup& env, const std::vector<setting_override>& overrides) {
+                   const env_lookup& env, const std::vector<setting_override>& overrides,
+                   const running_listeners* running = nullptr) {
     config cfg;
     error_list errors;
     origin_map origins;
@@ -1647,7 +1764,7 @@ config load_layers(const std::optional<std::string>& file, const std::string* te
         }
         origins[path] = o.source;
     }
-    check_merged(cfg, errors, origins);
+    check_merged(cfg, errors, origins, running);
     if (!errors.empty()) {
         errors.raise();
     }
@@ -1806,8 +1923,9 @@ std::optional<std::string> apply_setting(config& cfg, setting which, std::string
 }
 
 config load_config(const std::optional<std::string>& path, const env_lookup& env,
-                   const std::vector<setting_override>& overrides) {
-    return load_layers(path, nullptr, env, overrides);
+                   const std::vector<setting_override>& overrides,
+                   const running_listeners* running) {
+    return load_layers(path, nullptr, env, overrides, running);
 }
 
 config parse_config(std::string_view yaml_text, std::string_view file_name, const env_lookup& env) {

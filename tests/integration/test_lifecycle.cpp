@@ -160,6 +160,22 @@ TEST_CASE("SIGHUP with a broken file keeps the running config and counts the fai
         p.wait_for_log("reload failed, keeping the running configuration: upstream.servers[1]: "
                        "upstream http://nonexistent.invalid:9000: cannot resolve host"));
     CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "3");
+
+    // An upstream that is the port tollgate listens on: `listen` changes only
+    // on restart, so its running address counts, not the file's.
+    const std::string self = "127.0.0.1:" + std::to_string(p.port());
+    write_temp_file("reload-bad.yaml",
+                    "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\n"
+                    "threads: 2\nupstream:\n  servers: [http://" +
+                        self + "]\n");
+    p.signal(SIGHUP);
+    CHECK(p.wait_for_log("reload failed, keeping the running configuration: " + path +
+                         ":5: upstream.servers[0]: http://" + self +
+                         " is tollgate's own running listen (" + self +
+                         "): every request would be forwarded back to tollgate"));
+    CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "3");  // the 4th request: a 429 of limit 3
+    metrics = get(p.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_config_reload_failures_total 4") != std::string::npos);
     p.signal(SIGTERM);
     CHECK(p.wait_exit() == 0);
 }

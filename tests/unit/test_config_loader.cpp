@@ -600,6 +600,14 @@ TEST_CASE("config: routes: names, prefixes, hosts", "[config][loader]") {
     CHECK(error_of("routes:\n  - name: a\n    exempt: true\n    rate_limit: {limit: 5}\n") ==
           "conf/x.yaml:4: routes[0].rate_limit: has no effect on an exempt route (remove one of "
           "them)");
+    // Exempt requests hold no completion slot either.
+    CHECK(error_of("routes:\n  - name: a\n    concurrency: 5\n    exempt: true\n") ==
+          "conf/x.yaml:3: routes[0].concurrency: has no effect on an exempt route (remove one of "
+          "them)");
+    // A route prefix is a plain prefix: a * in it is no wildcard.
+    CHECK(error_of("routes:\n  - {name: a, path_prefix: /api/*}\n") ==
+          "conf/x.yaml:2: routes[0].path_prefix: is a plain prefix, so * would only match a "
+          "literal *: write \"/api/\" to match everything under it, got \"/api/*\"");
     // Same prefix on different hosts is fine.
     config ok = parse(
         "routes:\n  - {name: a, host: a.example, path_prefix: /x}\n"
@@ -1176,6 +1184,79 @@ TEST_CASE("config: an upstream that is tollgate's own listener is refused", "[co
               .upstream.servers.size() == 1);
     CHECK(parse("upstream: {servers: [\"http://[::1]:8080\", http://10.0.0.1:8080]}\n")
               .upstream.servers.size() == 2);
+}
+
+TEST_CASE("config: a reload's upstreams must not point at the listeners that keep running",
+          "[config][loader]") {
+    // The file moves listen (applied only on restart) and points the
+    // upstream at the address tollgate still listens on.
+    pem_files files;  // a private directory to write the config into
+    const std::string path = (files.dir / "reload.yaml").string();
+    std::ofstream(path)
+        << "listen: 127.0.0.1:19622\nupstream:\n  servers: [http://127.0.0.1:19620]\n";
+    CHECK(load_config(path, no_env()).upstream.servers.size() == 1);  // at startup: no loop
+    running_listeners running{{"127.0.0.1", 19620}, std::nullopt};
+    CHECK(error_from([&] { load_config(path, no_env(), {}, &running); }) ==
+          path +
+              ":3: upstream.servers[0]: http://127.0.0.1:19620 is tollgate's own running listen "
+              "(127.0.0.1:19620): every request would be forwarded back to tollgate");
+    // The TLS listener too, and a wildcard listener takes every local address.
+    running_listeners with_tls;
+    with_tls.listen.port = 19621;  // on 0.0.0.0
+    with_tls.tls_listen.emplace().port = 19620;
+    CHECK(error_from([&] { load_config(path, no_env(), {}, &with_tls); }) ==
+          path +
+              ":3: upstream.servers[0]: http://127.0.0.1:19620 is tollgate's own running "
+              "tls.listen (0.0.0.0:19620): every request would be forwarded back to tollgate");
+    running_listeners elsewhere{{"127.0.0.1", 19623}, std::nullopt};
+    CHECK(load_config(path, no_env(), {}, &elsewhere).upstream.servers.size() == 1);
+}
+
+TEST_CASE("config: a quoted value must close on its line", "[config][loader]") {
+    // yaml-cpp takes the rest of the file into a value whose closing quote
+    // is missing: here rate_limit would silently stay at its default.
+    CHECK(error_of("keying:\n  token_secret: \"abc\nrate_limit:\n  limit: 5\n") ==
+          "conf/x.yaml:2: keying.token_secret: the \" that opens this value is never closed (the "
+          "rest of the file would be part of it)");
+    CHECK(error_of("keying:\n  token_secret: 'abc\nrate_limit:\n  limit: 5\n") ==
+          "conf/x.yaml:2: keying.token_secret: the ' that opens this value is never closed (the "
+          "rest of the file would be part of it)");
+    CHECK(error_of("keying:\n  token_secret: \"abc\n  def\"\n") ==
+          "conf/x.yaml:2: keying.token_secret: the \" that opens this value is closed only on "
+          "line 3; close it on its own line");
+    CHECK(error_of("routes:\n  - name: \"a\n    b\"\n") ==
+          "conf/x.yaml:2: routes[0].name: the \" that opens this value is closed only on line 3; "
+          "close it on its own line");
+    // Escaped quotes inside are no closing quote; quoted keys are fine.
+    CHECK(parse("keying:\n  token_secret: \"a\\\"b\\\\\"\n").keying.token_secret == "a\"b\\");
+    CHECK(parse("keying:\n  token_secret: 'it''s'\n").keying.token_secret == "it's");
+    CHECK(parse("\"keying\":\n  'token_secret': \"x\"\n").keying.token_secret == "x");
+    // The check walks each collection once: an alias to a collection it is
+    // inside of, or aliases doubling at every level, end as the reader ends them.
+    CHECK(error_of("a: &x [*x]\n").starts_with("conf/x.yaml:1: a: unknown key"));
+    CHECK(error_of("keying: &k\n  x: *k\n").starts_with("conf/x.yaml:2: keying.x: unknown key"));
+    std::string laughs = "a0: &a0 [\"x\", 'y']\n";
+    for (int i = 1; i < 40; ++i) {
+        laughs += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [*a" +
+                  std::to_string(i - 1) + ", *a" + std::to_string(i - 1) + "]\n";
+    }
+    CHECK(error_of(laughs).starts_with("conf/x.yaml:1: a0: unknown key"));
+}
+
+TEST_CASE("config: a file far larger than any configuration is refused unread",
+          "[config][loader]") {
+    // A wrong path (here a device without end) stops at 16 MiB.
+    CHECK(error_from([] { load_config(std::string("/dev/zero"), no_env()); }) ==
+          "/dev/zero: is larger than 16 MiB: not a configuration file?");
+}
+
+TEST_CASE("config: an unknown key is shown quoted when it is no plain name", "[config][loader]") {
+    // A line break or an escape sequence in a key must not reach the log raw.
+    const std::string message = error_of("\"a\\e[31m\\nfake.yaml:1: x\": 1\n");
+    CHECK(message.find('\n') == std::string::npos);
+    CHECK(message.find('\x1b') == std::string::npos);
+    CHECK(message.starts_with("conf/x.yaml:1: \"a\\x1b[31m\\x0afake.yaml:1: x\": unknown key"));
+    CHECK(error_of("lisen: 1\n").starts_with("conf/x.yaml:1: lisen: unknown key"));
 }
 
 // Beyond these the buckets would enforce less than the headers announce.

@@ -48,6 +48,8 @@ std::string cli_usage();
 /// defaults only), then `env`, then the override flags. Throws config_error
 /// with every problem found, each naming its file and line, variable or flag
 /// (`--threads: must be at most 1024, got "5000"`).
-config load_effective_config(const cli_options& options, const env_lookup& env);
+/// `running`: for a reload, the listeners that keep running (load_config).
+config load_effective_config(const cli_options& options, const env_lookup& env,
+                             const running_listeners* running = nullptr);
 
 }  // namespace tollgate

@@ -9,9 +9,12 @@
 ///   `rate_limit.overrides[]` items; so are duplicate keys, a mapping or list
 ///   where a value belongs, more than one YAML document, and cross-field
 ///   mistakes (duplicate route names, `burst` with a window algorithm, ...).
-/// * An empty file (or one holding only comments) means all defaults. A
-///   section with no value (`keying:` with its children commented out) means
-///   its defaults, and so does a list whose default is empty (`routes:`,
+/// * An empty file (or one holding only comments or `null`) is an error: it is
+///   far more often a truncated write or a template that rendered empty; `{}`
+///   takes every default. A file over 16 MiB is refused unread. A quoted
+///   value must close on its line (yaml-cpp would let a missing quote take
+///   in the keys after it). A section with no value (`keying:` with its children commented out)
+///   means its defaults, and so does a list whose default is empty (`routes:`,
 ///   `rate_limit.overrides:`, `keying.trusted_proxies:`). Any other key with
 ///   no value (`limit:`, `trusted_org_sources:`) is an error, since nothing
 ///   says whether "none" or "the default" was meant.
@@ -122,12 +125,22 @@ struct setting_override {
     std::string value;
 };
 
+/// What a reload keeps whatever the new file says: the addresses tollgate
+/// listens on (`listen` and `tls.listen` change only on restart), as bound.
+struct running_listeners {
+    listen_address listen;
+    std::optional<listen_address> tls_listen;
+};
+
 /// The whole layering: `path` (nullopt = built-in defaults), then `env`, then
 /// `overrides` in order, then checks that need the merged result (listener
-/// ports, TLS pairing). Errors from every layer are collected. Throws
-/// config_error. parse_config, load_config_file and load_defaults are this
-/// with fewer layers.
+/// ports, TLS pairing, upstreams that are tollgate itself). Errors from every
+/// layer are collected. Throws config_error. parse_config, load_config_file
+/// and load_defaults are this with fewer layers. For a reload, `running`
+/// adds the listeners that keep running to the loop check: a reload must not
+/// point an upstream at them even when the file moves `listen` elsewhere.
 config load_config(const std::optional<std::string>& path, const env_lookup& env,
-                   const std::vector<setting_override>& overrides = {});
+                   const std::vector<setting_override>& overrides = {},
+                   const running_listeners* running = nullptr);
 
 }  // namespace tollgate
