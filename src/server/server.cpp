@@ -47,8 +47,8 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : st
             }
             workers_.back()->listen(endpoint);
         } catch (const boost::system::system_error& e) {
-            throw std::runtime_error("cannot listen on " + c.listen.host + ":" +
-                                     std::to_string(c.listen.port) + ": " + e.code().message());
+            throw std::runtime_error("listen: cannot listen on " + format_listen_address(c.listen) +
+                                     ": " + e.code().message());
         }
         // With port 0 the first worker picks the port; the others join it.
         endpoint = workers_.front()->local_endpoint();
@@ -62,8 +62,8 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : st
                 }
                 w->listen_tls(tls_endpoint);
             } catch (const boost::system::system_error& e) {
-                throw std::runtime_error("cannot listen on tls " + c.tls.listen->host + ":" +
-                                         std::to_string(c.tls.listen->port) + ": " +
+                throw std::runtime_error("tls.listen: cannot listen on " +
+                                         format_listen_address(*c.tls.listen) + ": " +
                                          e.code().message());
             }
             tls_endpoint = workers_.front()->local_tls_endpoint();
@@ -75,8 +75,8 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : st
             to_endpoint(c.admin.listen),
             [this](const admin::request& req) { return handle_admin(req); });
     } catch (const boost::system::system_error& e) {
-        throw std::runtime_error("cannot listen on admin " + c.admin.listen.host + ":" +
-                                 std::to_string(c.admin.listen.port) + ": " + e.code().message());
+        throw std::runtime_error("admin.listen: cannot listen on " +
+                                 format_listen_address(c.admin.listen) + ": " + e.code().message());
     }
     proxy_endpoint_ = endpoint;
     admin_endpoint_ = admin_->local_endpoint();

@@ -539,7 +539,12 @@ TEST_CASE("a listener that cannot bind is a clear error and a non-zero exit", "[
     auto code = p.wait_exit();
     REQUIRE(code.has_value());
     CHECK(*code != 0);
-    CHECK(p.stderr_text().find("cannot listen on 127.0.0.1:" + port) != std::string::npos);
+    CHECK(p.stderr_text().find("listen: cannot listen on 127.0.0.1:" + port) != std::string::npos);
+    // Each listener names its key.
+    tollgate_process admin({"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:" + port});
+    REQUIRE(admin.wait_exit().has_value());
+    CHECK(admin.stderr_text().find("admin.listen: cannot listen on 127.0.0.1:" + port +
+                                   ": Address already in use") != std::string::npos);
 }
 
 TEST_CASE("a second tollgate on a port another one listens on is refused, not joined",
