@@ -96,8 +96,9 @@ int main(int argc, char** argv) {
                     return;
                 }
                 if (signo == SIGHUP) {
+                    std::shared_ptr<const config> next;
                     try {
-                        auto next = std::make_shared<const config>(
+                        next = std::make_shared<const config>(
                             load_effective_config(options, process_env(), &running));
                         const auto pending = srv.reload(next);
                         // The new level applies to the lines about this reload already.
@@ -131,9 +132,11 @@ int main(int argc, char** argv) {
                         }
                     } catch (const std::exception& e) {
                         srv.record_reload_failure();
+                        // A loading error says where already; one found
+                        // after (an upstream that does not resolve) gets it.
                         log_line(log_level::error,
-                                 std::string("reload failed, keeping the running configuration: ") +
-                                     e.what());
+                                 "reload failed, keeping the running configuration: " +
+                                     (next ? located(*next, e.what()) : std::string(e.what())));
                     }
                     wait_signal();
                     return;
@@ -176,7 +179,7 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         log_line(log_level::info, "stopped");
     } catch (const std::exception& e) {
-        log_line(log_level::error, e.what());
+        log_line(log_level::error, located(*cfg, e.what()));
         return 1;
     }
     return 0;

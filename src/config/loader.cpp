@@ -1768,6 +1768,7 @@ config load_layers(const std::optional<std::string>& file, const std::string* te
     if (!errors.empty()) {
         errors.raise();
     }
+    cfg.origins = std::move(origins);
     return cfg;
 }
 
@@ -1920,6 +1921,19 @@ std::optional<std::string> apply_setting(config& cfg, setting which, std::string
             return assign(cfg.upstream.ca_file, value, readable_file);
     }
     return "unknown setting";
+}
+
+std::string located(const config& cfg, std::string_view message) {
+    std::string_view key = message.substr(0, message.find_first_of(": "));
+    while (!key.empty()) {
+        if (auto it = cfg.origins.find(key); it != cfg.origins.end()) {
+            return it->second + ": " + std::string(message);
+        }
+        // upstream.servers[1] was set with upstream.servers; tls.cert with tls
+        const std::size_t cut = key.back() == ']' ? key.rfind('[') : key.rfind('.');
+        key = key.substr(0, cut == std::string_view::npos ? 0 : cut);
+    }
+    return std::string(message);
 }
 
 config load_config(const std::optional<std::string>& path, const env_lookup& env,

@@ -1,6 +1,7 @@
 #include "tollgate/proxy/tls.hpp"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 
 #include <stdexcept>
@@ -38,6 +39,10 @@ std::string last_tls_error() {
     ERR_clear_error();
     if (code == 0) {
         return "unknown TLS error";
+    }
+    if (ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) == PEM_R_NO_START_LINE) {
+        // OpenSSL says "PEM routines::no start line": a file of another kind.
+        return "not a PEM file (no \"-----BEGIN\" line)";
     }
     char buf[256];
     ERR_error_string_n(code, buf, sizeof buf);

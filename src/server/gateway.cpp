@@ -6,6 +6,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "tollgate/config/loader.hpp"
 #include "tollgate/proxy/tls.hpp"
 
 namespace tollgate::server {
@@ -225,7 +226,7 @@ std::vector<std::string> startup_problems(const config& cfg) {
         try {
             proxy::make_server_context(cfg.tls);
         } catch (const std::exception& e) {
-            problems.emplace_back(e.what());
+            problems.push_back(located(cfg, e.what()));
         }
     }
     // Every upstream with the key it came from, each host:port resolved once.
@@ -247,7 +248,7 @@ std::vector<std::string> startup_problems(const config& cfg) {
         try {
             proxy::make_upstream_context(cfg.upstream);
         } catch (const std::exception& e) {
-            problems.emplace_back(e.what());
+            problems.push_back(located(cfg, e.what()));
         }
     }
     std::set<std::pair<std::string, std::uint16_t>> resolved;
@@ -258,7 +259,7 @@ std::vector<std::string> startup_problems(const config& cfg) {
         try {
             proxy::resolve_server(*server);
         } catch (const std::exception& e) {
-            problems.push_back(key + ": " + e.what());
+            problems.push_back(located(cfg, key + ": " + e.what()));
         }
     }
     return problems;

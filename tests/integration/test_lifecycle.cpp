@@ -156,9 +156,9 @@ TEST_CASE("SIGHUP with a broken file keeps the running config and counts the fai
                     "threads: 2\nupstream:\n  servers: [http://127.0.0.1:" +
                         std::to_string(up.port()) + ", http://nonexistent.invalid:9000]\n");
     p.signal(SIGHUP);
-    CHECK(
-        p.wait_for_log("reload failed, keeping the running configuration: upstream.servers[1]: "
-                       "upstream http://nonexistent.invalid:9000: cannot resolve host"));
+    CHECK(p.wait_for_log("reload failed, keeping the running configuration: " + path +
+                         ":5: upstream.servers[1]: upstream http://nonexistent.invalid:9000: "
+                         "cannot resolve host"));
     CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "3");
 
     // An upstream that is the port tollgate listens on: `listen` changes only
@@ -443,16 +443,29 @@ TEST_CASE("check mode: --check-config resolves upstream names as startup does", 
     tollgate_process check({"--check-config", "--config", path});
     CHECK(check.wait_exit() == 1);
     const auto errors = check.stderr_text();
-    CHECK(errors.find("upstream.servers[1]: upstream http://nonexistent.invalid:9000: cannot "
+    // With where each was set, as errors found while loading say it.
+    CHECK(errors.find(path +
+                      ":2: upstream.servers[1]: upstream http://nonexistent.invalid:9000: cannot "
                       "resolve host") != std::string::npos);
-    CHECK(errors.find("routes[0].upstream[0]: upstream http://also-missing.invalid: cannot "
+    CHECK(errors.find(path +
+                      ":4: routes[0].upstream[0]: upstream http://also-missing.invalid: cannot "
                       "resolve host") != std::string::npos);
     CHECK(check.stdout_text().find("configuration is valid") == std::string::npos);
     // What check mode reports is what stops a start.
     tollgate_process run({"--config", path, "--admin-listen", "127.0.0.1:0"});
     CHECK(run.wait_exit() == 1);
-    CHECK(run.stderr_text().find("upstream.servers[1]: upstream http://nonexistent.invalid:9000: "
-                                 "cannot resolve host") != std::string::npos);
+    CHECK(run.stderr_text().find(path + ":2: upstream.servers[1]: upstream "
+                                        "http://nonexistent.invalid:9000: cannot resolve host") !=
+          std::string::npos);
+    // A certificate file that is no PEM (here the config itself) is said so,
+    // not in OpenSSL's words, with where tls.cert was set.
+    auto tls_path = write_temp_file("not-pem.yaml", "");
+    write_temp_file("not-pem.yaml", "listen: 127.0.0.1:0\ntls:\n  listen: 127.0.0.1:0\n  cert: " +
+                                        tls_path + "\n  key: " + tls_path + "\n");
+    tollgate_process tls({"--check-config", "--config", tls_path});
+    CHECK(tls.wait_exit() == 1);
+    CHECK(tls.stderr_text().find(tls_path + ":4: tls.cert " + tls_path +
+                                 ": not a PEM file (no \"-----BEGIN\" line)") != std::string::npos);
 }
 
 TEST_CASE("unknown TOLLGATE_ variables are warned about at startup and in --check-config",

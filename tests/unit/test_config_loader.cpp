@@ -1212,6 +1212,33 @@ TEST_CASE("config: a reload's upstreams must not point at the listeners that kee
     CHECK(load_config(path, no_env(), {}, &elsewhere).upstream.servers.size() == 1);
 }
 
+TEST_CASE("config: problems found after loading are located like loading errors",
+          "[config][loader]") {
+    // An upstream that does not resolve, a certificate that is no PEM: the
+    // message starts with the key; located() adds where it was set.
+    const config c = parse(
+        "listen: 127.0.0.1:8080\nupstream:\n  servers: [http://a.invalid, http://b.invalid]\n"
+        "routes:\n  - name: r\n    upstream: [http://c.invalid]\n");
+    CHECK(located(c, "upstream.servers[1]: cannot resolve host") ==
+          "conf/x.yaml:3: upstream.servers[1]: cannot resolve host");
+    CHECK(located(c, "routes[0].upstream[0]: cannot resolve host") ==
+          "conf/x.yaml:6: routes[0].upstream[0]: cannot resolve host");
+    CHECK(located(c, "listen: cannot listen on 127.0.0.1:8080: Address already in use") ==
+          "conf/x.yaml:1: listen: cannot listen on 127.0.0.1:8080: Address already in use");
+    // Set by a variable, or a built-in default (nowhere to point at).
+    const config e = parse("threads: 1\n", env_of({{"TOLLGATE_UPSTREAM", "http://a.invalid"}}));
+    CHECK(located(e, "upstream.servers[0]: cannot resolve host") ==
+          "TOLLGATE_UPSTREAM: upstream.servers[0]: cannot resolve host");
+    CHECK(located(e, "admin.listen: cannot listen on 127.0.0.1:9090: Address already in use") ==
+          "admin.listen: cannot listen on 127.0.0.1:9090: Address already in use");
+    CHECK(located(e, "the system CA store cannot be loaded") ==
+          "the system CA store cannot be loaded");
+    pem_files files;
+    const config t = parse("threads: 1\n" + files.tls_yaml());
+    CHECK(located(t, "tls.cert " + files.cert + ": not a PEM file") ==
+          "conf/x.yaml:4: tls.cert " + files.cert + ": not a PEM file");
+}
+
 TEST_CASE("config: a quoted value must close on its line", "[config][loader]") {
     // yaml-cpp takes the rest of the file into a value whose closing quote
     // is missing: here rate_limit would silently stay at its default.

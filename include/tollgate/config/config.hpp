@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -191,6 +193,10 @@ struct config {
     shutdown_config shutdown{};
     /// File the config came from ("" when built from defaults and env only).
     std::string source{};
+    /// Where each key was set: "file:line", a variable or a flag (absent: a
+    /// built-in default), for problems found only after loading (an upstream
+    /// that does not resolve, a certificate that is no PEM): see located().
+    std::map<std::string, std::string, std::less<>> origins{};
 };
 
 }  // namespace tollgate

@@ -91,6 +91,12 @@ config load_config_file(const std::string& path, const env_lookup& env);
 /// Built-in defaults with `env` applied, for running without a file.
 config load_defaults(const env_lookup& env);
 
+/// `message` about a key (it starts with the key path: `upstream.servers[1]:
+/// cannot resolve host`, `tls.cert /etc/x.pem: ...`) prefixed with where
+/// that key, or the list or section holding it, was set (`conf/x.yaml:5: `,
+/// `TOLLGATE_UPSTREAM: `); unchanged when it was a built-in default.
+std::string located(const config& cfg, std::string_view message);
+
 /// The effective configuration as YAML that parse_config accepts back, every
 /// key present. Secrets are replaced by `<redacted>` (keying.token_secret when
 /// set, the password in store.redis.url); an empty secret shows as "".
