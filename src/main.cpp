@@ -42,6 +42,9 @@ int main(int argc, char** argv) {
             log_line(log_level::warn, warning);
         }
         cfg = std::make_shared<const config>(load_effective_config(options, process_env()));
+        for (const auto& warning : config_warnings(*cfg)) {
+            log_line(log_level::warn, warning);
+        }
         if (options.check_config) {
             // What startup would refuse beyond the config itself: certificate
             // and key files, upstream names that do not resolve.
@@ -123,6 +126,9 @@ int main(int argc, char** argv) {
                                      "set by the environment or flags, which the file does not "
                                      "override: " +
                                          joined(pinned, ", "));
+                        }
+                        for (const auto& warning : config_warnings(*next)) {
+                            log_line(log_level::warn, warning);
                         }
                         if (!pending.empty()) {
                             log_line(log_level::warn,

@@ -1923,6 +1923,68 @@ std::optional<std::string> apply_setting(config& cfg, setting which, std::string
     return "unknown setting";
 }
 
+std::vector<std::string> config_warnings(const config& cfg) {
+    std::vector<std::string> out;
+    const auto warn = [&](const std::string& message) {
+        out.push_back("warning: " + located(cfg, message));
+    };
+    const bool route_slots = std::any_of(cfg.routes.begin(), cfg.routes.end(),
+                                         [](const route_config& r) { return r.concurrency; });
+    if (cfg.concurrency.capacity == 0 && cfg.concurrency.queue_timeout.count() > 0 &&
+        !route_slots) {
+        warn(
+            "concurrency.queue_timeout: has no effect: concurrency.capacity is 0 (no slots) and "
+            "no route has a concurrency of its own");
+    }
+    const auto https = [](const std::vector<upstream_server>& servers) {
+        return std::any_of(servers.begin(), servers.end(),
+                           [](const upstream_server& s) { return s.scheme == "https"; });
+    };
+    const bool any_https = https(cfg.upstream.servers) ||
+                           std::any_of(cfg.routes.begin(), cfg.routes.end(),
+                                       [&](const route_config& r) { return https(r.upstream); });
+    if (!cfg.upstream.ca_file.empty() && !any_https) {
+        warn("upstream.ca_file: has no effect: no upstream is https://");
+    }
+    // With Redis unavailable and failure_mode open, each instance enforces
+    // limit / instances on its own, at least 1 per window.
+    const std::uint32_t n = cfg.store.redis.instances;
+    if (cfg.store.type == store_kind::redis && cfg.store.redis.on_failure == failure_mode::open &&
+        n > 1) {
+        const auto check = [&](const std::string& key, std::uint64_t limit) {
+            if (limit < n) {
+                warn(key + ": " + std::to_string(limit) + " is less than store.redis.instances (" +
+                     std::to_string(n) +
+                     "): while Redis is unavailable each instance allows 1 "
+                     "per window, " +
+                     std::to_string(n) + " in all");
+            }
+        };
+        check("rate_limit.limit", cfg.rate_limit.limit);
+        for (std::size_t r = 0; r < cfg.routes.size(); ++r) {
+            const auto& limits = cfg.routes[r].rate_limit;
+            if (limits && limits->limit) {
+                check("routes[" + std::to_string(r) + "].rate_limit.limit", *limits->limit);
+            }
+        }
+        // Overrides may be many (a list of tenants): the first one said.
+        const auto& overrides = cfg.rate_limit.overrides;
+        const auto low = std::find_if(overrides.begin(), overrides.end(),
+                                      [n](const rate_override& o) { return o.limit < n; });
+        if (low != overrides.end()) {
+            check("rate_limit.overrides[" + std::to_string(low - overrides.begin()) + "].limit",
+                  low->limit);
+            const auto more = std::count_if(low + 1, overrides.end(),
+                                            [n](const rate_override& o) { return o.limit < n; });
+            if (more > 0) {
+                out.back() +=
+                    " (and " + std::to_string(more) + " more override" + (more == 1 ? ")" : "s)");
+            }
+        }
+    }
+    return out;
+}
+
 std::string located(const config& cfg, std::string_view message) {
     std::string_view key = message.substr(0, message.find_first_of(": "));
     while (!key.empty()) {

@@ -1239,6 +1239,43 @@ TEST_CASE("config: problems found after loading are located like loading errors"
           "conf/x.yaml:4: tls.cert " + files.cert + ": not a PEM file");
 }
 
+TEST_CASE("config: settings that do nothing together are warned about, not refused",
+          "[config][loader]") {
+    CHECK(config_warnings(parse("threads: 1\n")).empty());
+    CHECK(config_warnings(parse("concurrency: {capacity: 0, queue_timeout: 5s}\n")) ==
+          std::vector<std::string>{
+              "warning: conf/x.yaml:1: concurrency.queue_timeout: has no effect: "
+              "concurrency.capacity is 0 (no slots) and no route has a concurrency of its own"});
+    // A route with slots of its own uses the queue timeout.
+    CHECK(config_warnings(parse("concurrency: {capacity: 0, queue_timeout: 5s}\nroutes:\n"
+                                "  - {name: a, path_prefix: /a, concurrency: 4}\n"))
+              .empty());
+    pem_files files;
+    CHECK(config_warnings(parse("upstream:\n  ca_file: \"" + files.ca + "\"\n")) ==
+          std::vector<std::string>{
+              "warning: conf/x.yaml:2: upstream.ca_file: has no effect: no upstream is https://"});
+    CHECK(config_warnings(
+              parse("upstream:\n  ca_file: \"" + files.ca + "\"\n  servers: [https://a.example]\n"))
+              .empty());
+    // Redis with failure_mode open: each instance falls back to limit / instances, at least 1.
+    const std::string redis = "store:\n  type: redis\n  redis: {instances: 10}\n";
+    const auto low = config_warnings(parse(redis + "rate_limit:\n  limit: 5\n  overrides:\n"
+                                                   "    - {key: \"org:a\", limit: 3}\n"
+                                                   "    - {key: \"org:b\", limit: 2}\n"
+                                                   "    - {key: \"org:c\", limit: 1}\n"
+                                                   "    - {key: \"org:d\", limit: 200}\n"));
+    REQUIRE(low.size() == 2);
+    CHECK(low[0] ==
+          "warning: conf/x.yaml:5: rate_limit.limit: 5 is less than store.redis.instances (10): "
+          "while Redis is unavailable each instance allows 1 per window, 10 in all");
+    CHECK(low[1].starts_with("warning: conf/x.yaml:7: rate_limit.overrides[0].limit: 3 is less"));
+    CHECK(low[1].ends_with("10 in all (and 2 more overrides)"));
+    CHECK(config_warnings(parse(redis + "rate_limit: {limit: 10}\n")).empty());
+    CHECK(config_warnings(parse("store:\n  type: redis\n  redis: {instances: 10, failure_mode: "
+                                "closed}\nrate_limit: {limit: 5}\n"))
+              .empty());
+}
+
 TEST_CASE("config: a quoted value must close on its line", "[config][loader]") {
     // yaml-cpp takes the rest of the file into a value whose closing quote
     // is missing: here rate_limit would silently stay at its default.

@@ -91,6 +91,11 @@ config load_config_file(const std::string& path, const env_lookup& env);
 /// Built-in defaults with `env` applied, for running without a file.
 config load_defaults(const env_lookup& env);
 
+/// Settings that are valid but do nothing, or less than they say, in this
+/// combination: one line each, `warning: <where>: key: ...`. Shown at
+/// startup, in --check-config and on reload; they do not stop either.
+std::vector<std::string> config_warnings(const config& cfg);
+
 /// `message` about a key (it starts with the key path: `upstream.servers[1]:
 /// cannot resolve host`, `tls.cert /etc/x.pem: ...`) prefixed with where
 /// that key, or the list or section holding it, was set (`conf/x.yaml:5: `,
