@@ -1217,6 +1217,29 @@ std::optional<std::pair<int, std::string>> extra_document(std::string_view text,
 constexpr std::string_view empty_file_message =
     "the file has no settings (empty, comments only or null); write {} to take every default";
 
+// What yaml-cpp's message leaves out for the usual slips on `line`: "illegal
+// map value" for a tab, "end of map not found" for an unquoted IPv6 address.
+std::string yaml_hint(std::string_view source, int line) {
+    std::size_t start = 0;
+    for (int i = 1; i < line && start != std::string_view::npos; ++i) {
+        start = source.find('\n', start);
+        start = start == std::string_view::npos ? start : start + 1;
+    }
+    if (start == std::string_view::npos) {
+        return "";
+    }
+    const std::string_view text = source.substr(start, source.find('\n', start) - start);
+    const std::string_view indent = text.substr(0, text.find_first_not_of(" \t"));
+    if (indent.find('\t') != std::string_view::npos) {
+        return " (a tab in the indentation: YAML indents with spaces only)";
+    }
+    if (const auto colon = text.find(": [");
+        colon != std::string_view::npos && text.find("]:", colon) != std::string_view::npos) {
+        return " (a value with an IPv6 address in brackets must be quoted: \"[::1]:8080\")";
+    }
+    return "";
+}
+
 // yaml-cpp 0.7 lets a quoted value whose closing quote is missing run on to
 // the next quote, or to the end of the file without a word: the keys after
 // it silently become part of the value (`token_secret: "abc` swallowing
@@ -1316,7 +1339,10 @@ void read_yaml(config& cfg, std::string_view text, const std::string& file, erro
         root = YAML::Load(source);
     } catch (const YAML::ParserException& e) {
         int line = e.mark.line >= 0 ? e.mark.line + 1 : 1;
-        errors.add(line, file + ":" + std::to_string(line) + ": invalid YAML: " + e.msg, "");
+        errors.add(line,
+                   file + ":" + std::to_string(line) + ": invalid YAML: " + e.msg +
+                       yaml_hint(source, line),
+                   "");
         return;
     } catch (const YAML::Exception& e) {
         errors.add(1, file + ":1: invalid YAML: " + e.msg, "");
@@ -1857,17 +1883,29 @@ std::vector<std::string> unknown_env_warnings(const std::vector<std::string>& na
     std::sort(sorted.begin(), sorted.end());
     sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
     std::vector<std::string> out;
+    // The two names without the prefix are the ones set most: their near
+    // misses (RATE_LIMT, RATE_LIMIT_WINDOWS) are looked at too.
+    constexpr std::array<std::string_view, 2> unprefixed{"RATE_LIMIT", "RATE_LIMIT_WINDOW"};
+    const auto suggest = [&out](const std::string& name, std::string_view meant) {
+        out.push_back("warning: " + name + " is set but tollgate does not read it (did you mean " +
+                      std::string(meant) + "?)");
+    };
     for (const auto& name : sorted) {
-        if (!name.starts_with(prefix) ||
-            std::find(known.begin(), known.end(), name) != known.end()) {
+        if (std::find(known.begin(), known.end(), name) != known.end()) {
+            continue;
+        }
+        if (!name.starts_with(prefix)) {
+            if (name.starts_with("RATE")) {
+                if (auto best = closest_name(name, unprefixed)) {
+                    suggest(name, unprefixed[*best]);
+                }
+            }
             continue;
         }
         // Only a near miss of a name tollgate reads: other TOLLGATE_ names
         // (build and test tooling, wrappers) are someone else's.
         if (auto best = closest_name(std::string_view(name).substr(prefix.size()), bare)) {
-            out.push_back("warning: " + name +
-                          " is set but tollgate does not read it (did you mean " +
-                          std::string(known[*best]) + "?)");
+            suggest(name, known[*best]);
         }
     }
     return out;

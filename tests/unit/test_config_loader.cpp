@@ -503,6 +503,16 @@ TEST_CASE("config: duplicate keys, YAML syntax, several documents", "[config][lo
     CHECK(error_of("rate_limit:\n  limit: [5\n") ==
           "conf/x.yaml:3: invalid YAML: end of sequence flow not found");
     CHECK(error_of("a: b: c\n") == "conf/x.yaml:1: invalid YAML: illegal map value");
+    // The usual slips get a hint yaml-cpp's message does not give.
+    CHECK(error_of("keying:\n\ttoken_secret: x\n") ==
+          "conf/x.yaml:2: invalid YAML: illegal map value (a tab in the indentation: YAML "
+          "indents with spaces only)");
+    CHECK(error_of("rate_limit:\n  limit: 5\n \twindow: 1m\n") ==
+          "conf/x.yaml:3: invalid YAML: illegal tab when looking for indentation (a tab in the "
+          "indentation: YAML indents with spaces only)");
+    CHECK(error_of("threads: 1\nlisten: [::1]:8080\n") ==
+          "conf/x.yaml:2: invalid YAML: end of map not found (a value with an IPv6 address in "
+          "brackets must be quoted: \"[::1]:8080\")");
     CHECK(error_of("listen: 0.0.0.0:1\n---\nlisten: 0.0.0.0:2\n") ==
           "conf/x.yaml:3: only one YAML document is allowed (found a second after ---)");
     CHECK(error_of("listen: 0.0.0.0:1\n...\nthreads: 2\n") ==
@@ -1063,6 +1073,15 @@ TEST_CASE("config: unknown TOLLGATE_ variables are warned about, with a hint", "
           });
     // Not a near miss of a name tollgate reads: another tool's, not a typo.
     CHECK(unknown_env_warnings({"TOLLGATE_WIDGETS", "TOLLGATE_PRESET", "TOLLGATE_BIN"}).empty());
+    // The two names without the prefix are the ones set most: their near
+    // misses are said too; other RATE names are someone else's.
+    CHECK(unknown_env_warnings({"RATE_LIMT", "RATE_LIMIT_WINDOWS", "RATE_CARD", "RATELIMIT_URL"}) ==
+          std::vector<std::string>{
+              "warning: RATE_LIMIT_WINDOWS is set but tollgate does not read it (did you mean "
+              "RATE_LIMIT_WINDOW?)",
+              "warning: RATE_LIMT is set but tollgate does not read it (did you mean "
+              "RATE_LIMIT?)",
+          });
     CHECK(unknown_env_warnings({"TOLLGATE_RATE_LIMIT_WINDOW", "TOLLGATE_TOKEN_SECRT"}) ==
           std::vector<std::string>{
               "warning: TOLLGATE_RATE_LIMIT_WINDOW is set but tollgate does not read it (did you "

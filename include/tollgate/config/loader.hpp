@@ -74,7 +74,8 @@ std::vector<std::string> process_env_names();
 /// TOLLGATE_, is none of the variables tollgate reads, and is spelled close
 /// to one (a typo like TOLLGATE_LSTEN, or TOLLGATE_RATE_LIMIT for
 /// RATE_LIMIT); sorted, each name once. Other TOLLGATE_ names belong to
-/// other tools (build and test scripts use the prefix too).
+/// other tools (build and test scripts use the prefix too). Names starting
+/// with RATE are checked against RATE_LIMIT and RATE_LIMIT_WINDOW alone.
 std::vector<std::string> unknown_env_warnings(const std::vector<std::string>& names);
 
 /// An empty environment, for tests and for `--check-config` of a file alone.
