@@ -1270,11 +1270,13 @@ void check_quotes(const YAML::Node& node, std::string_view source, const std::st
         return;
     }
     const YAML::Mark mark = node.Mark();
+    // yaml-cpp counts positions after a byte order mark.
+    const std::size_t bom = source.starts_with("\xEF\xBB\xBF") ? 3 : 0;
     if (!node.IsScalar() || node.Tag() != "!" || mark.pos < 0 ||
-        static_cast<std::size_t>(mark.pos) >= source.size()) {
+        static_cast<std::size_t>(mark.pos) + bom >= source.size()) {
         return;
     }
-    const auto start = static_cast<std::size_t>(mark.pos);
+    const auto start = static_cast<std::size_t>(mark.pos) + bom;
     const char quote = source[start];
     if (quote != '"' && quote != '\'') {
         return;

@@ -1310,6 +1310,12 @@ TEST_CASE("config: a quoted value must close on its line", "[config][loader]") {
     CHECK(error_of("routes:\n  - name: \"a\n    b\"\n") ==
           "conf/x.yaml:2: routes[0].name: the \" that opens this value is closed only on line 3; "
           "close it on its own line");
+    // After a byte order mark, and with CRLF line ends, the same.
+    CHECK(error_of("\xEF\xBB\xBFkeying:\n  token_secret: \"abc\nrate_limit:\n  limit: 5\n")
+              .starts_with("conf/x.yaml:2: keying.token_secret: the \" that opens this value is "
+                           "never closed"));
+    CHECK(parse("\xEF\xBB\xBFkeying:\r\n  token_secret: \"abc\"\r\nlog:\r\n  level: 'info'\r\n")
+              .keying.token_secret == "abc");
     // Escaped quotes inside are no closing quote; quoted keys are fine.
     CHECK(parse("keying:\n  token_secret: \"a\\\"b\\\\\"\n").keying.token_secret == "a\"b\\");
     CHECK(parse("keying:\n  token_secret: 'it''s'\n").keying.token_secret == "it's");
