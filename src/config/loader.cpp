@@ -1,5 +1,6 @@
 #include "tollgate/config/loader.hpp"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
@@ -1339,6 +1340,15 @@ void read_yaml(config& cfg, std::string_view text, const std::string& file, erro
         }
         // Builds the first document only, which the loop above parsed already.
         root = YAML::Load(source);
+    } catch (const YAML::DeepRecursion& e) {
+        // yaml-cpp's own message for it is "bad file".
+        int line = e.mark.line >= 0 ? e.mark.line + 1 : 1;
+        errors.add(line,
+                   file + ":" + std::to_string(line) +
+                       ": invalid YAML: nested too deeply (no setting is more than a few levels "
+                       "down)",
+                   "");
+        return;
     } catch (const YAML::ParserException& e) {
         int line = e.mark.line >= 0 ? e.mark.line + 1 : 1;
         errors.add(line,

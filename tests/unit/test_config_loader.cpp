@@ -503,6 +503,10 @@ TEST_CASE("config: duplicate keys, YAML syntax, several documents", "[config][lo
     CHECK(error_of("rate_limit:\n  limit: [5\n") ==
           "conf/x.yaml:3: invalid YAML: end of sequence flow not found");
     CHECK(error_of("a: b: c\n") == "conf/x.yaml:1: invalid YAML: illegal map value");
+    // yaml-cpp stops at 500 levels, saying "bad file".
+    CHECK(error_of("a: " + std::string(600, '[') + std::string(600, ']') + "\n") ==
+          "conf/x.yaml:1: invalid YAML: nested too deeply (no setting is more than a few levels "
+          "down)");
     // The usual slips get a hint yaml-cpp's message does not give.
     CHECK(error_of("keying:\n\ttoken_secret: x\n") ==
           "conf/x.yaml:2: invalid YAML: illegal map value (a tab in the indentation: YAML "
