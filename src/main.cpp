@@ -42,10 +42,11 @@ int main(int argc, char** argv) {
             log_line(log_level::warn, warning);
         }
         cfg = std::make_shared<const config>(load_effective_config(options, process_env()));
-        for (const auto& warning : config_warnings(*cfg)) {
-            log_line(log_level::warn, warning);
-        }
         if (options.check_config) {
+            // Whatever log.level says: checking is asking for them.
+            for (const auto& warning : config_warnings(*cfg)) {
+                log_line(log_level::warn, warning);
+            }
             // What startup would refuse beyond the config itself: certificate
             // and key files, upstream names that do not resolve.
             const auto problems = server::startup_problems(*cfg);
@@ -68,6 +69,10 @@ int main(int argc, char** argv) {
         return options.check_config ? 1 : 2;
     }
     set_log_level(cfg->log.level);
+    // After the level is set, as on reload.
+    for (const auto& warning : config_warnings(*cfg)) {
+        log_line(log_level::warn, warning);
+    }
 
     try {
         asio::io_context control;

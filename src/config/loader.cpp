@@ -473,6 +473,18 @@ struct error_list {
 /// "--flag"; absent = built-in default. Used by checks on the merged config.
 using origin_map = std::map<std::string, std::string, std::less<>>;
 
+/// A later layer (a variable, a flag) sets `path`: what the file said about
+/// it, and about the items of a list there, no longer applies.
+void set_origin(origin_map& origins, const std::string& path, const std::string& where) {
+    for (auto it = origins.lower_bound(path + "["); it != origins.end();) {
+        if (!it->first.starts_with(path + "[")) {
+            break;
+        }
+        it = origins.erase(it);
+    }
+    origins[path] = where;
+}
+
 // ---- YAML reading --------------------------------------------------------------
 
 using key_list = std::span<const std::string_view>;
@@ -825,9 +837,11 @@ public:
         std::vector<T> items;
         bool ok = true;
         std::size_t index = 0;
+        std::vector<int> lines;
         for (const auto& item : e->value) {
             std::string item_path = path + "[" + std::to_string(index++) + "]";
-            auto value = parse_node(item, line_of(item, line), item_path, kind);
+            lines.push_back(line_of(item, line));
+            auto value = parse_node(item, lines.back(), item_path, kind);
             if (value) {
                 items.push_back(std::move(*value));
             } else {
@@ -837,6 +851,11 @@ public:
         if (ok) {
             out = std::move(items);
             origins_[path] = file_ + ":" + std::to_string(line);
+            // Each item too: a list written one item per line.
+            for (std::size_t i = 0; i < lines.size(); ++i) {
+                origins_[path + "[" + std::to_string(i) + "]"] =
+                    file_ + ":" + std::to_string(lines[i]);
+            }
         }
         return ok;
     }
@@ -1234,8 +1253,11 @@ std::string yaml_hint(std::string_view source, int line) {
     if (indent.find('\t') != std::string_view::npos) {
         return " (a tab in the indentation: YAML indents with spaces only)";
     }
-    if (const auto colon = text.find(": [");
-        colon != std::string_view::npos && text.find("]:", colon) != std::string_view::npos) {
+    // `[::1]:8080`: brackets holding an IPv6 address (colons), then a port.
+    const auto open = text.find(": [");
+    const auto close = open == std::string_view::npos ? open : text.find("]:", open);
+    if (close != std::string_view::npos &&
+        text.substr(open + 3, close - open - 3).find(':') != std::string_view::npos) {
         return " (a value with an IPv6 address in brackets must be quoted: \"[::1]:8080\")";
     }
     return "";
@@ -1246,18 +1268,19 @@ std::string yaml_hint(std::string_view source, int line) {
 // it silently become part of the value (`token_secret: "abc` swallowing
 // `rate_limit:` and everything below). tollgate's values are one-liners, so
 // a quoted value that leaves its line is refused, at the line it starts.
-// `walked`: where the collections already looked at start. An alias is
-// marked where its anchor is, so one that refers to a collection (even to
-// one it is inside of) is not walked again.
+// `walked`: the nodes already looked at, so an alias (even one to a
+// collection it is inside of) is not walked again.
 void check_quotes(const YAML::Node& node, std::string_view source, const std::string& path,
-                  yaml_reader& in, std::unordered_set<int>& walked) {
-    if ((node.IsMap() || node.IsSequence()) && !walked.insert(node.Mark().pos).second) {
+                  yaml_reader& in, std::unordered_set<int>& walked, bool is_key = false) {
+    // Each node once: an alias is marked where its anchor is. A block
+    // mapping starts where its first key does, hence the kind in the mark.
+    if (node.IsNull() || !walked.insert(node.Mark().pos * 2 + (node.IsScalar() ? 1 : 0)).second) {
         return;
     }
     if (node.IsMap()) {
         for (auto it = node.begin(); it != node.end(); ++it) {
             const YAML::Node key = it->first;
-            check_quotes(key, source, path, in, walked);
+            check_quotes(key, source, path, in, walked, true);
             const std::string name = key.IsScalar() ? shown_key(key.Scalar()) : "";
             const std::string child = name.empty() ? path : path.empty() ? name : path + "." + name;
             check_quotes(it->second, source, child, in, walked);
@@ -1273,15 +1296,20 @@ void check_quotes(const YAML::Node& node, std::string_view source, const std::st
     const YAML::Mark mark = node.Mark();
     // yaml-cpp counts positions after a byte order mark.
     const std::size_t bom = source.starts_with("\xEF\xBB\xBF") ? 3 : 0;
-    if (!node.IsScalar() || node.Tag() != "!" || mark.pos < 0 ||
+    if (!node.IsScalar() || node.Tag() == "?" || mark.pos < 0 ||
         static_cast<std::size_t>(mark.pos) + bom >= source.size()) {
         return;
     }
-    const auto start = static_cast<std::size_t>(mark.pos) + bom;
-    const char quote = source[start];
-    if (quote != '"' && quote != '\'') {
+    // A tag or an anchor (`!!str "x`, `&a "x`) comes before the quote.
+    std::size_t start = static_cast<std::size_t>(mark.pos) + bom;
+    while (start < source.size() && (source[start] == '&' || source[start] == '!')) {
+        start = source.find_first_of(" \t\r\n", start);
+        start = source.find_first_not_of(" \t\r\n", start);
+    }
+    if (start >= source.size() || (source[start] != '"' && source[start] != '\'')) {
         return;
     }
+    const char quote = source[start];
     std::size_t end = start + 1;
     for (; end < source.size(); ++end) {
         if (quote == '"' && source[end] == '\\') {
@@ -1298,17 +1326,18 @@ void check_quotes(const YAML::Node& node, std::string_view source, const std::st
     if (quoted.find('\n') == std::string_view::npos) {
         return;
     }
-    const int line = mark.line + 1;
+    const std::string_view skipped = source.substr(mark.pos + bom, start - (mark.pos + bom));
+    const int line =
+        mark.line + 1 + static_cast<int>(std::count(skipped.begin(), skipped.end(), '\n'));
+    const std::string opens =
+        std::string("the ") + quote + " that opens this " + (is_key ? "key" : "value");
     if (end >= source.size()) {
-        in.error(line, path,
-                 std::string("the ") + quote +
-                     " that opens this value is never closed (the rest of the file would be "
-                     "part of it)");
+        in.error(line, path, opens + " is never closed (the rest of the file would be part of it)");
     } else {
         const auto last = static_cast<int>(std::count(quoted.begin(), quoted.end(), '\n'));
         in.error(line, path,
-                 std::string("the ") + quote + " that opens this value is closed only on line " +
-                     std::to_string(line + last) + "; close it on its own line");
+                 opens + " is closed only on line " + std::to_string(line + last) +
+                     "; close it on its own line");
     }
 }
 
@@ -1365,8 +1394,12 @@ void read_yaml(config& cfg, std::string_view text, const std::string& file, erro
         return;
     }
     const std::size_t before = errors.items.size();
-    std::unordered_set<int> walked;
-    check_quotes(root, source, "", in, walked);
+    // yaml-cpp's positions are in the text it decoded to UTF-8: in a UTF-16
+    // or UTF-32 file (NUL bytes in the ASCII) they do not point into `source`.
+    if (source.find('\0') == std::string::npos) {
+        std::unordered_set<int> walked;
+        check_quotes(root, source, "", in, walked);
+    }
     if (errors.items.size() != before) {
         return;  // the keys and values after a runaway quote are not what was meant
     }
@@ -1436,7 +1469,7 @@ void apply_env(config& cfg, const env_lookup& env, error_list& errors, origin_ma
             errors.add(error_list::after_file, name + ": " + *problem, std::string(s.path));
             continue;
         }
-        origins[std::string(s.path)] = name;
+        set_origin(origins, std::string(s.path), name);
         if (s.which == setting::redis_url) {
             origins["store.type"] = name;
         }
@@ -1684,9 +1717,9 @@ void check_loops(const config& cfg, error_list& errors, const origin_map& origin
     }
     if (running) {
         // A reload keeps these, whatever the file now says.
-        listeners.emplace_back("running listen", &running->listen);
+        listeners.emplace_back("listen as it runs", &running->listen);
         if (running->tls_listen) {
-            listeners.emplace_back("running tls.listen", &*running->tls_listen);
+            listeners.emplace_back("tls.listen as it runs", &*running->tls_listen);
         }
     }
     const auto check = [&](const std::vector<upstream_server>& servers, const std::string& key) {
@@ -1800,7 +1833,7 @@ config load_layers(const std::optional<std::string>& file, const std::string* te
             errors.add(error_list::after_file, o.source + ": " + *problem, path);
             continue;
         }
-        origins[path] = o.source;
+        set_origin(origins, path, o.source);
     }
     check_merged(cfg, errors, origins, running);
     if (!errors.empty()) {
@@ -2011,21 +2044,34 @@ std::vector<std::string> config_warnings(const config& cfg) {
             }
         };
         check("rate_limit.limit", cfg.rate_limit.limit);
+        if (cfg.rate_limit.burst != 0) {
+            check("rate_limit.burst", cfg.rate_limit.burst);
+        }
         for (std::size_t r = 0; r < cfg.routes.size(); ++r) {
             const auto& limits = cfg.routes[r].rate_limit;
+            const std::string at = "routes[" + std::to_string(r) + "].rate_limit.";
             if (limits && limits->limit) {
-                check("routes[" + std::to_string(r) + "].rate_limit.limit", *limits->limit);
+                check(at + "limit", *limits->limit);
+            }
+            if (limits && limits->burst && *limits->burst != 0) {
+                check(at + "burst", *limits->burst);
             }
         }
         // Overrides may be many (a list of tenants): the first one said.
         const auto& overrides = cfg.rate_limit.overrides;
-        const auto low = std::find_if(overrides.begin(), overrides.end(),
-                                      [n](const rate_override& o) { return o.limit < n; });
+        const auto below = [n](const rate_override& o) {
+            return o.limit < n || (o.burst && *o.burst != 0 && *o.burst < n);
+        };
+        const auto low = std::find_if(overrides.begin(), overrides.end(), below);
         if (low != overrides.end()) {
-            check("rate_limit.overrides[" + std::to_string(low - overrides.begin()) + "].limit",
-                  low->limit);
-            const auto more = std::count_if(low + 1, overrides.end(),
-                                            [n](const rate_override& o) { return o.limit < n; });
+            const std::string at =
+                "rate_limit.overrides[" + std::to_string(low - overrides.begin()) + "].";
+            if (low->limit < n) {
+                check(at + "limit", low->limit);
+            } else {
+                check(at + "burst", *low->burst);
+            }
+            const auto more = std::count_if(low + 1, overrides.end(), below);
             if (more > 0) {
                 out.back() +=
                     " (and " + std::to_string(more) + " more override" + (more == 1 ? ")" : "s)");

@@ -480,11 +480,13 @@ parse_result<listen_address> parse_listen_address(std::string_view text) {
         }
         if (!is_ipv4_literal(host)) {
             const bool dotted = host.find_first_not_of("0123456789.") == std::string_view::npos;
-            return result::fail((dotted ? "is not a valid IPv4 address (four numbers 0-255), e.g. "
-                                          "127.0.0.1:8080"
-                                        : "must use an IP address, not a host name, e.g. "
-                                          "127.0.0.1:8080") +
-                                got(text));
+            return result::fail(
+                (dotted
+                     ? "is not a valid IPv4 address (four numbers 0-255, no leading zeros), e.g. "
+                       "127.0.0.1:8080"
+                     : "must use an IP address, not a host name, e.g. "
+                       "127.0.0.1:8080") +
+                got(text));
         }
     }
     auto port_number = read_port(port, 0);

@@ -34,15 +34,17 @@ void set_min_version(SSL_CTX* ctx, const std::string& version) {
 
 }  // namespace
 
-std::string last_tls_error() {
+std::string last_tls_error(std::string_view wanted) {
     const unsigned long code = ERR_get_error();
     ERR_clear_error();
     if (code == 0) {
         return "unknown TLS error";
     }
-    if (ERR_GET_LIB(code) == ERR_LIB_PEM && ERR_GET_REASON(code) == PEM_R_NO_START_LINE) {
-        // OpenSSL says "PEM routines::no start line": a file of another kind.
-        return "not a PEM file (no \"-----BEGIN\" line)";
+    if (!wanted.empty() && ERR_GET_LIB(code) == ERR_LIB_PEM &&
+        ERR_GET_REASON(code) == PEM_R_NO_START_LINE) {
+        // OpenSSL's "PEM routines::no start line": no PEM block of that kind
+        // (not PEM at all, or a key where the certificate belongs).
+        return "holds no PEM " + std::string(wanted) + " (no \"-----BEGIN\" block of that kind)";
     }
     char buf[256];
     ERR_error_string_n(code, buf, sizeof buf);
@@ -59,10 +61,10 @@ std::shared_ptr<asio::ssl::context> make_server_context(const tls_config& tls) {
     SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(native, tls.cert.c_str()) != 1) {
-        throw std::runtime_error("tls.cert " + tls.cert + ": " + last_tls_error());
+        throw std::runtime_error("tls.cert " + tls.cert + ": " + last_tls_error("certificate"));
     }
     if (SSL_CTX_use_PrivateKey_file(native, tls.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-        throw std::runtime_error("tls.key " + tls.key + ": " + last_tls_error());
+        throw std::runtime_error("tls.key " + tls.key + ": " + last_tls_error("private key"));
     }
     if (SSL_CTX_check_private_key(native) != 1) {
         throw std::runtime_error("tls.key " + tls.key + " does not match tls.cert " + tls.cert +
@@ -83,7 +85,7 @@ std::shared_ptr<asio::ssl::context> make_upstream_context(const upstream_config&
     if (!upstream.ca_file.empty()) {
         if (SSL_CTX_load_verify_locations(native, upstream.ca_file.c_str(), nullptr) != 1) {
             throw std::runtime_error("upstream.ca_file " + upstream.ca_file + ": " +
-                                     last_tls_error());
+                                     last_tls_error("certificate"));
         }
     } else if (SSL_CTX_set_default_verify_paths(native) != 1) {
         throw std::runtime_error("the system CA store cannot be loaded: " + last_tls_error());

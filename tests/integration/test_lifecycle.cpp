@@ -171,7 +171,7 @@ TEST_CASE("SIGHUP with a broken file keeps the running config and counts the fai
     p.signal(SIGHUP);
     CHECK(p.wait_for_log("reload failed, keeping the running configuration: " + path +
                          ":5: upstream.servers[0]: http://" + self +
-                         " is tollgate's own running listen (" + self +
+                         " is tollgate's own listen as it runs (" + self +
                          "): every request would be forwarded back to tollgate"));
     CHECK(get(p.port(), "/echo")["X-RateLimit-Limit"] == "3");  // the 4th request: a 429 of limit 3
     metrics = get(p.admin_port(), "/metrics").body();
@@ -457,15 +457,16 @@ TEST_CASE("check mode: --check-config resolves upstream names as startup does", 
     CHECK(run.stderr_text().find(path + ":2: upstream.servers[1]: upstream "
                                         "http://nonexistent.invalid:9000: cannot resolve host") !=
           std::string::npos);
-    // A certificate file that is no PEM (here the config itself) is said so,
-    // not in OpenSSL's words, with where tls.cert was set.
+    // A certificate file without a PEM certificate (here the config itself)
+    // is said so, not in OpenSSL's words, with where tls.cert was set.
     auto tls_path = write_temp_file("not-pem.yaml", "");
     write_temp_file("not-pem.yaml", "listen: 127.0.0.1:0\ntls:\n  listen: 127.0.0.1:0\n  cert: " +
                                         tls_path + "\n  key: " + tls_path + "\n");
     tollgate_process tls({"--check-config", "--config", tls_path});
     CHECK(tls.wait_exit() == 1);
     CHECK(tls.stderr_text().find(tls_path + ":4: tls.cert " + tls_path +
-                                 ": not a PEM file (no \"-----BEGIN\" line)") != std::string::npos);
+                                 ": holds no PEM certificate (no \"-----BEGIN\" block of "
+                                 "that kind)") != std::string::npos);
 }
 
 TEST_CASE("unknown TOLLGATE_ variables are warned about at startup and in --check-config",
@@ -518,6 +519,53 @@ TEST_CASE("upstream.max_connections below threads is warned about at startup", "
     CHECK(enough->stderr_text().find("upstream.max_connections") == std::string::npos);
     enough->signal(SIGTERM);
     CHECK(enough->wait_exit() == 0);
+}
+
+TEST_CASE("settings that do nothing together are warned about at startup, check and reload",
+          "[lifecycle]") {
+    test_upstream up;
+    const std::string base =
+        "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\n"
+        "upstream:\n  servers: [http://127.0.0.1:" +
+        std::to_string(up.port()) + "]\n";
+    const std::string idle =
+        "concurrency: {capacity: 0, queue_timeout: 5s}\n";  // line 6: no slots to wait for
+    const std::string warning = ":6: concurrency.queue_timeout: has no effect";
+    auto path = write_temp_file("warned.yaml", base + idle);
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    CHECK(p.stderr_text().find("warning: " + path + warning) != std::string::npos);
+    // A reload at log.level error logs nothing: its new limit shows it came.
+    write_temp_file("warned.yaml", base + idle + "rate_limit: {limit: 7}\nlog: {level: error}\n");
+    p.signal(SIGHUP);
+    REQUIRE(eventually([&] { return get(p.port(), "/echo")["X-RateLimit-Limit"] == "7"; }));
+    write_temp_file("warned.yaml", base + idle);
+    p.signal(SIGHUP);
+    CHECK(p.wait_for_log("configuration reloaded"));
+    // Once at startup and once for the reload at the default level; the
+    // reload at log.level error said nothing (as a start with it would).
+    CHECK(eventually([&] {
+        const auto text = p.stderr_text();
+        std::size_t n = 0;
+        for (auto at = text.find(warning); at != std::string::npos;
+             at = text.find(warning, at + 1)) {
+            ++n;
+        }
+        return n == 2;
+    }));
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
+    // --check-config shows them whatever log.level says, and still passes.
+    auto quiet = write_temp_file("warned-quiet.yaml", base + idle + "log: {level: error}\n");
+    tollgate_process check({"--check-config", "--config", quiet});
+    CHECK(check.wait_exit() == 0);
+    CHECK(check.stderr_text().find("warning: " + quiet + warning) != std::string::npos);
+    // A start at log.level error is as quiet as a reload at it.
+    tollgate_process silent({"--config", quiet});
+    REQUIRE(silent.wait_listening());
+    CHECK(silent.stderr_text().find(warning) == std::string::npos);
+    silent.signal(SIGTERM);
+    CHECK(silent.wait_exit() == 0);
 }
 
 TEST_CASE("a config FIFO nobody writes to is an error, not a hang", "[lifecycle]") {

@@ -514,6 +514,7 @@ TEST_CASE("config: duplicate keys, YAML syntax, several documents", "[config][lo
     CHECK(error_of("rate_limit:\n  limit: 5\n \twindow: 1m\n") ==
           "conf/x.yaml:3: invalid YAML: illegal tab when looking for indentation (a tab in the "
           "indentation: YAML indents with spaces only)");
+    CHECK(error_of("keying:\n  ip_paths: [/a, /b]: x\n").find("IPv6") == std::string::npos);
     CHECK(error_of("threads: 1\nlisten: [::1]:8080\n") ==
           "conf/x.yaml:2: invalid YAML: end of map not found (a value with an IPv6 address in "
           "brackets must be quoted: \"[::1]:8080\")");
@@ -1221,7 +1222,7 @@ TEST_CASE("config: a reload's upstreams must not point at the listeners that kee
     running_listeners running{{"127.0.0.1", 19620}, std::nullopt};
     CHECK(error_from([&] { load_config(path, no_env(), {}, &running); }) ==
           path +
-              ":3: upstream.servers[0]: http://127.0.0.1:19620 is tollgate's own running listen "
+              ":3: upstream.servers[0]: http://127.0.0.1:19620 is tollgate's own listen as it runs "
               "(127.0.0.1:19620): every request would be forwarded back to tollgate");
     // The TLS listener too, and a wildcard listener takes every local address.
     running_listeners with_tls;
@@ -1229,8 +1230,8 @@ TEST_CASE("config: a reload's upstreams must not point at the listeners that kee
     with_tls.tls_listen.emplace().port = 19620;
     CHECK(error_from([&] { load_config(path, no_env(), {}, &with_tls); }) ==
           path +
-              ":3: upstream.servers[0]: http://127.0.0.1:19620 is tollgate's own running "
-              "tls.listen (0.0.0.0:19620): every request would be forwarded back to tollgate");
+              ":3: upstream.servers[0]: http://127.0.0.1:19620 is tollgate's own tls.listen "
+              "as it runs (0.0.0.0:19620): every request would be forwarded back to tollgate");
     running_listeners elsewhere{{"127.0.0.1", 19623}, std::nullopt};
     CHECK(load_config(path, no_env(), {}, &elsewhere).upstream.servers.size() == 1);
 }
@@ -1246,6 +1247,19 @@ TEST_CASE("config: problems found after loading are located like loading errors"
           "conf/x.yaml:3: upstream.servers[1]: cannot resolve host");
     CHECK(located(c, "routes[0].upstream[0]: cannot resolve host") ==
           "conf/x.yaml:6: routes[0].upstream[0]: cannot resolve host");
+    // A list written one item per line: each item's own line.
+    const config block = parse(
+        "upstream:\n  servers:\n    - http://a.invalid\n    - http://b.invalid\n"
+        "routes:\n  - name: r\n    upstream:\n      - http://c.invalid\n      - "
+        "http://d.invalid\n");
+    CHECK(located(block, "upstream.servers[1]: x") == "conf/x.yaml:4: upstream.servers[1]: x");
+    CHECK(located(block, "routes[0].upstream[1]: x") == "conf/x.yaml:9: routes[0].upstream[1]: x");
+    // A variable that replaces the list: none of the file's lines apply.
+    const config replaced =
+        parse("upstream:\n  servers:\n    - http://a.invalid\n    - http://b.invalid\n",
+              env_of({{"TOLLGATE_UPSTREAM", "http://x.invalid,http://y.invalid"}}));
+    CHECK(located(replaced, "upstream.servers[1]: x") ==
+          "TOLLGATE_UPSTREAM: upstream.servers[1]: x");
     CHECK(located(c, "listen: cannot listen on 127.0.0.1:8080: Address already in use") ==
           "conf/x.yaml:1: listen: cannot listen on 127.0.0.1:8080: Address already in use");
     // Set by a variable, or a built-in default (nowhere to point at).
@@ -1258,8 +1272,8 @@ TEST_CASE("config: problems found after loading are located like loading errors"
           "the system CA store cannot be loaded");
     pem_files files;
     const config t = parse("threads: 1\n" + files.tls_yaml());
-    CHECK(located(t, "tls.cert " + files.cert + ": not a PEM file") ==
-          "conf/x.yaml:4: tls.cert " + files.cert + ": not a PEM file");
+    CHECK(located(t, "tls.cert " + files.cert + ": holds no PEM certificate") ==
+          "conf/x.yaml:4: tls.cert " + files.cert + ": holds no PEM certificate");
 }
 
 TEST_CASE("config: settings that do nothing together are warned about, not refused",
@@ -1294,6 +1308,10 @@ TEST_CASE("config: settings that do nothing together are warned about, not refus
     CHECK(low[1].starts_with("warning: conf/x.yaml:7: rate_limit.overrides[0].limit: 3 is less"));
     CHECK(low[1].ends_with("10 in all (and 2 more overrides)"));
     CHECK(config_warnings(parse(redis + "rate_limit: {limit: 10}\n")).empty());
+    CHECK(config_warnings(parse(redis + "rate_limit: {limit: 100, burst: 2}\n")) ==
+          std::vector<std::string>{
+              "warning: conf/x.yaml:4: rate_limit.burst: 2 is less than store.redis.instances "
+              "(10): while Redis is unavailable each instance allows 1 per window, 10 in all"});
     CHECK(config_warnings(parse("store:\n  type: redis\n  redis: {instances: 10, failure_mode: "
                                 "closed}\nrate_limit: {limit: 5}\n"))
               .empty());
@@ -1314,6 +1332,27 @@ TEST_CASE("config: a quoted value must close on its line", "[config][loader]") {
     CHECK(error_of("routes:\n  - name: \"a\n    b\"\n") ==
           "conf/x.yaml:2: routes[0].name: the \" that opens this value is closed only on line 3; "
           "close it on its own line");
+    // After a tag or an anchor (the node starts there, not at the quote).
+    CHECK(error_of("keying:\n  token_secret: !!str \"abc\nrate_limit:\n  limit: 5\n") ==
+          "conf/x.yaml:2: keying.token_secret: the \" that opens this value is never closed (the "
+          "rest of the file would be part of it)");
+    CHECK(error_of("keying:\n  token_secret: &s\n    \"abc\nrate_limit:\n  limit: 5\n") ==
+          "conf/x.yaml:3: keying.token_secret: the \" that opens this value is never closed (the "
+          "rest of the file would be part of it)");
+    // An alias is not read again (a long value and many aliases of it).
+    std::string aliases = "keying:\n  token_secret: &s \"" + std::string(100000, 'x') + "\"\n";
+    aliases += "log: {level: info}\nx:\n";
+    for (int i = 0; i < 2000; ++i) {
+        aliases += "  - *s\n";
+    }
+    CHECK(error_of(aliases).starts_with("conf/x.yaml:4: x: unknown key"));
+    // UTF-16 (Notepad's "Unicode"): yaml-cpp reads it, positions do not map: not checked.
+    std::string utf16 = "\xFF\xFE";
+    for (char ch : std::string("keying:\n  token_secret: \"abc\"\nlog:\n  level: \"info\"\n")) {
+        utf16 += ch;
+        utf16 += '\0';
+    }
+    CHECK(parse(utf16).keying.token_secret == "abc");
     // After a byte order mark, and with CRLF line ends, the same.
     CHECK(error_of("\xEF\xBB\xBFkeying:\n  token_secret: \"abc\nrate_limit:\n  limit: 5\n")
               .starts_with("conf/x.yaml:2: keying.token_secret: the \" that opens this value is "

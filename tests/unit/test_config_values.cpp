@@ -172,11 +172,12 @@ TEST_CASE("config: listen addresses", "[config][values]") {
           "must be address:port, e.g. 0.0.0.0:8080 or [::1]:8080, got \"8080\"");
     CHECK(error_of(parse_listen_address("localhost:8080")) ==
           "must use an IP address, not a host name, e.g. 127.0.0.1:8080, got \"localhost:8080\"");
-    CHECK(
-        error_of(parse_listen_address("1.2.3:80")) ==
-        "is not a valid IPv4 address (four numbers 0-255), e.g. 127.0.0.1:8080, got \"1.2.3:80\"");
+    CHECK(error_of(parse_listen_address("1.2.3:80")) ==
+          "is not a valid IPv4 address (four numbers 0-255, no leading zeros), e.g. "
+          "127.0.0.1:8080, got \"1.2.3:80\"");
     CHECK(error_of(parse_listen_address("10.0.0.256:80")) ==
-          "is not a valid IPv4 address (four numbers 0-255), e.g. 127.0.0.1:8080, got "
+          "is not a valid IPv4 address (four numbers 0-255, no leading zeros), e.g. "
+          "127.0.0.1:8080, got "
           "\"10.0.0.256:80\"");
     CHECK(error_of(parse_listen_address("::1:8080")) ==
           "needs brackets around an IPv6 address, e.g. [::1]:8080, got \"::1:8080\"");

@@ -11,7 +11,7 @@
 ///   mistakes (duplicate route names, `burst` with a window algorithm, ...).
 /// * An empty file (or one holding only comments or `null`) is an error: it is
 ///   far more often a truncated write or a template that rendered empty; `{}`
-///   takes every default. A file over 16 MiB is refused unread. A quoted
+///   takes every default. A file over 16 MiB is refused (reading stops there). A quoted
 ///   value must close on its line (yaml-cpp would let a missing quote take
 ///   in the keys after it). A section with no value (`keying:` with its children commented out)
 ///   means its defaults, and so does a list whose default is empty (`routes:`,

@@ -30,6 +30,8 @@ std::shared_ptr<asio::ssl::context> make_upstream_context(const upstream_config&
 void prepare_upstream_tls(stream::tls_stream& tls, const upstream_server& server, bool verify);
 
 /// OpenSSL's reason for the last failure, for log lines and errors.
-std::string last_tls_error();
+/// `wanted` (e.g. "certificate") is what a file was read for: a file
+/// without a PEM block of that kind is then said so in those words.
+std::string last_tls_error(std::string_view wanted = {});
 
 }  // namespace tollgate::proxy
