@@ -2011,8 +2011,9 @@ std::vector<std::string> config_warnings(const config& cfg) {
     const auto warn = [&](const std::string& message) {
         out.push_back("warning: " + located(cfg, message));
     };
-    const bool route_slots = std::any_of(cfg.routes.begin(), cfg.routes.end(),
-                                         [](const route_config& r) { return r.concurrency; });
+    const bool route_slots =
+        std::any_of(cfg.routes.begin(), cfg.routes.end(),
+                    [](const route_config& r) { return r.concurrency.has_value(); });
     if (cfg.concurrency.capacity == 0 && cfg.concurrency.queue_timeout.count() > 0 &&
         !route_slots) {
         warn(

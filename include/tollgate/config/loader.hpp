@@ -11,10 +11,11 @@
 ///   mistakes (duplicate route names, `burst` with a window algorithm, ...).
 /// * An empty file (or one holding only comments or `null`) is an error: it is
 ///   far more often a truncated write or a template that rendered empty; `{}`
-///   takes every default. A file over 16 MiB is refused (reading stops there). A quoted
-///   value must close on its line (yaml-cpp would let a missing quote take
-///   in the keys after it). A section with no value (`keying:` with its children commented out)
-///   means its defaults, and so does a list whose default is empty (`routes:`,
+///   takes every default. A file over 16 MiB is refused (reading stops
+///   there). A quoted value must close on its line (yaml-cpp would let a
+///   missing quote take in the keys after it). A section with no value
+///   (`keying:` with its children commented out) means its defaults, and so
+///   does a list whose default is empty (`routes:`,
 ///   `rate_limit.overrides:`, `keying.trusted_proxies:`). Any other key with
 ///   no value (`limit:`, `trusted_org_sources:`) is an error, since nothing
 ///   says whether "none" or "the default" was meant.
