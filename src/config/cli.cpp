@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <array>
 #include <string_view>
+#include <vector>
+
+#include "tollgate/config/values.hpp"
 
 namespace tollgate {
 namespace {
@@ -36,6 +39,20 @@ constexpr std::array<override_flag, 13> override_flags{{
     {"--redis-url", setting::redis_url, "URL",
      "redis://host:port, implies store.type redis (TOLLGATE_REDIS_URL)"},
 }};
+
+/// `unknown option "--lsten"`, with the flag most like it (see --help).
+std::string unknown_option(std::string_view name) {
+    std::vector<std::string_view> flags{"--config", "--check-config", "--print-config", "--help",
+                                        "--version"};
+    for (const auto& f : override_flags) {
+        flags.push_back(f.name);
+    }
+    std::string message = "unknown option \"" + std::string(name) + "\"";
+    if (auto best = closest_name(name, flags)) {
+        return message + " (did you mean " + std::string(flags[*best]) + "?)";
+    }
+    return message + " (see --help)";
+}
 
 const override_flag* find_override(std::string_view name) {
     for (const auto& f : override_flags) {
@@ -86,7 +103,7 @@ cli_options parse_cli(int argc, const char* const* argv) {
 
         bool is_config = name == "--config";
         if (!is_config && find_override(name) == nullptr) {
-            throw config_error("unknown option \"" + std::string(name) + "\" (see --help)");
+            throw config_error(unknown_option(name));
         }
         std::string value;
         if (inline_value) {

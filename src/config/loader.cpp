@@ -541,38 +541,6 @@ const std::array<section_keys, 16> all_sections{{
     {"shutdown", shutdown_keys},
 }};
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-    std::vector<std::size_t> row(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) {
-        row[j] = j;
-    }
-    for (std::size_t i = 1; i <= a.size(); ++i) {
-        std::size_t diagonal = row[0];
-        row[0] = i;
-        for (std::size_t j = 1; j <= b.size(); ++j) {
-            std::size_t above = row[j];
-            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
-            diagonal = above;
-        }
-    }
-    return row[b.size()];
-}
-
-/// The candidate spelled most like `name` (one edit away for short names,
-/// two otherwise), or nullopt: what a "did you mean" hint offers.
-std::optional<std::size_t> closest_name(std::string_view name, key_list candidates) {
-    std::optional<std::size_t> best;
-    std::size_t best_distance = name.size() <= 4 ? 1 : 2;
-    for (std::size_t i = 0; i < candidates.size(); ++i) {
-        std::size_t d = edit_distance(name, candidates[i]);
-        if (d <= best_distance && (!best || d < best_distance)) {
-            best = i;
-            best_distance = d;
-        }
-    }
-    return best;
-}
-
 /// "unknown key" plus the likeliest fix: a near spelling in the same
 /// section, or the section where a key of that name lives.
 std::string unknown_key_message(std::string_view key, std::string_view section_path,

@@ -3,6 +3,7 @@
 #include "tollgate/ascii.hpp"
 
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <limits>
@@ -186,11 +187,21 @@ parse_result<E> enum_impl(std::string_view text,
         }
     }
     std::string message = "must be one of ";
+    std::array<std::string_view, N> spelled;
     for (std::size_t i = 0; i < N; ++i) {
         message += i == 0 ? "" : ", ";
         message += names[i].first;
+        spelled[i] = names[i].first;
     }
     message += "; got " + quote_value(text);
+    // Case and `-` for `_` are the usual slips (DEBUG, token-bucket).
+    std::string folded(text);
+    for (char& c : folded) {
+        c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    if (auto best = closest_name(folded, spelled)) {
+        message += " (did you mean " + std::string(spelled[*best]) + "?)";
+    }
     return parse_result<E>::fail(std::move(message));
 }
 
@@ -343,6 +354,41 @@ std::string bracketed(const std::string& host) {
 }  // namespace
 
 // ---- public ----------------------------------------------------------------
+
+namespace {
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) {
+        row[j] = j;
+    }
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        std::size_t diagonal = row[0];
+        row[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j) {
+            std::size_t above = row[j];
+            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+            diagonal = above;
+        }
+    }
+    return row[b.size()];
+}
+
+}  // namespace
+
+std::optional<std::size_t> closest_name(std::string_view name,
+                                        std::span<const std::string_view> candidates) {
+    std::optional<std::size_t> best;
+    std::size_t best_distance = name.size() <= 4 ? 1 : 2;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        std::size_t d = edit_distance(name, candidates[i]);
+        if (d <= best_distance && (!best || d < best_distance)) {
+            best = i;
+            best_distance = d;
+        }
+    }
+    return best;
+}
 
 std::string quote_value(std::string_view text) {
     constexpr std::size_t max_shown = 80;

@@ -1521,7 +1521,10 @@ TEST_CASE("config: parse_cli errors", "[config][cli]") {
         args.insert(args.begin(), "tollgate");
         return error_from([&] { parse_cli(static_cast<int>(args.size()), args.data()); });
     };
-    CHECK(cli_error({"--thread", "4"}) == "unknown option \"--thread\" (see --help)");
+    CHECK(cli_error({"--thread", "4"}) == "unknown option \"--thread\" (did you mean --threads?)");
+    CHECK(cli_error({"--lsten", "127.0.0.1:1"}) ==
+          "unknown option \"--lsten\" (did you mean --listen?)");
+    CHECK(cli_error({"--frobnicate"}) == "unknown option \"--frobnicate\" (see --help)");
     CHECK(cli_error({"--threads"}) == "--threads: missing value");
     CHECK(cli_error({"--config", "--check-config"}) == "--config: missing value");
     CHECK(cli_error({"--check-config=yes"}) == "--check-config: takes no value");

@@ -132,8 +132,15 @@ TEST_CASE("config: enums list the allowed values", "[config][values]") {
     CHECK(*parse_algorithm("token_bucket") == algorithm_kind::token_bucket);
     CHECK(*parse_algorithm("fixed_window") == algorithm_kind::fixed_window);
     CHECK(*parse_algorithm("sliding_window") == algorithm_kind::sliding_window);
+    // Case and - for _ are the usual slips: said.
     CHECK(error_of(parse_algorithm("GCRA")) ==
-          "must be one of gcra, token_bucket, fixed_window, sliding_window; got \"GCRA\"");
+          "must be one of gcra, token_bucket, fixed_window, sliding_window; got \"GCRA\" (did you "
+          "mean gcra?)");
+    CHECK(error_of(parse_algorithm("token-bucket")) ==
+          "must be one of gcra, token_bucket, fixed_window, sliding_window; got \"token-bucket\" "
+          "(did you mean token_bucket?)");
+    CHECK(error_of(parse_log_level("DEBUG")) ==
+          "must be one of debug, info, warn, error; got \"DEBUG\" (did you mean debug?)");
     CHECK(*parse_headers_mode("ietf") == headers_mode::ietf);
     CHECK(*parse_headers_mode("both") == headers_mode::both);
     CHECK(error_of(parse_headers_mode("rfc")) ==

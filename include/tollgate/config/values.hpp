@@ -39,6 +39,7 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -174,5 +175,10 @@ std::string_view to_string(log_level v);
 /// `"text"` with quotes, backslashes and control characters escaped and long
 /// text shortened, for echoing a rejected value inside an error message.
 std::string quote_value(std::string_view text);
+
+/// The candidate spelled most like `name` (one edit away for names of up to
+/// 4 characters, two otherwise), or nullopt: what a "did you mean" offers.
+std::optional<std::size_t> closest_name(std::string_view name,
+                                        std::span<const std::string_view> candidates);
 
 }  // namespace tollgate
