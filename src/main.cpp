@@ -8,6 +8,8 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "tollgate/config/cli.hpp"
 #include "tollgate/config/loader.hpp"
@@ -17,6 +19,16 @@
 #include "tollgate/server/server.hpp"
 
 using namespace tollgate;
+
+namespace {
+
+void log_warnings(const std::vector<std::string>& warnings) {
+    for (const auto& warning : warnings) {
+        log_line(log_level::warn, warning);
+    }
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
     // A reader of stdout or stderr that goes away (a log shipper, a pipe
@@ -38,15 +50,11 @@ int main(int argc, char** argv) {
             return 0;
         }
         // Before loading, so the warnings show when the config fails too.
-        for (const auto& warning : unknown_env_warnings(process_env_names())) {
-            log_line(log_level::warn, warning);
-        }
+        log_warnings(unknown_env_warnings(process_env_names()));
         cfg = std::make_shared<const config>(load_effective_config(options, process_env()));
         if (options.check_config) {
             // Whatever log.level says: checking is asking for them.
-            for (const auto& warning : config_warnings(*cfg)) {
-                log_line(log_level::warn, warning);
-            }
+            log_warnings(config_warnings(*cfg));
             // What startup would refuse beyond the config itself: certificate
             // and key files, upstream names that do not resolve.
             const auto problems = server::startup_problems(*cfg);
@@ -70,9 +78,7 @@ int main(int argc, char** argv) {
     }
     set_log_level(cfg->log.level);
     // After the level is set, as on reload.
-    for (const auto& warning : config_warnings(*cfg)) {
-        log_line(log_level::warn, warning);
-    }
+    log_warnings(config_warnings(*cfg));
 
     try {
         asio::io_context control;
@@ -132,9 +138,7 @@ int main(int argc, char** argv) {
                                      "override: " +
                                          joined(pinned, ", "));
                         }
-                        for (const auto& warning : config_warnings(*next)) {
-                            log_line(log_level::warn, warning);
-                        }
+                        log_warnings(config_warnings(*next));
                         if (!pending.empty()) {
                             log_line(log_level::warn,
                                      "warning: changed, but applied only on restart (the running "

@@ -1262,14 +1262,12 @@ void check_quotes(const YAML::Node& node, std::string_view source, const std::st
         return;
     }
     const YAML::Mark mark = node.Mark();
-    // yaml-cpp counts positions after a byte order mark.
-    const std::size_t bom = source.starts_with("\xEF\xBB\xBF") ? 3 : 0;
     if (!node.IsScalar() || node.Tag() == "?" || mark.pos < 0 ||
-        static_cast<std::size_t>(mark.pos) + bom >= source.size()) {
+        static_cast<std::size_t>(mark.pos) >= source.size()) {
         return;
     }
     // A tag or an anchor (`!!str "x`, `&a "x`) comes before the quote.
-    std::size_t start = static_cast<std::size_t>(mark.pos) + bom;
+    std::size_t start = static_cast<std::size_t>(mark.pos);
     while (start < source.size() && (source[start] == '&' || source[start] == '!')) {
         start = source.find_first_of(" \t\r\n", start);
         start = source.find_first_not_of(" \t\r\n", start);
@@ -1294,7 +1292,7 @@ void check_quotes(const YAML::Node& node, std::string_view source, const std::st
     if (quoted.find('\n') == std::string_view::npos) {
         return;
     }
-    const std::string_view skipped = source.substr(mark.pos + bom, start - (mark.pos + bom));
+    const std::string_view skipped = source.substr(mark.pos, start - mark.pos);
     const int line =
         mark.line + 1 + static_cast<int>(std::count(skipped.begin(), skipped.end(), '\n'));
     const std::string opens =
@@ -1366,7 +1364,9 @@ void read_yaml(config& cfg, std::string_view text, const std::string& file, erro
     // or UTF-32 file (NUL bytes in the ASCII) they do not point into `source`.
     if (source.find('\0') == std::string::npos) {
         std::unordered_set<int> walked;
-        check_quotes(root, source, "", in, walked);
+        // yaml-cpp counts positions after a byte order mark.
+        const std::size_t bom = source.starts_with("\xEF\xBB\xBF") ? 3 : 0;
+        check_quotes(root, std::string_view(source).substr(bom), "", in, walked);
     }
     if (errors.items.size() != before) {
         return;  // the keys and values after a runaway quote are not what was meant

@@ -46,7 +46,7 @@ void over_limit_cache::remember(std::string_view key, const limit::decision& d,
     while (entries_.size() >= capacity_ && oldest_) {
         drop_oldest();
     }
-    auto [it, inserted] = entries_.emplace(std::string(key), entry{d, at});
+    const auto it = entries_.emplace(std::string(key), entry{d, at}).first;
     it->second.key = &it->first;
     link_newest(it->second);
 }
