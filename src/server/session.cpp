@@ -784,6 +784,7 @@ void session::on_upstream(error_code ec, proxy::upstream_pool::lease conn) {
 }
 
 void session::do_write_request_header() {
+    upstream_watch_done_ = false;
     auto& req = parser_->get();
     // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not.
     std::string host;
@@ -868,12 +869,14 @@ void session::do_read_request_body() {
         do_write_request_body();
         return;
     }
+    watch_upstream();  // the body is still coming: see watch_upstream()
     if (!body_buf_) {
         body_buf_ = std::make_unique<std::array<char, 32 * 1024>>();
     }
     body.data = body_buf_->data();
     body.size = body_buf_->size();
     stream_.expires_after(rt_->cfg->client.body_timeout);
+    body_io_pending_ = true;
     if (parser_->chunked()) {
         http::async_read_some(
             body_reader_, buffer_, *parser_,
@@ -886,13 +889,19 @@ void session::do_read_request_body() {
 }
 
 void session::on_read_request_body(error_code ec, std::size_t) {
+    body_io_pending_ = false;
     if (closed_) {
         return;  // close() already ended the exchange
+    }
+    if (request_cut_) {
+        do_read_response_header();  // the upstream answered early (take_early_answer)
+        return;
     }
     if (ec == http::error::need_buffer) {
         ec = {};
     }
     if (ec) {
+        stop_watching_upstream();
         upstream_.close();
         client_keep_alive_ = false;
         if (ec == http::error::body_limit) {
@@ -928,14 +937,20 @@ void session::on_read_request_body(error_code ec, std::size_t) {
 
 void session::do_write_request_body() {
     upstream_->stream.expires_after(rt_->cfg->upstream.response_timeout);
+    body_io_pending_ = true;
     proxy::async_write_flat(
         upstream_->stream, *req_sr_, write_scratch_, false,
         beast::bind_front_handler(&session::on_write_request_body, shared_from_this()));
 }
 
 void session::on_write_request_body(error_code ec, std::size_t) {
+    body_io_pending_ = false;
     if (closed_) {
         return;  // close() already ended the exchange
+    }
+    if (request_cut_) {
+        do_read_response_header();  // the upstream answered early (take_early_answer)
+        return;
     }
     if (ec == http::error::need_buffer) {
         ec = {};
@@ -968,6 +983,19 @@ bool session::answered_early() {
     if (upstream_->stream.is_tls()) {
         return false;  // records may sit in the TLS layer: not looked into
     }
+    if (early_final_status() == 0) {
+        return false;
+    }
+    take_early_answer();
+    return true;
+}
+
+// The status of the first final response head the upstream has sent so far
+// (what is there is read, without blocking, into its buffer, where the
+// response read looks first), or 0 while there is no complete one. Interim
+// heads (1xx) before it are passed over, not consumed: they are relayed as
+// usual when the response is read. Plain connections only.
+unsigned session::early_final_status() {
     auto& buffer = upstream_->buffer;
     const int fd = upstream_->stream.socket().native_handle();
     while (buffer.size() < max_response_header_bytes) {
@@ -979,21 +1007,105 @@ bool session::answered_early() {
         }
         buffer.commit(static_cast<std::size_t>(n));
     }
-    const std::string_view view = bytes_of(buffer);
-    // "HTTP/1.1 413 ...": a final status; an interim 100 alone is no answer.
-    const bool final_status =
-        view.size() > 12 && view.starts_with("HTTP/1.") && view[9] >= '2' && view[9] <= '5';
-    if (!final_status || proxy::find_head_end(view) == std::string_view::npos) {
-        return false;
+    std::string_view rest = bytes_of(buffer);
+    // "HTTP/1.1 413 ...": three digits at 9; anything else is for the
+    // response parser to refuse, once the response is read.
+    while (rest.size() > 12 && rest.starts_with("HTTP/1.")) {
+        const std::size_t end = proxy::find_head_end(rest);
+        const auto digit = [&](std::size_t i) { return rest[i] >= '0' && rest[i] <= '9'; };
+        if (end == std::string_view::npos || !digit(9) || !digit(10) || !digit(11)) {
+            return 0;
+        }
+        const unsigned status =
+            static_cast<unsigned>((rest[9] - '0') * 100 + (rest[10] - '0') * 10 + (rest[11] - '0'));
+        if (status >= 200 && status <= 599) {
+            return status;
+        }
+        if (status < 100 || status == 101) {
+            return 0;  // no interim head to pass over: not an early answer
+        }
+        rest.remove_prefix(end);
     }
+    return 0;
+}
+
+// The answer the upstream gave before the whole request went out becomes
+// this exchange's response: the body relay stops, the client is answered
+// with `Connection: close`, and the lingering close drains what it still
+// sends. A body read from the client or write to the upstream still pending
+// is cancelled, and its handler goes on to the answer: it uses the request
+// parser or serializer until it has run, so the exchange may not end before.
+void session::take_early_answer() {
     client_keep_alive_ = false;
     request_cut_ = true;
+    // The connection ends with the answer: with a reset, which tells the
+    // upstream the request was abandoned, where a FIN would wait behind
+    // body bytes it may never read.
+    error_code ignored;
+    upstream_->stream.socket().set_option(asio::socket_base::linger(true, 0), ignored);
+    if (body_io_pending_) {
+        stream_.socket().cancel(ignored);
+        upstream_->stream.socket().cancel(ignored);
+        return;
+    }
     do_read_response_header();
-    return true;
+}
+
+// While the request body is on its way, an upstream that refuses it (a 413
+// or 401 for an upload, RFC 9112 9.5) and then neither reads on nor closes
+// would be noticed only when the body write gives up. A peeking receive
+// (as in watch_client) notices its answer instead; a final status of 300 or
+// more is taken at once. A 2xx may come from a server that answers while it
+// reads on: it waits in the buffer until the body has gone out. Not over
+// TLS (records may sit in the TLS layer).
+void session::watch_upstream() {
+    if (upstream_watching_ || upstream_watch_done_ || upstream_->stream.is_tls()) {
+        return;
+    }
+    upstream_watching_ = true;
+    const auto generation = ++upstream_watch_generation_;
+    upstream_->stream.socket().async_receive(
+        asio::buffer(&upstream_peek_, 1), tcp::socket::message_peek,
+        [self = shared_from_this(), generation](error_code ec, std::size_t) {
+            self->on_upstream_readable(generation, ec);
+        });
+}
+
+void session::on_upstream_readable(std::uint32_t generation, error_code ec) {
+    if (closed_ || request_cut_ || generation != upstream_watch_generation_ ||
+        !upstream_watching_ || !upstream_) {
+        return;  // stopped, or the exchange has moved on
+    }
+    upstream_watching_ = false;
+    if (ec) {
+        // EOF or reset: the body's next write meets it (answered_early).
+        upstream_watch_done_ = true;
+        return;
+    }
+    const unsigned status = early_final_status();
+    if (status >= 300) {
+        take_early_answer();
+    } else if (status == 0 && upstream_->buffer.size() < max_response_header_bytes) {
+        watch_upstream();  // part of a head, or an interim one: watch for more
+    } else {
+        upstream_watch_done_ = true;  // a 2xx, or a full buffer: read after the body
+    }
+}
+
+void session::stop_watching_upstream() {
+    if (upstream_watching_) {
+        upstream_watching_ = false;
+        ++upstream_watch_generation_;
+        if (upstream_) {
+            error_code ignored;
+            upstream_->stream.socket().cancel(ignored);
+        }
+    }
 }
 
 // Wait up to upstream.response_timeout for the response header.
 void session::do_read_response_header() {
+    stop_watching_upstream();
     res_parser_.reset();  // made only for heads the raw path does not take
     upstream_->stream.expires_never();
     response_timed_out_ = false;
@@ -1826,6 +1938,7 @@ void session::do_linger() {
 
 void session::upstream_failed(error_code ec, upstream_phase phase) {
     stop_watching();
+    stop_watching_upstream();
     upstream_.close();
     // A failed exchange took its time too: a timeout must show in the
     // upstream latency, not vanish from it. A wait for a pooled connection

@@ -5,8 +5,10 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 #include "framing_corpus.hpp"
@@ -270,13 +272,27 @@ void run_response_case(const corpus_case& c) {
     CHECK(up.wait_all_closed(patience));
 }
 
-/// Answers `413` after the head and `discard` bytes of the body, then
-/// closes with the rest unread (a reset), as a server that refuses an
-/// upload before it has read it all.
+/// What an early_answer_upstream does once it has answered.
+enum class after_answer {
+    close,    ///< closes with the rest of the body unread (a reset)
+    hold,     ///< neither reads on nor closes, until the test ends
+    read_on,  ///< reads the rest of the body (by its Content-Length)
+};
+
+/// Answers `answer` after the head and `discard` bytes of the body, then
+/// does `after`: as a server that refuses an upload before it has read it
+/// all, or one that answers while it reads on.
 class early_answer_upstream final : public raw_upstream {
 public:
-    explicit early_answer_upstream(std::size_t discard) : discard_(discard) {}
+    explicit early_answer_upstream(std::size_t discard, after_answer after = after_answer::close,
+                                   std::string answer =
+                                       "HTTP/1.1 413 Payload Too Large\r\nContent-Length: "
+                                       "9\r\n\r\ntoo large")
+        : discard_(discard), after_(after), answer_(std::move(answer)) {}
     ~early_answer_upstream() override { stop(); }
+
+    /// Body bytes received on all connections.
+    std::size_t body_bytes() { return body_bytes_.load(); }
 
 private:
     void serve(tcp::socket& socket, std::size_t) override {
@@ -292,13 +308,55 @@ private:
             }
             buf.append(chunk.data(), n);
         }
-        const std::string_view answer =
-            "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\n\r\ntoo large";
-        asio::write(socket, asio::buffer(answer.data(), answer.size()), ec);
+        std::size_t body = buf.size() - end;
+        body_bytes_ += body;
+        asio::write(socket, asio::buffer(answer_.data(), answer_.size()), ec);
+        if (after_ == after_answer::hold) {
+            // Until tollgate closes (or stop() shuts the socket down), with
+            // what it sent left unread.
+            pollfd closed{socket.native_handle(), POLLRDHUP, 0};
+            while (::poll(&closed, 1, -1) < 0 && errno == EINTR) {
+            }
+        } else if (after_ == after_answer::read_on) {
+            const auto at = buf.find("Content-Length: ");
+            const std::size_t length = std::stoul(buf.substr(at + 16));
+            while (body < length && !ec) {
+                const std::size_t n = socket.read_some(asio::buffer(chunk), ec);
+                body += n;
+                body_bytes_ += n;
+            }
+            socket.read_some(asio::buffer(chunk), ec);  // until tollgate closes, or stop()
+        }
     }
 
     std::size_t discard_;
+    after_answer after_;
+    std::string answer_;
+    std::atomic<std::size_t> body_bytes_{0};
 };
+
+/// Sends `size` body bytes on `fd` from a thread of its own (plain send()
+/// on the descriptor, which the test's reads make non-blocking) while the
+/// test reads the answer; stops when tollgate closes, or after `patience`.
+std::thread send_body(int fd, std::size_t size) {
+    return std::thread([fd, size] {
+        const std::string piece(64 * 1024, 'b');
+        const auto give_up = std::chrono::steady_clock::now() + patience;
+        for (std::size_t sent = 0; sent < size && std::chrono::steady_clock::now() < give_up;) {
+            const ssize_t n =
+                ::send(fd, piece.data(), std::min(piece.size(), size - sent), MSG_NOSIGNAL);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                pollfd writable{fd, POLLOUT, 0};
+                ::poll(&writable, 1, 100);
+                continue;
+            }
+            if (n <= 0) {
+                return;  // tollgate closed after its answer
+            }
+            sent += static_cast<std::size_t>(n);
+        }
+    });
+}
 
 }  // namespace
 
@@ -748,19 +806,7 @@ TEST_CASE("framing: an upstream that answers an upload early and closes is relay
         constexpr std::size_t size = 8 * 1024 * 1024;
         client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
                     std::to_string(size) + "\r\n\r\n");
-        // The body goes out from another thread (plain send() on the
-        // descriptor) while this one reads the answer.
-        const int fd = client.socket_handle();
-        std::thread sender([fd] {
-            const std::string piece(64 * 1024, 'b');
-            for (std::size_t sent = 0; sent < size;) {
-                const ssize_t n = ::send(fd, piece.data(), piece.size(), MSG_NOSIGNAL);
-                if (n <= 0) {
-                    return;  // tollgate closed after its answer
-                }
-                sent += static_cast<std::size_t>(n);
-            }
-        });
+        std::thread sender = send_body(client.socket_handle(), size);
         const auto r = client.read();
         sender.join();
         CHECK(r.status == 413);
@@ -770,4 +816,64 @@ TEST_CASE("framing: an upstream that answers an upload early and closes is relay
         // which the client may see a moment before that handler runs.
         CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_inflight_slots") == 0; }));
     }
+}
+
+TEST_CASE(
+    "framing: an upstream that refuses an upload and keeps the connection open is relayed "
+    "at once",
+    "[framing]") {
+    // It neither reads on nor closes: the body write stalls (the response
+    // timeout, 60 s here, is far beyond `patience`), or the client has not
+    // sent its body yet (client.body_timeout is 3 s, then a close).
+    struct variant {
+        const char* what;
+        std::size_t discard;
+        std::size_t sent;  ///< body bytes the client sends of 8 MiB
+    };
+    for (const auto& v : {variant{"stalled body write", 0, 8u << 20},
+                          variant{"stalled after 256 KiB", 256u << 10, 8u << 20},
+                          variant{"client sends no body", 0, 0}}) {
+        INFO(v.what);
+        early_answer_upstream up(v.discard, after_answer::hold,
+                                 "HTTP/1.1 100 Continue\r\n\r\n"
+                                 "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nwho?");
+        running_proxy gw(framing_config(up.port()));
+        raw_client client(gw.port());
+        client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
+                    std::to_string(8u << 20) + "\r\n\r\n");
+        std::thread sender = send_body(client.socket_handle(), v.sent);
+        auto r = client.read();
+        if (r.status == 100) {
+            r = client.read();  // the interim answer is relayed first
+        }
+        sender.join();
+        CHECK(r.status == 401);
+        CHECK(r.body == "who?");
+        CHECK_FALSE(r.keep_alive);
+        // Not pooled: the rest of its request never went out.
+        CHECK(up.wait_all_closed(patience));
+        CHECK(eventually([&] { return scrape(gw.admin_port(), "tollgate_inflight_slots") == 0; }));
+    }
+}
+
+TEST_CASE("framing: an upstream that answers 200 while reading on gets the whole body",
+          "[framing]") {
+    // A 2xx before the end may come from a server that answers as it reads:
+    // the body goes on, and the answer is relayed after it.
+    early_answer_upstream up(0, after_answer::read_on,
+                             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    running_proxy gw(framing_config(up.port()));
+    raw_client client(gw.port());
+    constexpr std::size_t size = 4 * 1024 * 1024;
+    client.send("POST /stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
+                std::to_string(size) + "\r\n\r\n");
+    std::thread sender = send_body(client.socket_handle(), size);
+    const auto r = client.read();
+    sender.join();
+    CHECK(r.status == 200);
+    CHECK(r.body == "ok");
+    CHECK(r.keep_alive);
+    // The body was all written before the answer was relayed; the upstream
+    // may still be reading it from its socket.
+    CHECK(eventually([&] { return up.body_bytes() == size; }));
 }

@@ -127,6 +127,11 @@ private:
     void do_write_request_body();
     void on_write_request_body(error_code ec, std::size_t n);
     bool answered_early();
+    unsigned early_final_status();
+    void take_early_answer();
+    void watch_upstream();
+    void on_upstream_readable(std::uint32_t generation, error_code ec);
+    void stop_watching_upstream();
 
     // Response: header then streamed body, upstream -> client.
     void do_read_response_header();
@@ -293,6 +298,11 @@ private:
     /// socket: the worker may have us watch it (on_watch_due).
     bool watch_wanted_ = false;
     char peek_ = 0;
+    bool upstream_watching_ = false;  ///< a peeking receive is pending on the upstream socket
+    std::uint32_t upstream_watch_generation_ = 0;  ///< tells a stale watch's completion apart
+    bool upstream_watch_done_ = false;  ///< the upstream's answer waits until the body is sent
+    char upstream_peek_ = 0;
+    bool body_io_pending_ = false;  ///< a request body read or write is pending
 
     // Connection state.
     bool idle_ = false;      ///< waiting for the next request
