@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -87,14 +88,17 @@ int main(int argc, char** argv) {
         server::server srv(cfg);
         srv.start();
         // Not filtered by log.level: with port 0 this line is the only
-        // place that names the ports (see log.hpp).
-        std::cerr << "tollgate " << TOLLGATE_VERSION << " listening on " << srv.proxy_endpoint()
-                  << ", admin on " << srv.admin_endpoint() << ", upstream "
-                  << cfg->upstream.servers.front().url;
+        // place that names the ports (see log.hpp). Composed first and
+        // written at once: the workers may be logging already.
+        std::ostringstream started;
+        started << "tollgate " << TOLLGATE_VERSION << " listening on " << srv.proxy_endpoint()
+                << ", admin on " << srv.admin_endpoint() << ", upstream "
+                << cfg->upstream.servers.front().url;
         if (cfg->tls.listen) {
-            std::cerr << ", tls on " << srv.tls_endpoint();
+            started << ", tls on " << srv.tls_endpoint();
         }
-        std::cerr << "\n";
+        started << "\n";
+        std::cerr << started.str();
         // What a reload keeps: its upstreams must not point back at these.
         const auto bound = [](const tcp::endpoint& e) {
             return listen_address{e.address().to_string(), e.port()};

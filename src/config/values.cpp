@@ -646,12 +646,21 @@ parse_result<cidr> parse_cidr(std::string_view text) {
     }
     // The only other refusal: host bits set. Suggest the network the operator
     // probably meant, since "10.0.0.1/8" is usually a typo for "10.0.0.0/8".
+    // An IPv4-mapped range with an IPv4-sized prefix ("::ffff:10.0.0.0/8")
+    // counts its prefix in IPv6 bits: suggest both ways of writing it.
+    const bool mapped = !v4 && address->is_v4() && prefix <= 32;
     auto bytes = address->bytes();
-    unsigned bits = prefix + (128 - width);
+    unsigned bits = prefix + (128 - width) + (mapped ? 96 : 0);
     for (unsigned bit = bits; bit < 128; ++bit) {
         bytes[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
     }
-    std::string network = ip_address::from_v6(bytes).to_string() + "/" + std::to_string(prefix);
+    const std::string base = ip_address::from_v6(bytes).to_string();
+    if (mapped) {
+        return result::fail("counts its prefix in IPv6 bits (did you mean ::ffff:" + base + "/" +
+                            std::to_string(prefix + 96) + ", or " + base + "/" +
+                            std::to_string(prefix) + "?)" + got(text));
+    }
+    std::string network = base + "/" + std::to_string(prefix);
     return result::fail("has host bits set after the /" + std::to_string(prefix) +
                         " prefix (did you mean " + network + "?)" + got(text));
 }

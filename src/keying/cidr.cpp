@@ -264,6 +264,12 @@ std::optional<cidr> cidr::parse(std::string_view text) {
 }
 
 bool cidr::contains(const ip_address& address) const {
+    // Families never mix: `::/0` is every IPv6 address, not every address.
+    // IPv4 addresses (stored mapped) fall only in IPv4 ranges, which are the
+    // ranges inside ::ffff:0:0/96 however they were written.
+    if (address.is_v4() != (prefix_ >= 96 && base_.is_v4())) {
+        return false;
+    }
     const auto& a = address.bytes();
     const auto& b = base_.bytes();
     unsigned full = prefix_ / 8;

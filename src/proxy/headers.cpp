@@ -205,10 +205,14 @@ void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bo
 
     std::string via;
     for (const auto& f : boost::make_iterator_range(fields.equal_range(http::field::via))) {
+        std::string_view v = trim_ows(f.value());
+        if (v.empty()) {
+            continue;
+        }
         if (!via.empty()) {
             via += ", ";
         }
-        via += f.value();
+        via += v;
     }
     if (!via.empty()) {
         via += ", ";
@@ -263,8 +267,11 @@ void render_forwarded_request(const http::request_header<>& req, const forward_e
             continue;
         }
         if (f.name() == http::field::via) {
-            via.append(f.value());
-            via += ", ";
+            const std::string_view v = trim_ows(f.value());
+            if (!v.empty()) {
+                via.append(v);
+                via += ", ";
+            }
             continue;
         }
         if (beast::iequals(name, "X-Forwarded-Proto") ||

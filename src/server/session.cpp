@@ -90,12 +90,14 @@ session::session(proxy::socket_type socket, worker& owner, std::shared_ptr<asio:
     owner_.session_started();
     error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
-    peer_ip_ = ec ? std::string("0.0.0.0") : ep.address().to_string();
     if (!ec && ep.address().is_v4()) {
         peer_addr_ = ip_address::from_v4(ep.address().to_v4().to_bytes());
     } else if (!ec) {
         peer_addr_ = ip_address::from_v6(ep.address().to_v6().to_bytes());
     }
+    // As the key names it: a client that reached an IPv6 listener over IPv4
+    // (::ffff:192.0.2.1) is 192.0.2.1 in X-Forwarded-For too.
+    peer_ip_ = ec ? std::string("0.0.0.0") : peer_addr_.to_string();
     stream_.socket().set_option(tcp::no_delay(true), ec);
 }
 

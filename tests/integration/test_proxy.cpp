@@ -45,6 +45,18 @@ TEST_CASE("X-Forwarded-For from the client is extended, not replaced", "[proxy]"
     CHECK(body["headers"]["via"] == "1.0 edge, 1.1 tollgate");
 }
 
+TEST_CASE("a client that reaches an IPv6 listener over IPv4 is forwarded as its IPv4 address",
+          "[proxy]") {
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.listen = {"::ffff:127.0.0.1", 0};  // an IPv6 socket; get() connects over IPv4
+    running_proxy gw(cfg);
+    auto res = get(gw.port(), "/echo");
+    REQUIRE(res.result_int() == 200);
+    auto body = nlohmann::json::parse(res.body());
+    CHECK(body["headers"]["x-forwarded-for"] == "127.0.0.1");
+}
+
 TEST_CASE("hop-by-hop headers are stripped both ways", "[proxy]") {
     test_upstream up;
     running_proxy gw(test_config(up.port()));

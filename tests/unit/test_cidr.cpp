@@ -183,9 +183,17 @@ TEST_CASE("cidr contains checks the prefix bits only", "[cidr]") {
     CHECK_FALSE(host.contains(ip("::2")));
     CHECK_FALSE(host.contains(ip("127.0.0.1")));
 
-    // 0.0.0.0/0 is every IPv4 address and no IPv6 one; ::/0 is everything.
+    // Families never mix: 0.0.0.0/0 is every IPv4 address and ::/0 every
+    // IPv6 one (a trust list with "::/0" must not trust all IPv4 clients).
+    // A range inside ::ffff:0:0/96 is an IPv4 range however it is written.
     CHECK(range("0.0.0.0/0").contains(ip("203.0.113.9")));
     CHECK_FALSE(range("0.0.0.0/0").contains(ip("2001:db8::1")));
     CHECK(range("::/0").contains(ip("2001:db8::1")));
-    CHECK(range("::/0").contains(ip("203.0.113.9")));
+    CHECK_FALSE(range("::/0").contains(ip("203.0.113.9")));
+    CHECK_FALSE(range("::/8").contains(ip("127.0.0.1")));
+    CHECK(range("::/8").contains(ip("::1")));
+    CHECK(range("::ffff:0:0/96").contains(ip("203.0.113.9")));
+    CHECK(range("::ffff:127.0.0.0/104").contains(ip("127.0.0.1")));
+    CHECK_FALSE(range("::ffff:127.0.0.0/104").contains(ip("::1")));
+    CHECK_FALSE(range("::fffe:0:0/95").contains(ip("203.0.113.9")));
 }

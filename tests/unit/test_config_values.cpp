@@ -322,6 +322,9 @@ TEST_CASE("config: CIDRs explain what is wrong", "[config][values]") {
           "has host bits set after the /8 prefix (did you mean 10.0.0.0/8?), got \"10.0.0.1/8\"");
     CHECK(error_of(parse_cidr("fd00::1/8")) ==
           "has host bits set after the /8 prefix (did you mean fd00::/8?), got \"fd00::1/8\"");
+    CHECK(error_of(parse_cidr("::ffff:127.0.0.1/8")) ==
+          "counts its prefix in IPv6 bits (did you mean ::ffff:127.0.0.0/104, or 127.0.0.0/8?), "
+          "got \"::ffff:127.0.0.1/8\"");
     CHECK(error_of(parse_cidr("10.0.0.0/33")) == "prefix length must be 0-32, got \"10.0.0.0/33\"");
     CHECK(error_of(parse_cidr("::/129")) == "prefix length must be 0-128, got \"::/129\"");
     CHECK(error_of(parse_cidr("10.0.0.0/")) == "prefix length must be 0-32, got \"10.0.0.0/\"");

@@ -330,6 +330,7 @@ TEST_CASE("render_forwarded_request writes what the edited request writes", "[pr
         "HTTP2-Settings: AAA\r\nSec-WebSocket-Key: k\r\n\r\n",
         "OPTIONS * HTTP/1.1\r\nHost: h\r\nConnection: X-Forwarded-For, Via\r\n"
         "X-Forwarded-For: 1.2.3.4\r\nVia: 1.1 a\r\nVia: 1.1 b\r\nCookie: a\r\nCookie: b\r\n\r\n",
+        "POST /v HTTP/1.1\r\nHost: h\r\nVia:\r\nVia:  1.0 a \r\nVia: \t\r\n\r\n",
     };
     for (const auto& head : heads) {
         const auto req = parsed_request(head);
@@ -359,6 +360,10 @@ TEST_CASE("render_forwarded_request writes what the edited request writes", "[pr
     CHECK(out ==
           "GET /a?b=c HTTP/1.1\r\nUser-Agent: t\r\nX-Forwarded-For: 192.0.2.7\r\n"
           "X-Forwarded-Proto: http\r\nVia: 1.1 tollgate\r\nHost: backend:9000\r\n\r\n");
+    // Empty Via fields add no empty list member.
+    out.clear();
+    proxy::render_forwarded_request(parsed_request(heads.back()), edit, out);
+    CHECK(out.find("\r\nVia: 1.0 a, 1.1 tollgate\r\n") != std::string::npos);
 }
 
 TEST_CASE("render_response_head keeps the upstream's order of repeated names", "[proxy][headers]") {
