@@ -238,6 +238,9 @@ std::string metrics::serialize(const gauge_values& g) const {
     };
     gauge("tollgate_inflight_slots", "Completion slots held (requests in flight upstream)",
           g.inflight_slots);
+    gauge("tollgate_slots_queued",
+          "Requests waiting for a completion slot (up to concurrency.queue_timeout)",
+          g.slots_queued);
     gauge("tollgate_concurrency_capacity",
           "Completion slot capacity, routes' own included (0 = off)", g.concurrency_capacity);
     gauge("tollgate_slots_saturation",

@@ -152,6 +152,7 @@ runtime::slot_totals runtime::slots_held() const {
     for (std::size_t i = 0; i < limiters.all.size(); ++i) {
         const std::size_t held = limiters.all[i]->in_flight();
         totals.in_flight += held;
+        totals.queued += limiters.all[i]->queued();
         if (held > 0) {
             busy.push_back(limiters.all[i]);
         }
@@ -354,6 +355,7 @@ admin::gauge_values gateway::gauges() const {
     g.inflight_slots = static_cast<double>(slots.in_flight);
     g.concurrency_capacity = static_cast<double>(slots.capacity);
     g.active_keys = static_cast<double>(slots.active_keys);
+    g.slots_queued = static_cast<double>(slots.queued);
     g.slots_saturation = slots.saturation;
     g.ratelimit_keys = static_cast<double>(limiter.size());
     g.ratelimit_evictions = limiter.evictions();

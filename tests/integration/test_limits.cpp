@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "support.hpp"
+#include "test_clients.hpp"
 #include "tollgate/limit/clock.hpp"
 
 using namespace tollgate;
@@ -646,10 +647,12 @@ TEST_CASE("slots: a queued request waits for a slot freed by completion", "[slot
     client queued(gw.port());
     http::write(queued.stream(), make_get("/echo"));
     REQUIRE(eventually([&] { return gw.srv().gw().current()->slots->queued() == 1; }));
+    CHECK(scrape(gw.admin_port(), "tollgate_slots_queued") == 1);
     up.release_held();
     CHECK(held->read().result_int() == 200);
     CHECK(queued.read().result_int() == 200);
     CHECK(up.stats.max_in_flight == 1);
+    CHECK(scrape(gw.admin_port(), "tollgate_slots_queued") == 0);
 }
 
 TEST_CASE("slots: a queued request is refused when queue_timeout passes", "[slots]") {

@@ -134,6 +134,7 @@ struct route_slot_values {
 /// Values read at scrape time from the components that own them.
 struct gauge_values {
     double inflight_slots = 0;
+    double slots_queued = 0;
     double concurrency_capacity = 0;
     double slots_saturation = 0;
     double active_keys = 0;

@@ -67,6 +67,8 @@ struct runtime {
         std::size_t capacity = 0;
         /// Keys holding at least one slot in any limiter, each key once.
         std::size_t active_keys = 0;
+        /// Requests waiting for a slot (concurrency.queue_timeout), all limiters.
+        std::size_t queued = 0;
         /// The fullest limiter in use: its in_flight / capacity (0 when all
         /// are off). A full route or global limiter refuses while the
         /// summed ratio may look low.
