@@ -1159,46 +1159,61 @@ void session::watch_client() {
                 self->close();  // gone (EOF or reset)
                 return;
             }
-            if (self->stream_.is_tls()) {
-                self->read_watched_tls();
-            }
-            // Bytes (a pipelined request): the client is there; stop watching.
+            // Bytes: a pipelined request, or body bytes while queued.
+            self->read_watched();
         });
 }
 
-// Over TLS the bytes the watch found may be a close_notify, sent just before
-// the FIN: only the TLS layer can tell that from a pipelined request. The
-// read is non-blocking and synchronous, so no read is left pending that
+// The bytes the watch found are moved into buffer_, where the next read of
+// the request looks first, and the watch goes on: a client that pipelines a
+// request and then leaves is noticed like one that sends nothing more. Once
+// buffer_ is full the client is plainly there and the watch stops. The read
+// is non-blocking and synchronous, so no read is left pending that
 // stop_watching() would have to cancel while the next read of buffer_ starts.
-// A record that makes OpenSSL answer during the read (a TLS 1.3 KeyUpdate
-// asking for one) is written on the non-blocking socket too; before any
-// response byte the send buffer is empty, and a short write there would
-// break the stream, which then fails its next read and closes.
-void session::read_watched_tls() {
+//
+// Over TLS the bytes may be a close_notify, sent just before the FIN: only
+// the TLS layer can tell that from a pipelined request. A record that makes
+// OpenSSL answer during the read (a TLS 1.3 KeyUpdate asking for one) is
+// written on the non-blocking socket too; before any response byte the send
+// buffer is empty, and a short write there would break the stream, which
+// then fails its next read and closes.
+void session::read_watched() {
     const std::size_t room = buffer_.max_size() - buffer_.size();
     if (room == 0) {
         return;  // pipelined bytes fill the buffer: the client is there
     }
+    const auto space = buffer_.prepare(std::min<std::size_t>(16 * 1024, room));
     auto& socket = stream_.socket();
     error_code ec;
-    socket.non_blocking(true, ec);
-    const std::size_t n =
-        ec ? 0 : stream_.tls().read_some(buffer_.prepare(std::min<std::size_t>(4096, room)), ec);
-    error_code ignored;
-    socket.non_blocking(false, ignored);
+    std::size_t n = 0;
+    if (stream_.is_tls()) {
+        socket.non_blocking(true, ec);
+        n = ec ? 0 : stream_.tls().read_some(space, ec);
+        error_code ignored;
+        socket.non_blocking(false, ignored);
+    } else {
+        const ssize_t got =
+            ::recv(socket.native_handle(), space.data(), space.size(), MSG_DONTWAIT);
+        if (got > 0) {
+            n = static_cast<std::size_t>(got);
+        } else if (got == 0) {
+            ec = asio::error::eof;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+            ec = asio::error::would_block;
+        } else {
+            ec = error_code(errno, asio::error::get_system_category());
+        }
+    }
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
-        // Part of a record, or a record without data (a TLS 1.3 key update):
-        // the engine keeps what it read; watch for what follows.
-        watching_ = false;
+        // Part of a TLS record, or a record without data (a TLS 1.3 key
+        // update): the engine keeps what it read; watch for what follows.
         watch_client();
         return;
     }
     if (ec) {
-        close();  // close_notify (eof), a FIN without one (stream_truncated), or worse
+        close();  // EOF, close_notify, a FIN without one (stream_truncated), or worse
         return;
     }
-    // A pipelined request, or request body bytes while queued for a slot:
-    // kept in buffer_, where the next read of the request looks first.
     buffer_.commit(n);
     if (parser_ && parser_->chunked() && !parser_->is_done()) {
         // Chunked body bytes that body_reader_ will not see: checked here;
@@ -1206,6 +1221,7 @@ void session::read_watched_tls() {
         const std::string_view bytes = bytes_of(buffer_);
         chunk_lines_.feed(bytes.substr(bytes.size() - n));
     }
+    watch_client();
 }
 
 void session::on_watch_due() {

@@ -598,6 +598,23 @@ TEST_CASE("slots: 20 clients that abort mid-request leave zero slots held", "[sl
     up.release_held();
 }
 
+TEST_CASE("slots: a client that pipelines a request and then leaves frees its slot", "[slots]") {
+    // The watch that notices a departed client moves pipelined bytes aside
+    // and goes on watching, so the FIN after them is seen too.
+    test_upstream up;
+    auto cfg = test_config(up.port());
+    cfg.upstream.response_timeout = 60s;  // longer than eventually(): no 504 helps
+    running_proxy gw(cfg);
+    auto held = start_held(gw.port());
+    REQUIRE(up.wait_in_flight(1));
+    REQUIRE(gw.srv().gw().gauges().inflight_slots == 1);
+    http::write(held->stream(), make_get("/echo"));  // the next request, pipelined
+    held->socket().shutdown(tcp::socket::shutdown_send);
+    // The upstream still holds the first request; its slot comes back anyway.
+    CHECK(eventually([&] { return gw.srv().gw().gauges().inflight_slots == 0; }));
+    up.release_held();
+}
+
 TEST_CASE("slots: a client that leaves while waiting for an upstream connection is not served",
           "[slots]") {
     // The pool's only connection is busy: the second request waits for it.

@@ -188,7 +188,7 @@ private:
     void log_access(unsigned status);
     void close();
     void watch_client();
-    void read_watched_tls();
+    void read_watched();
     void stop_watching();
     void lingering_close();
     void keep_request_line(std::string_view head);
