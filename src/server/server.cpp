@@ -5,6 +5,7 @@
 #include "tollgate/log.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -248,6 +249,17 @@ std::string_view type_of(std::string_view key) {
     return key.substr(0, key.find(':'));
 }
 
+/// The paths handle_admin answers (GET and HEAD only); anything else is 404.
+constexpr std::array<std::string_view, 5> admin_paths = {"/metrics", "/healthz", "/readyz",
+                                                         "/debug/keys", "/status"};
+
+/// `doc` as JSON text. Strings in it may hold request bytes (a `top` value
+/// quoted in an error, cut after 77 bytes, perhaps inside a character):
+/// bytes that are not UTF-8 become U+FFFD instead of making dump() throw.
+std::string json_text(const nlohmann::json& doc) {
+    return doc.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace
 
 std::string server::debug_keys_json(std::size_t top) const {
@@ -284,17 +296,28 @@ std::string server::debug_keys_json(std::size_t top) const {
           {"rejected", gateway_->metrics.requests(admin::decision_kind::rejected)}}},
         {"draining", gateway_->draining()},
     };
-    return out.dump();
+    return json_text(out);
 }
 
 admin::response server::handle_admin(const admin::request& req) {
     const std::string_view target = req.target();
     const std::string_view path = target.substr(0, target.find('?'));
+    if (std::find(admin_paths.begin(), admin_paths.end(), path) == admin_paths.end()) {
+        return admin::text_response(req, http::status::not_found, "not found\n");
+    }
+    // Every admin path only reads. A 200 to a POST or DELETE would tell
+    // the client that something was done.
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        auto res =
+            admin::text_response(req, http::status::method_not_allowed, "method not allowed\n");
+        res.set(http::field::allow, "GET, HEAD");
+        return res;
+    }
     if (path == "/debug/keys") {
         auto top = query_top(target);
         if (!top) {
             return admin::text_response(req, http::status::bad_request,
-                                        nlohmann::json{{"error", top.error()}}.dump(),
+                                        json_text(nlohmann::json{{"error", top.error()}}),
                                         "application/json");
         }
         return admin::text_response(req, http::status::ok, debug_keys_json(*top),

@@ -190,24 +190,34 @@ void raw_connection::write(std::string_view bytes) {
 }
 
 bool raw_connection::wait_closed(std::chrono::milliseconds limit) {
+    return read_to_close(limit).has_value();
+}
+
+std::optional<std::string> raw_connection::read_to_close(std::chrono::milliseconds limit) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
-    char buf[512];
+    std::string out;
+    char buf[4096];
     while (true) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
         if (left <= std::chrono::milliseconds(0)) {
-            return false;
+            return std::nullopt;
         }
+        std::size_t n = 0;
         auto ec = run_bounded(ioc_, stream_, left, [&](auto handler) {
-            stream_.async_read_some(asio::buffer(buf), std::move(handler));
+            stream_.async_read_some(asio::buffer(buf),
+                                    [&n, handler](error_code read_ec, std::size_t got) mutable {
+                                        n = got;
+                                        handler(read_ec, got);
+                                    });
         });
+        out.append(buf, n);
         if (ec == asio::error::eof || ec == asio::error::connection_reset) {
-            return true;
+            return out;
         }
         if (ec) {
-            return false;  // timeout (still open when the deadline came), or worse
+            return std::nullopt;  // timeout (still open when the deadline came), or worse
         }
-        // Discard what the server sent (a TLS alert, say) and keep waiting for the close.
     }
 }
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -117,6 +118,9 @@ public:
     void write(std::string_view bytes);
     /// Reads (and discards) until EOF/reset or `limit`; true when the peer closed.
     bool wait_closed(std::chrono::milliseconds limit);
+    /// Everything the peer sends until it closes (EOF or reset); nullopt
+    /// when it is still open after `limit`.
+    std::optional<std::string> read_to_close(std::chrono::milliseconds limit);
 
 private:
     asio::io_context ioc_;
