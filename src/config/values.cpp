@@ -684,6 +684,42 @@ std::string redact_redis_url(std::string_view url) {
     return std::string(url.substr(0, start)) + kept + "<redacted>" + std::string(url.substr(at));
 }
 
+namespace {
+
+/// RFC 3986 percent-decoding of a URL's user name or password, so that
+/// characters the URL syntax reserves (`@`, `:`, `/`, `%`) can be written in
+/// a secret. Nullopt for a `%` not followed by two hex digits.
+std::optional<std::string> percent_decode(std::string_view text) {
+    auto hex = [](char c) -> int {
+        if (c >= '0' && c <= '9') {
+            return c - '0';
+        }
+        c = ascii_lower(c);
+        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] != '%') {
+            out += text[i];
+            continue;
+        }
+        if (i + 2 >= text.size()) {
+            return std::nullopt;
+        }
+        const int high = hex(text[i + 1]);
+        const int low = hex(text[i + 2]);
+        if (high < 0 || low < 0) {
+            return std::nullopt;
+        }
+        out += static_cast<char>(high * 16 + low);
+        i += 2;
+    }
+    return out;
+}
+
+}  // namespace
+
 parse_result<redis_endpoint> parse_redis_url(std::string_view text) {
     using result = parse_result<redis_endpoint>;
     const std::string echo = ", got " + quote_value(redact_redis_url(text));
@@ -707,14 +743,26 @@ parse_result<redis_endpoint> parse_redis_url(std::string_view text) {
         if (colon == std::string_view::npos || colon + 1 == userinfo.size()) {
             return result::fail("user info must be user:password@ or :password@" + echo);
         }
-        out.username = std::string(userinfo.substr(0, colon));
-        out.password = std::string(userinfo.substr(colon + 1));
-        if (out.password == "<redacted>") {
+        if (userinfo.substr(colon + 1) == "<redacted>") {
             return result::fail(
                 "password is the <redacted> placeholder --print-config writes in place of the "
                 "secret; set the real value" +
                 echo);
         }
+        constexpr std::string_view escape_hint =
+            " (write %XX with two hex digits, e.g. %40 for @, %25 for %)";
+        auto username = percent_decode(userinfo.substr(0, colon));
+        if (!username) {
+            return result::fail("user name has an invalid %-escape" + std::string(escape_hint) +
+                                echo);
+        }
+        auto password = percent_decode(userinfo.substr(colon + 1));
+        if (!password) {
+            return result::fail("password has an invalid %-escape" + std::string(escape_hint) +
+                                echo);
+        }
+        out.username = std::move(*username);
+        out.password = std::move(*password);
         rest = rest.substr(at + 1);
     }
     std::size_t slash = rest.find('/');

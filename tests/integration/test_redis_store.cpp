@@ -583,6 +583,19 @@ TEST_CASE("AUTH and SELECT come from the URL, and a wrong password falls back", 
         CHECK(keys_in(5) == 1);
     }
     {
+        // Reserved characters in a secret are percent-encoded in the URL.
+        redis.command({"ACL", "SETUSER", "b@b", "on", ">p@ss/w:rd%", "~*", "&*", "+@all"});
+        auto cfg = redis_test_config(up.port(), redis);
+        cfg.store.redis.url = redis.url("b%40b:p%40ss%2Fw%3Ard%25", 6);
+        cfg.store.redis.instances = 2;  // a local decision would say 300
+        running_proxy gw(cfg);
+        auto res = get(gw.port(), "/echo");
+        CHECK(res.result_int() == 200);
+        CHECK(res["X-RateLimit-Limit"] == "600");  // decided in Redis
+        CHECK(keys_in(6) == 1);
+        CHECK(gw.srv().gw().redis.errors(store::redis_error_kind::connect) == 0);
+    }
+    {
         auto cfg = redis_test_config(up.port(), redis);
         cfg.store.redis.url = redis.url(":wrong");
         cfg.store.redis.instances = 3;

@@ -382,6 +382,9 @@ TEST_CASE("config: value errors name file, line and key path", "[config][loader]
           "\"60\"");
     CHECK(error_of("log: {level: verbose}\n") ==
           "conf/x.yaml:1: log.level: must be one of debug, info, warn, error; got \"verbose\"");
+    CHECK(error_of("store:\n  redis: {url: \"redis://:hunter2%zz@h\"}\n") ==
+          "conf/x.yaml:2: store.redis.url: password has an invalid %-escape (write %XX with two "
+          "hex digits, e.g. %40 for @, %25 for %), got \"redis://:<redacted>@h\"");
     CHECK(error_of("store:\n  redis: {url: \"redis://:hunter2@h:0\"}\n") ==
           "conf/x.yaml:2: store.redis.url: port must be 1-65535, got "
           "\"redis://:<redacted>@h:0\"");

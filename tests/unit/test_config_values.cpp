@@ -363,9 +363,23 @@ TEST_CASE("config: redis URLs", "[config][values]") {
           "port must be 1-65535, got \"redis://:<redacted>@host:99999\"");
     CHECK(error_of(parse_redis_url("redis://host/x")) ==
           "database must be a number after '/', e.g. /0, got \"redis://host/x\"");
+    // User info is percent-decoded (RFC 3986): secrets may hold @ : / %.
+    auto encoded = parse_redis_url("redis://us%65r%3A1:p%40ss%2Fw%3Ard%25@cache:6380");
+    REQUIRE(encoded);
+    CHECK(encoded->username == "user:1");
+    CHECK(encoded->password == "p@ss/w:rd%");
+    CHECK(encoded->host == "cache");
+    CHECK(parse_redis_url("redis://:%2a%2A@h")->password == "**");
+    CHECK(error_of(parse_redis_url("redis://:50%@h")) ==
+          "password has an invalid %-escape (write %XX with two hex digits, e.g. %40 for @, %25 "
+          "for %), got \"redis://:<redacted>@h\"");
+    CHECK(error_of(parse_redis_url("redis://a%zz:pw@h")) ==
+          "user name has an invalid %-escape (write %XX with two hex digits, e.g. %40 for @, %25 "
+          "for %), got \"redis://a%zz:<redacted>@h\"");
+
     // No message may ever carry the password.
     for (const char* bad : {"rediss://u:hunter2@h", "redis://:hunter2@h:0", "redis://:hunter2@",
-                            "redis://hunter2@h"}) {
+                            "redis://hunter2@h", "redis://:hunter2%4@h", "redis://:hunter2%g0@h"}) {
         auto r = parse_redis_url(bad);
         REQUIRE_FALSE(r.has_value());
         CHECK(r.error().find("hunter2") == std::string::npos);

@@ -144,7 +144,10 @@ struct redis_endpoint {
     unsigned db = 0;
 };
 
-/// `redis://[[user]:password@]host[:port][/db]`. Messages never echo the password.
+/// `redis://[[user]:password@]host[:port][/db]`. User and password are
+/// percent-decoded (RFC 3986: `%40` is `@`), so a secret may hold any
+/// character; a `%` without two hex digits after it is an error. Messages
+/// never echo the password.
 parse_result<redis_endpoint> parse_redis_url(std::string_view text);
 
 /// The URL with any password replaced by `<redacted>`, for logs and render_config.
