@@ -465,10 +465,11 @@ std::uint64_t rate_limiter::hash(std::string_view scope, std::string_view key,
     // The whole policy is part of the bucket's identity: a reload that
     // changes a key's limit, window, burst or algorithm starts it on a fresh
     // bucket (old state means something else under the new policy), while
-    // keys whose policy stayed keep their state.
+    // keys whose policy stayed keep their state. An unset burst is the
+    // limit, so `burst: 10` with `limit: 10` is not a change.
     std::uint64_t seed = seed_ + static_cast<std::uint64_t>(policy.algorithm) * wyp[2];
     seed = wymix(seed ^ policy.limit, wyp[1] ^ static_cast<std::uint64_t>(policy.window.count()));
-    seed = wymix(seed ^ policy.burst, wyp[0]);
+    seed = wymix(seed ^ effective_burst(policy), wyp[0]);
     if (!scope.empty()) {
         seed = wyhash(scope, seed ^ wyp[3]);
     }

@@ -268,7 +268,10 @@ std::string redis_bucket_key(std::string_view prefix, std::string_view scope, st
     out += ':';
     out += window_text(policy.window);
     out += ':';
-    out += std::to_string(policy.burst);
+    // The burst with its default applied, as the memory limiter's hash
+    // takes it: instances configured with `burst: 10` and with no burst at
+    // `limit: 10` share one bucket.
+    out += std::to_string(limit::effective_burst(policy));
     out += ':';
     out += std::to_string(scope.size());
     out += ':';
@@ -280,8 +283,8 @@ std::string redis_bucket_key(std::string_view prefix, std::string_view scope, st
 
 redis_script_args script_args(const limit::bucket_policy& policy) {
     const std::int64_t window_us = std::max<std::int64_t>(policy.window.count() / 1000, 1);
-    const std::uint64_t burst = policy.burst == 0 ? policy.limit : policy.burst;
-    return {std::to_string(policy.limit), std::to_string(window_us), std::to_string(burst)};
+    return {std::to_string(policy.limit), std::to_string(window_us),
+            std::to_string(limit::effective_burst(policy))};
 }
 
 limit::decision decision_from_reply(long long allowed, long long remaining, long long reset_ns,

@@ -620,7 +620,7 @@ TEST_CASE("bucket keys use the prefix and expire when the bucket is fresh again"
     auto keys = redis.command({"KEYS", "*"});
     REQUIRE(keys.elements.size() == 1);
     const std::string key = keys.elements[0].text;
-    CHECK(key == "tg-test:gcra:10:1s:0:0::ip:127.0.0.1");
+    CHECK(key == "tg-test:gcra:10:1s:10:0::ip:127.0.0.1");  // burst defaults to the limit
     const auto ttl = redis.command({"PTTL", key}).integer;
     CHECK(ttl > 0);
     CHECK(ttl <= 100);  // one emission interval: 1 s / 10

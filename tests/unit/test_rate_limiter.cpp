@@ -342,6 +342,22 @@ TEST_CASE("rate_limiter: one bucket per key, scope and algorithm", "[rate][limit
     REQUIRE(passes(limiter, "ip:10.0.0.2", p, 10) == 3);
 }
 
+TEST_CASE("rate_limiter: an unset burst and a burst equal to the limit are one bucket",
+          "[rate][limiter]") {
+    manual_clock clock{1s};
+    rate_limiter limiter{clock, 100};
+    auto explicit_burst = policy(3, 1s);
+    explicit_burst.burst = 3;
+    REQUIRE(passes(limiter, "ip:10.0.0.1", policy(3, 1s), 2) == 2);
+    // The same policy written another way (a reload that spells out the
+    // default, or another instance's config): the bucket keeps its state.
+    CHECK(passes(limiter, "ip:10.0.0.1", explicit_burst, 10) == 1);
+    CHECK(limiter.size() == 1);
+    // A real change of burst is a different bucket.
+    explicit_burst.burst = 4;
+    CHECK(passes(limiter, "ip:10.0.0.1", explicit_burst, 10) == 4);
+}
+
 TEST_CASE("rate_limiter: fresh entries make room first and are not evictions",
           "[rate][limiter][eviction]") {
     manual_clock clock{0ns};

@@ -31,10 +31,10 @@ limit::decision refusal(nanoseconds after) {
 TEST_CASE("bucket keys carry the prefix, the policy, the scope and the key", "[redis][keys]") {
     const limit::bucket_policy p{algorithm_kind::gcra, 600, 60s, 0};
     CHECK(store::redis_bucket_key("tollgate:", "", "ip:127.0.0.1", p) ==
-          "tollgate:gcra:600:60s:0:0::ip:127.0.0.1");
+          "tollgate:gcra:600:60s:600:0::ip:127.0.0.1");
     CHECK(store::redis_bucket_key("t:", "api", "org:acme",
                                   {algorithm_kind::sliding_window, 5, 1500ms, 0}) ==
-          "t:sliding_window:5:1500ms:0:3:api:org:acme");
+          "t:sliding_window:5:1500ms:5:3:api:org:acme");
 
     // A changed limit, window, burst or algorithm is a different bucket.
     std::set<std::string> names;
@@ -45,6 +45,13 @@ TEST_CASE("bucket keys carry the prefix, the policy, the scope and the key", "[r
     names.insert(
         store::redis_bucket_key("p:", "", "k", {algorithm_kind::token_bucket, 600, 60s, 0}));
     CHECK(names.size() == 5);
+
+    // An unset burst is the limit: one bucket for equivalent policies, so
+    // instances configured either way share it.
+    CHECK(store::redis_bucket_key("p:", "", "k", p) ==
+          store::redis_bucket_key("p:", "", "k", {algorithm_kind::gcra, 600, 60s, 600}));
+    CHECK(store::redis_bucket_key("p:", "", "k", {algorithm_kind::token_bucket, 10, 60s, 0}) ==
+          store::redis_bucket_key("p:", "", "k", {algorithm_kind::token_bucket, 10, 60s, 10}));
 
     // Scope and key cannot be confused, whatever they contain.
     CHECK(store::redis_bucket_key("p:", "a:org", "ip:1", p) !=

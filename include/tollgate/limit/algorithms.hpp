@@ -51,6 +51,14 @@ struct bucket_policy {
     std::uint64_t burst = 0;
 };
 
+/// `burst` with its default applied: `limit` when 0. Two policies that
+/// differ only in an unset burst and one equal to the limit are the same
+/// bucket, so everything that names a bucket by its policy (rate_limiter's
+/// hash, the Redis key) uses this, not `burst`.
+constexpr std::uint64_t effective_burst(const bucket_policy& p) noexcept {
+    return p.burst == 0 ? p.limit : p.burst;
+}
+
 /// Outcome of one request against one bucket.
 struct decision {
     bool allowed = false;

@@ -52,10 +52,12 @@ struct redis_script {
 const redis_script& script_for(algorithm_kind algorithm);
 
 /// `tollgate:` + policy identity + scope + key. The policy (algorithm,
-/// limit, window, burst) is part of the name, as it is part of the memory
-/// limiter's bucket hash, so a changed limit starts a fresh bucket instead of
-/// misreading old state. The scope is length-prefixed, so no (scope, key)
-/// pair can spell another's name.
+/// limit, window, burst with its default applied: limit::effective_burst) is
+/// part of the name, as it is part of the memory limiter's bucket hash, so a
+/// changed limit starts a fresh bucket instead of misreading old state, and
+/// equivalent policies (no burst, or `burst` = `limit`) share one. The
+/// scope is length-prefixed, so no (scope, key) pair can spell another's
+/// name.
 std::string redis_bucket_key(std::string_view prefix, std::string_view scope, std::string_view key,
                              const limit::bucket_policy& policy);
 
