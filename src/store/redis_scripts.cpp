@@ -55,12 +55,13 @@ local function save(state, reset_ns)
   if ms < 1 then ms = 1 end
   redis.call('SET', key, state, 'PX', num(ms + ttl_extra))
 end
-local function load(n)
+-- The state's numbers: n of them, or up to m where a field was added later.
+local function load(n, m)
   local s = redis.call('GET', key)
   if not s then return nil end
   local out = {}
   for v in string.gmatch(s, '%-?%d+') do out[#out + 1] = tonumber(v) end
-  if #out ~= n then return nil end
+  if #out < n or #out > (m or n) then return nil end
   return out
 end
 )lua";
@@ -68,27 +69,38 @@ end
 // GCRA: state "anchor backlog" = the theoretical arrival time as the time of
 // the last allowed request plus the backlog (one request = `window` units,
 // draining `limit` units per microsecond). Relative, so it stays small.
+// TIME is the wall clock: when it steps back behind the anchor, time stands
+// still at the anchor until the clock is there again, as in the token
+// bucket. Counting the step as negative elapsed time would charge it as
+// backlog (90 s back refused every busy key for about half a minute).
+// `ahead` (ns) is how far the frozen time is in front of `now`: reset,
+// retry_after and the key's TTL are real time from `now`, so they add it.
 constexpr std::string_view gcra_body = R"lua(
 local capacity = burst * window
-local backlog = 0
+local backlog, last = 0, now
 local st = load(2)
 if st then
-  backlog = st[2] - (now - st[1]) * limit
+  local elapsed = now - st[1]
+  if elapsed < 0 then elapsed = 0; last = st[1] end
+  backlog = st[2] - elapsed * limit
   if backlog < 0 then backlog = 0 end
 end
+local ahead = 1000 * (last - now)
 if backlog + window <= capacity then
   local after = backlog + window
-  local reset = ceil_ns(after, limit)
-  save(num(now) .. ' ' .. num(after), reset)
+  local reset = ceil_ns(after, limit) + ahead
+  save(num(last) .. ' ' .. num(after), reset)
   return {1, (divmod(capacity - after, window)), reset, 0}
 end
 local remaining = divmod(capacity - backlog, window)
 if remaining < 0 then remaining = 0 end
-return {0, remaining, ceil_ns(backlog, limit), ceil_ns(backlog + window - capacity, limit)}
+return {0, remaining, ceil_ns(backlog, limit) + ahead,
+        ceil_ns(backlog + window - capacity, limit) + ahead}
 )lua";
 
 // Token bucket: state "last_refill missing", the same units as GCRA. The
-// refill point never moves back, so a clock stepping back refills nothing twice.
+// refill point never moves back, so a clock stepping back refills nothing
+// twice; until the clock is back there, time stands still (`ahead` as in GCRA).
 constexpr std::string_view token_bucket_body = R"lua(
 local capacity = burst * window
 local backlog, last = 0, now
@@ -102,19 +114,23 @@ if st then
   if backlog < 0 then backlog = 0 end
   if st[1] > now then last = st[1] end
 end
+local ahead = 1000 * (last - now)
 if backlog + window <= capacity then
   local after = backlog + window
-  local reset = ceil_ns(after, limit)
+  local reset = ceil_ns(after, limit) + ahead
   save(num(last) .. ' ' .. num(after), reset)
   return {1, (divmod(capacity - after, window)), reset, 0}
 end
 local remaining = divmod(capacity - backlog, window)
 if remaining < 0 then remaining = 0 end
-return {0, remaining, ceil_ns(backlog, limit), ceil_ns(backlog + window - capacity, limit)}
+return {0, remaining, ceil_ns(backlog, limit) + ahead,
+        ceil_ns(backlog + window - capacity, limit) + ahead}
 )lua";
 
 // Fixed window: state "start count"; a window opens at the first request
-// after the previous one ended.
+// after the previous one ended. A clock stepping back keeps the current
+// window and count (now < start + window), so it charges nothing: the
+// window just lasts until the clock reaches its end again.
 constexpr std::string_view fixed_window_body = R"lua(
 local start, count = now, 0
 local st = load(2)
@@ -130,36 +146,41 @@ end
 return {0, 0, reset, reset}
 )lua";
 
-// Sliding window: state "start previous current", windows aligned to
+// Sliding window: state "start previous current last", windows aligned to
 // multiples of `window` since the epoch; the estimate is kept multiplied by
-// `window`, so the comparison with `limit` is exact.
+// `window`, so the comparison with `limit` is exact. `last` is the latest
+// time a request was allowed at: with the wall clock stepped back behind it,
+// the previous window's weight is taken at `last` (time stands still, as in
+// the token bucket) instead of fading back in, which would charge requests
+// the previous window already had. States written without `last` read fine.
 constexpr std::string_view sliding_window_body = R"lua(
 local lim = limit
 if lim > 4294967295 then lim = 4294967295 end
 local W = window
 local _, into = divmod(now, W)
 local aligned = now - into
-local start, prev, curr = aligned, 0, 0
-local st = load(3)
+local start, prev, curr, last = aligned, 0, 0, now
+local st = load(3, 4)
 if st and (st[2] > 0 or st[3] > 0) and aligned < st[1] + 2 * W then
   if aligned >= st[1] + W then
     start, prev, curr = aligned, st[3], 0
   else
     start, prev, curr = st[1], st[2], st[3]
   end
+  if st[4] and st[4] > now then last = st[4] end
 end
 local function reset_ns()
   if curr > 0 then return 1000 * (start + 2 * W - now) end
   if prev > 0 then return 1000 * (start + W - now) end
   return 0
 end
-local elapsed = now - start
+local elapsed = last - start
 if elapsed < 0 then elapsed = 0 elseif elapsed > W - 1 then elapsed = W - 1 end
 local weighted = prev * (W - elapsed) + curr * W
 if weighted + W <= lim * W then
   curr = curr + 1
   local reset = reset_ns()
-  save(num(start) .. ' ' .. num(prev) .. ' ' .. num(curr), reset)
+  save(num(start) .. ' ' .. num(prev) .. ' ' .. num(curr) .. ' ' .. num(last), reset)
   return {1, (divmod(lim * W - weighted - W, W)), reset, 0}
 end
 local remaining = divmod(lim * W - weighted, W)

@@ -227,3 +227,80 @@ TEST_CASE("on Redis' own clock the window runs and the key expires when fresh",
         CHECK(ttl <= 100);
     }
 }
+
+TEST_CASE("Redis' clock stepping back charges nothing: time stands still until it is back",
+          "[redis][scripts]") {
+    // TIME is the wall clock. 90 s back used to count as -90 s elapsed in
+    // GCRA: 900 requests' worth of backlog, every busy key refused for ~30 s.
+    redis_server redis;
+    const std::int64_t t0 = base_us - base_us % 1'000'000;  // a window edge
+    const std::int64_t step = 90'000'000;
+    SECTION("gcra and token bucket: no charge, no refill") {
+        for (auto a : {algorithm_kind::gcra, algorithm_kind::token_bucket}) {
+            INFO(name_of(a));
+            const limit::bucket_policy p{a, 10, 1s, 0};
+            const std::string key = "step:" + name_of(a);
+            for (int i = 0; i < 6; ++i) {
+                REQUIRE(run(redis, key, p, t0).allowed);
+            }
+            // Behind the last allowed request: as if no time passed since it,
+            // and the bucket is fresh 90 s + 700 ms of real time from now.
+            auto back = run(redis, key, p, t0 - step);
+            CHECK(back.allowed);
+            CHECK(back.remaining == 3);
+            CHECK(back.reset == 90'700ms);
+            CHECK(ttl_ms(redis, key) <= 90'700);
+            CHECK(ttl_ms(redis, key) > 90'600);
+            // Still behind: nothing refills.
+            CHECK(run(redis, key, p, t0 - step + 1'000'000).remaining == 2);
+            for (int i = 0; i < 2; ++i) {
+                CHECK(run(redis, key, p, t0 - 1).allowed);
+            }
+            auto refused = run(redis, key, p, t0 - 1);
+            CHECK_FALSE(refused.allowed);
+            CHECK(refused.retry_after == 100'001us);  // 100 ms after t0, from 1 us before it
+            // Back past the anchor, time runs again from there.
+            auto later = run(redis, key, p, t0 + 100'000);
+            CHECK(later.allowed);
+            CHECK(later.remaining == 0);
+            CHECK(later.reset == 1000ms);
+        }
+    }
+    SECTION("fixed window: the window and its count stay until the clock reaches its end") {
+        const limit::bucket_policy p{algorithm_kind::fixed_window, 10, 1s, 0};
+        for (int i = 0; i < 6; ++i) {
+            REQUIRE(run(redis, "step:fixed", p, t0).allowed);
+        }
+        auto back = run(redis, "step:fixed", p, t0 - step);
+        CHECK(back.allowed);
+        CHECK(back.remaining == 3);
+        CHECK(back.reset == 91s);
+    }
+    SECTION("sliding window: the previous window's weight does not fade back in") {
+        const limit::bucket_policy p{algorithm_kind::sliding_window, 10, 1s, 0};
+        const std::string key = "step:sliding";
+        for (int i = 0; i < 8; ++i) {
+            REQUIRE(run(redis, key, p, t0).allowed);
+        }
+        // 0.9 s into the next window the previous 8 weigh 0.8.
+        auto at = run(redis, key, p, t0 + 1'900'000);
+        CHECK(at.allowed);
+        CHECK(at.remaining == 8);
+        // Stepped back: weighed as at the last allowed request (0.8 + 1
+        // taken), not as at the window's start (8 + 1 taken, remaining 0).
+        auto back = run(redis, key, p, t0 + 1'900'000 - step);
+        CHECK(back.allowed);
+        CHECK(back.remaining == 7);
+        CHECK(back.reset == 91'100ms);
+    }
+}
+
+TEST_CASE("a sliding-window state written without its last field still reads", "[redis][scripts]") {
+    redis_server redis;
+    const limit::bucket_policy p{algorithm_kind::sliding_window, 10, 1s, 0};
+    const std::int64_t t0 = base_us - base_us % 1'000'000;
+    redis.command({"SET", "old:sliding", std::to_string(t0) + " 0 4"});
+    auto d = run(redis, "old:sliding", p, t0 + 500'000);
+    CHECK(d.allowed);
+    CHECK(d.remaining == 5);
+}

@@ -13,10 +13,17 @@
 ///    gateways never matter. Redis time has microsecond resolution, so the
 ///    scripts count in microseconds and convert to nanoseconds exactly where
 ///    limit::check rounds (`ceil(1000 x / limit)`): for any sequence of
-///    requests at whole microseconds a script returns the very decision
-///    limit::check returns for the same policy and times (tests/integration/
-///    test_redis_scripts.cpp checks that for every algorithm). Windows are
-///    taken in whole microseconds (config windows are whole milliseconds).
+///    requests at whole, non-decreasing microseconds a script returns the
+///    very decision limit::check returns for the same policy and times
+///    (tests/integration/test_redis_scripts.cpp checks that for every
+///    algorithm). Windows are taken in whole microseconds (config windows
+///    are whole milliseconds).
+///  * TIME is Redis' wall clock, which can step back (NTP, a VM resumed).
+///    No script charges such a step: for a bucket whose state is later than
+///    `now`, time stands still at the state's time until the clock is there
+///    again (no refill, no charge), and `reset`, `retry_after` and the key's
+///    TTL count the real time to that point. (limit::check is fed a steady
+///    clock and only ever sees microseconds out of order.)
 ///  * Lua numbers are doubles, so every intermediate is kept below 2^53:
 ///    absolute times are microseconds (~2^51 today), and GCRA/token-bucket
 ///    state is stored relative to the time of the last allowed request.
