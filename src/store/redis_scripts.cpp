@@ -323,6 +323,17 @@ limit::decision decision_from_reply(long long allowed, long long remaining, long
     return d;
 }
 
+bool redis_error_is_node_wide(std::string_view error) {
+    for (std::string_view prefix : {"READONLY", "LOADING", "MASTERDOWN", "MISCONF", "OOM", "NOAUTH",
+                                    "NOPERM", "BUSY", "MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"}) {
+        if (error.starts_with(prefix) &&
+            (error.size() == prefix.size() || error[prefix.size()] == ' ')) {
+            return true;
+        }
+    }
+    return false;
+}
+
 limit::bucket_policy fallback_policy(const limit::bucket_policy& policy, std::uint32_t instances) {
     limit::bucket_policy p = policy;
     const std::uint64_t n = std::max<std::uint32_t>(instances, 1);

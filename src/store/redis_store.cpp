@@ -555,16 +555,19 @@ private:
                 }
             } else {
                 shared_.error(redis_error_kind::reply);
-                report_reply("decision failed: " + std::string(message));
-                if (node_cannot_decide(message)) {
+                if (redis_error_is_node_wide(message)) {
                     // Not this key's trouble but the node's (a primary demoted
-                    // to replica, a server still loading or out of memory):
-                    // every decision would fail the same way. Reconnect, with
-                    // backoff and a fresh name lookup, deciding locally meanwhile.
+                    // to replica, a server loading, out of memory, busy with a
+                    // script, or a Redis Cluster node): deciding some keys
+                    // here and the others locally would split every limit.
+                    // Reconnect, with backoff and a fresh name lookup,
+                    // deciding locally meanwhile. One line per trouble.
+                    report("decision failed: " + std::string(message));
                     complete(id, decide_without_redis(p));
                     drop(redis_error_kind::connection);
                     return;
                 }
+                report_reply("decision failed: " + std::string(message));
             }
             complete(id, decide_without_redis(p));
             return;
@@ -808,19 +811,6 @@ private:
     void log_report(const std::string& what) const {
         log_line(log_level::warn, "redis " + settings_.endpoint.host + ":" +
                                       std::to_string(settings_.endpoint.port) + ": " + what);
-    }
-
-    /// Error replies that say the node cannot decide for any key, as opposed
-    /// to one key's trouble (WRONGTYPE).
-    static bool node_cannot_decide(std::string_view error) {
-        for (std::string_view prefix :
-             {"READONLY", "LOADING", "MASTERDOWN", "MISCONF", "OOM", "NOAUTH", "NOPERM"}) {
-            if (error.starts_with(prefix) &&
-                (error.size() == prefix.size() || error[prefix.size()] == ' ')) {
-                return true;
-            }
-        }
-        return false;
     }
 
     asio::io_context& ioc_;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -16,6 +17,7 @@
 #include "process.hpp"
 #include "redis_server.hpp"
 #include "support.hpp"
+#include "tollgate/store/redis_scripts.hpp"
 
 using namespace tollgate;
 using namespace tollgate::test;
@@ -495,6 +497,99 @@ TEST_CASE("Redis answering READONLY is left and reconnected to, deciding locally
         5s));
 
     redis.command({"REPLICAOF", "NO", "ONE"});
+    CHECK(eventually([&] { return timed_get(c).limit == "100" && !shared.fallback(); }, 5s));
+}
+
+TEST_CASE("a Redis Cluster node is left as a whole: MOVED keys are no local decisions",
+          "[redis][failure]") {
+    // Cluster is not supported. Answering the keys of other shards locally
+    // (MOVED was taken for one key's error) left the gauge at 0 while most
+    // keys were decided per instance for good: every limit silently split.
+    const std::string nodes_a = write_temp_file("cluster-a.conf", "");
+    const std::string nodes_b = write_temp_file("cluster-b.conf", "");
+    std::filesystem::remove(nodes_a);
+    std::filesystem::remove(nodes_b);
+    redis_server a({"--cluster-enabled", "yes", "--cluster-config-file", nodes_a});
+    redis_server b({"--cluster-enabled", "yes", "--cluster-config-file", nodes_b});
+    REQUIRE(a.command({"CLUSTER", "ADDSLOTSRANGE", "0", "8191"}).text == "OK");
+    REQUIRE(b.command({"CLUSTER", "ADDSLOTSRANGE", "8192", "16383"}).text == "OK");
+    REQUIRE(a.command({"CLUSTER", "MEET", "127.0.0.1", std::to_string(b.port())}).text == "OK");
+    REQUIRE(eventually([&] {
+        return a.command({"CLUSTER", "INFO"}).text.find("cluster_state:ok") != std::string::npos;
+    }));
+
+    test_upstream up;
+    auto cfg = one_worker_config(up.port(), a, 1000);
+    cfg.rate_limit.window = std::chrono::hours(1);
+    cfg.store.redis.instances = 2;  // local bound: 500
+    // Orgs whose buckets live on this node and on the other one.
+    const limit::bucket_policy policy{algorithm_kind::gcra, 1000, std::chrono::hours(1), 0};
+    std::vector<std::string> here;
+    std::vector<std::string> elsewhere;
+    for (int i = 0; here.empty() || elsewhere.empty(); ++i) {
+        const std::string org = "org" + std::to_string(i);
+        const auto slot =
+            a.command({"CLUSTER", "KEYSLOT",
+                       store::redis_bucket_key("tollgate:", "", "org:" + org, policy)})
+                .integer;
+        (slot < 8192 ? here : elsewhere).push_back(org);
+    }
+    running_proxy gw(cfg);
+    auto& shared = gw.srv().gw().redis;
+    client c(gw.port());
+    auto org_get = [&](const std::string& org) {
+        request req = make_get("/echo");
+        req.set("X-Org-Id", org);
+        return std::string(c.send(req)["X-RateLimit-Limit"]);
+    };
+    REQUIRE(org_get(here.front()) == "1000");  // decided by this node
+    CHECK(org_get(elsewhere.front()) == "500");
+    // From now on the worker is in fallback, whichever key comes.
+    CHECK(shared.fallback());
+    CHECK(shared.errors(store::redis_error_kind::reply) >= 1);
+    const auto until = steady::now() + 1500ms;
+    int rounds = 0;
+    while (steady::now() < until) {
+        org_get(here[static_cast<std::size_t>(rounds) % here.size()]);
+        CHECK(org_get(elsewhere.front()) == "500");
+        CHECK(shared.fallback());
+        ++rounds;
+        std::this_thread::sleep_for(10ms);
+    }
+    CHECK(rounds > 20);
+}
+
+TEST_CASE("Redis busy with a long script is left as a whole, and decides again after it",
+          "[redis][failure]") {
+    redis_server redis({"--busy-reply-threshold", "20"});
+    test_upstream up;
+    auto cfg = one_worker_config(up.port(), redis, 100);
+    cfg.store.redis.instances = 2;  // local bound: 50
+    cfg.store.redis.timeout = 200ms;
+    running_proxy gw(cfg);
+    auto& shared = gw.srv().gw().redis;
+    client c(gw.port());
+    REQUIRE(timed_get(c).limit == "100");
+
+    // A script that never ends, on a connection of its own, until SCRIPT KILL.
+    std::thread busy([port = redis.port()] {
+        redisContext* ctx = redisConnect("127.0.0.1", port);
+        if (ctx != nullptr && ctx->err == 0) {
+            freeReplyObject(redisCommand(ctx, "EVAL %s 0", "while true do end"));
+        }
+        redisFree(ctx);
+    });
+    REQUIRE(eventually([&] { return redis.command({"PING"}).text.starts_with("BUSY"); }, 5s));
+    for (int i = 0; i < 10; ++i) {
+        auto o = timed_get(c);
+        CHECK(o.status == 200);
+        CHECK(o.limit == "50");
+    }
+    CHECK(shared.fallback());
+    CHECK(shared.errors(store::redis_error_kind::reply) >= 1);
+
+    redis.command({"SCRIPT", "KILL"});
+    busy.join();
     CHECK(eventually([&] { return timed_get(c).limit == "100" && !shared.fallback(); }, 5s));
 }
 

@@ -87,6 +87,33 @@ TEST_CASE("a reply becomes the decision limit::check would return", "[redis][key
     CHECK(store::decision_from_reply(1, 0, 10, 99, p).retry_after == 0ns);
 }
 
+TEST_CASE("error replies that say the node cannot decide are told from one key's error",
+          "[redis][keys]") {
+    for (const char* node_wide :
+         {"READONLY You can't write against a read only replica.",
+          "LOADING Redis is loading the dataset in memory",
+          "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+          "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
+          "OOM command not allowed when used memory > 'maxmemory'.",
+          "NOAUTH Authentication required.",
+          "NOPERM this user has no permissions to run the 'evalsha' command",
+          "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+          "MOVED 3999 127.0.0.1:6381", "ASK 3999 127.0.0.1:6381", "CLUSTERDOWN The cluster is down",
+          "CLUSTERDOWN Hash slot not served",
+          "TRYAGAIN Multiple keys request during rehashing of slot", "MOVED"}) {
+        INFO(node_wide);
+        CHECK(store::redis_error_is_node_wide(node_wide));
+    }
+    for (const char* one_key :
+         {"WRONGTYPE Operation against a key holding the wrong kind of value",
+          "ERR Error running script (call to f_0123): @user_script:12: user_script:12: bad",
+          "BUSYKEY Target key name already exists.", "NOSCRIPT No matching script.", "ASKING",
+          "MOVEDX 1 h:1", ""}) {
+        INFO(one_key);
+        CHECK_FALSE(store::redis_error_is_node_wide(one_key));
+    }
+}
+
 TEST_CASE("the fallback bucket is limit / instances, never below one", "[redis][keys]") {
     const limit::bucket_policy p{algorithm_kind::gcra, 600, 60s, 900};
     auto three = store::fallback_policy(p, 3);

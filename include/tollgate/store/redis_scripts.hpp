@@ -82,6 +82,19 @@ redis_script_args script_args(const limit::bucket_policy& policy);
 limit::decision decision_from_reply(long long allowed, long long remaining, long long reset_ns,
                                     long long retry_after_ns, const limit::bucket_policy& policy);
 
+/// True for an error reply that says the node cannot decide for any key, or
+/// not for all of them, as opposed to one key's trouble (WRONGTYPE): the
+/// store then leaves the node and decides locally (fallback) instead of
+/// deciding that one request locally and the next in Redis.
+///  * READONLY (a replica: failover), LOADING, MASTERDOWN, MISCONF, OOM,
+///    NOAUTH, NOPERM, BUSY (a long-running script blocks every command);
+///  * MOVED, ASK, CLUSTERDOWN, TRYAGAIN: a Redis Cluster node. Cluster is not
+///    supported (one script per decision names one key, and the store talks
+///    to one node): answering MOVED keys locally would quietly split every
+///    limit by the number of instances for the keys of the other shards.
+/// Matched on the whole first word (BUSYKEY is not BUSY).
+bool redis_error_is_node_wide(std::string_view error);
+
 /// The policy of the local bucket that decides while Redis is unreachable
 /// (failure_mode open): `limit` and `burst` divided by `instances`, at least 1.
 limit::bucket_policy fallback_policy(const limit::bucket_policy& policy, std::uint32_t instances);
