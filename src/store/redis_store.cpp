@@ -523,9 +523,9 @@ private:
             state_ = state::ready;
             hold_ = false;
             suspect_ = false;
-            // backoff_ stays until Redis decides again: a node that takes
-            // connections but fails every decision is retried ever slower.
-            reported_ = false;
+            // backoff_ and reported_ stay until Redis decides again: a node
+            // that takes connections but fails every decision (READONLY,
+            // OOM) is retried ever slower, and its trouble logged once.
             reported_reply_ = false;
             update_fallback();
         }
@@ -583,12 +583,7 @@ private:
         if (!d.allowed) {
             cache_.remember(p.bucket, d, since_epoch(p.sent_at));
         }
-        backoff_ = {};
-        if (!in_fallback_) {
-            // An answer is an outcome too: the last report may be another
-            // worker's timeout, while Redis decides again here.
-            shared_.report_fallback(false);
-        }
+        decided_in_redis();
         complete(id, store_result{d, false}, true);
     }
 
@@ -775,6 +770,14 @@ private:
     /// `failed`: Redis has just failed this worker (an attempt, a timeout);
     /// reported even when the worker decided locally already, because
     /// another worker may have reported Redis back meanwhile.
+    ///
+    /// Only the way into fallback is reported here. Requests going to Redis
+    /// again after a fallback (connected, or a PING answered) are a trial:
+    /// Redis is reported back by decided_in_redis(), when a decision has
+    /// succeeded. A node that takes connections and PINGs but fails every
+    /// decision (a replica's READONLY, OOM) therefore keeps the gauge at 1
+    /// and logs nothing, where reporting it back at each reconnect flapped
+    /// the gauge and the log once a second.
     void update_fallback(bool failed = false) {
         if (closing_) {
             return;  // a store shutting down is not Redis coming back
@@ -784,14 +787,30 @@ private:
         const bool redis_decides = (state_ == state::ready && !suspect_) ||
                                    (state_ == state::connecting && hold_) ||
                                    (state_ == state::disconnected && ac_ == nullptr && hold_next_);
-        const bool fallback = !redis_decides;
-        if (fallback != in_fallback_ || (fallback && failed)) {
-            in_fallback_ = fallback;
-            shared_.report_fallback(fallback);
+        if (redis_decides) {
+            return;
+        }
+        if (!in_fallback_ || failed) {
+            in_fallback_ = true;
+            shared_.report_fallback(true);
         }
     }
 
-    /// One line per trouble, not per attempt: quiet again once connected.
+    /// Redis has just decided a request in time. Ends a fallback (the trial
+    /// succeeded): back-off, trouble reports and the shared state start
+    /// afresh. Outside a fallback it is reported too: the last report may be
+    /// another worker's timeout, while Redis decides again here.
+    void decided_in_redis() {
+        if (state_ != state::ready || suspect_) {
+            return;  // answered while the node is being left: proves nothing
+        }
+        in_fallback_ = false;
+        backoff_ = {};
+        reported_ = false;
+        shared_.report_fallback(false);
+    }
+
+    /// One line per trouble, not per attempt: quiet again once Redis decides.
     void report(const std::string& what) {
         if (reported_) {
             return;
@@ -836,6 +855,8 @@ private:
     int handshake_left_ = 0;
     std::chrono::milliseconds backoff_{0};
     steady::time_point next_attempt_{};
+    /// Reported as deciding without Redis; while requests go to Redis again
+    /// with this still set, that is a trial (see update_fallback).
     bool in_fallback_ = false;
     bool closing_ = false;
     bool reported_ = false;

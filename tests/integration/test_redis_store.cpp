@@ -110,6 +110,28 @@ config one_worker_config(std::uint16_t upstream_port, const redis_server& redis,
     return cfg;
 }
 
+/// Lines of `text` (a process's stderr) that contain `what`.
+int lines_with(const std::string& text, std::string_view what) {
+    int n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+/// The value of `tollgate_store_fallback` on an admin port, -1 if absent.
+int fallback_gauge(std::uint16_t admin_port) {
+    // The HELP line also reads "tollgate_store_fallback 1 while ...": match the sample.
+    const auto body = get(admin_port, "/metrics").body();
+    for (int v : {0, 1}) {
+        if (body.find("\ntollgate_store_fallback " + std::to_string(v) + "\n") !=
+            std::string::npos) {
+            return v;
+        }
+    }
+    return -1;
+}
+
 const char* name_of(algorithm_kind a) {
     switch (a) {
         case algorithm_kind::gcra:
@@ -591,6 +613,64 @@ TEST_CASE("Redis busy with a long script is left as a whole, and decides again a
     redis.command({"SCRIPT", "KILL"});
     busy.join();
     CHECK(eventually([&] { return timed_get(c).limit == "100" && !shared.fallback(); }, 5s));
+}
+
+TEST_CASE("a Redis that connects but cannot decide keeps the fallback: no flapping",
+          "[redis][failure]") {
+    // A replica (READONLY) or a full Redis (OOM) takes AUTH, SELECT and
+    // SCRIPT LOAD, then fails every decision. Redis was reported back at
+    // each reconnect (about once a second per worker): the gauge flapped
+    // 1/0 and the log repeated unreachable / reachable again forever.
+    redis_server redis;
+    test_upstream up;
+    auto path = write_temp_file("redis-cannot-decide.yaml",
+                                binary_yaml(up.port(),
+                                            "rate_limit: {limit: 1000, window: 1h}\n"
+                                            "store: {type: redis, redis: {url: \"" +
+                                                redis.url() + "\", instances: 2}}\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    REQUIRE(fresh_get(p.port()).limit == "1000");
+
+    std::string trouble;
+    std::vector<std::string> undo;
+    SECTION("READONLY: a replica of a primary that is not there") {
+        redis.command({"REPLICAOF", "127.0.0.1", std::to_string(free_port())});
+        trouble = "decision failed: READONLY";
+        undo = {"REPLICAOF", "NO", "ONE"};
+    }
+    SECTION("OOM: maxmemory reached") {
+        redis.command({"CONFIG", "SET", "maxmemory", "1"});
+        trouble = "decision failed: OOM";
+        undo = {"CONFIG", "SET", "maxmemory", "0"};
+    }
+    // Fresh connections reach both workers; each reconnects with backoff
+    // (up to 1 s) and sends the next request to the new connection.
+    const auto until = steady::now() + 3s;
+    int requests = 0;
+    while (steady::now() < until) {
+        auto o = fresh_get(p.port());
+        CHECK(o.status == 200);
+        CHECK(o.limit == "500");  // never decided in Redis
+        if (++requests > 2) {
+            CHECK(fallback_gauge(p.admin_port()) == 1);
+        }
+        std::this_thread::sleep_for(10ms);
+    }
+    const auto during = p.stderr_text();
+    INFO(during);
+    CHECK(lines_with(during, "redis unreachable") == 1);
+    CHECK(lines_with(during, "reachable again") == 0);
+    CHECK(lines_with(during, trouble) >= 1);
+    CHECK(lines_with(during, trouble) <= 2);  // once per worker
+
+    redis.command(undo);
+    CHECK(eventually([&] { return fresh_get(p.port()).limit == "1000"; }, 5s));
+    CHECK(eventually([&] { return fallback_gauge(p.admin_port()) == 0; }, 5s));
+    CHECK(p.wait_for_log("redis reachable again"));
+    CHECK(lines_with(p.stderr_text(), "reachable again") == 1);
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
 }
 
 TEST_CASE("a server that is not Redis counts as failed connects and falls back", "[redis]") {

@@ -19,10 +19,11 @@
 ///
 /// Fallback is the last outcome any worker saw, not a count of workers
 /// deciding locally: a worker only looks at Redis when it has a request, so
-/// an idle worker's view goes stale. One worker reconnecting proves Redis is
-/// back for all of them (the gauge drops to 0 and "reachable again" is logged
-/// at once, even if the other workers see no traffic); one worker failing
-/// again proves it is gone. An idle worker still waiting out its back-off
+/// an idle worker's view goes stale. One worker deciding in Redis again
+/// proves Redis is back for all of them (the gauge drops to 0 and "reachable
+/// again" is logged at once, even if the other workers see no traffic); one
+/// worker failing again proves it is gone. A connection or an answered PING
+/// proves nothing: a replica (READONLY) or a full Redis (OOM) takes both. An idle worker still waiting out its back-off
 /// may decide its next requests locally for up to `backoff_max` after the
 /// gauge went to 0.
 ///
@@ -67,9 +68,9 @@ public:
     /// Errors counted so far (tests).
     double errors(redis_error_kind kind) const;
 
-    /// A worker found Redis unusable (`true`: an attempt failed or a
-    /// decision timed out; reported again on each new failure) or deciding
-    /// for it again (`false`: connected, a probe or a decision answered).
+    /// A worker found Redis unusable (`true`: an attempt failed, a decision
+    /// timed out or the node refused it; reported again on each new failure)
+    /// or deciding for it again (`false`: a decision answered in time).
     /// The latest report of any worker wins; a change is logged on stderr.
     /// Cheap when nothing changes (one atomic load).
     void report_fallback(bool fallback);

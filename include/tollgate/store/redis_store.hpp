@@ -30,6 +30,11 @@
 /// suspect: later requests decide locally at once (no added latency) while a
 /// single `PING` probes Redis; a probe answered within the timeout switches
 /// back. A command unanswered for `dead_after` drops the connection.
+/// Requests going to Redis again after a fallback (the PING answered, or a
+/// new connection's AUTH/SELECT/SCRIPT LOAD done) are a trial: Redis is
+/// reported back only when one of them is decided there, since a replica
+/// (READONLY) or a full Redis (OOM) takes connections and PINGs and still
+/// fails every decision.
 /// A lost connection is re-opened on demand: at once after a connection that
 /// worked (requests wait for it, up to the timeout, so a restarted Redis
 /// costs no local decisions), then with capped exponential back-off
