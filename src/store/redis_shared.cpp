@@ -60,20 +60,46 @@ double redis_shared::errors(redis_error_kind kind) const {
 }
 
 void redis_shared::report_fallback(bool fallback) {
-    if (fallback_.load() == fallback) {
-        return;  // the common case (a worker failing again): no lock
+    if (fallback_.load() == fallback && !unlogged_.load()) {
+        return;  // the common case (a worker failing again, deciding again): no lock
     }
+    report_fallback(fallback, std::chrono::steady_clock::now());
+}
+
+void redis_shared::report_fallback(bool fallback, std::chrono::steady_clock::time_point now) {
     std::lock_guard lock(fallback_mutex_);
-    if (fallback_.load() == fallback) {
+    if (fallback_.load() != fallback) {
+        fallback_.store(fallback);
+        ++unlogged_changes_;
+    }
+    if (fallback == logged_) {
+        unlogged_.store(false);  // flipped and back: the last line is right again
         return;
     }
-    fallback_.store(fallback);
+    // "Reachable again" always completes its pair; a new "unreachable" line
+    // waits for the interval, and the first report after it writes it.
+    if (fallback && any_unreachable_line_ && now - last_unreachable_line_ < log_interval) {
+        unlogged_.store(true);
+        return;
+    }
+    --unlogged_changes_;  // the line below tells this one
+    std::string also;
+    if (unlogged_changes_ > 0) {
+        also = " (" + std::to_string(unlogged_changes_) +
+               " more changes since the previous line, not logged)";
+        unlogged_changes_ = 0;
+    }
+    logged_ = fallback;
+    unlogged_.store(false);
     if (fallback) {
+        any_unreachable_line_ = true;
+        last_unreachable_line_ = now;
         log_line(log_level::warn,
                  "redis unreachable; store.redis.failure_mode decides (open: local buckets, "
-                 "closed: 503)");
+                 "closed: 503)" +
+                     also);
     } else {
-        log_line(log_level::info, "redis reachable again; deciding in redis");
+        log_line(log_level::info, "redis reachable again; deciding in redis" + also);
     }
 }
 

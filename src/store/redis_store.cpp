@@ -134,7 +134,8 @@ public:
         const bool via_redis =
             (state_ == state::ready && !suspect_) || (state_ == state::connecting && hold_);
         if (!via_redis) {
-            if (state_ == state::ready && suspect_ && !ping_out_) {
+            if (state_ == state::ready && suspect_ && !ping_out_ &&
+                now >= fallback_since_ + flap_hold_) {
                 send_ping(now);
             }
             return decide_without_redis(scope, key, policy);
@@ -359,7 +360,6 @@ private:
         hold_next_ = false;
         backoff_ = backoff_.count() == 0 ? settings_.backoff_min
                                          : std::min(2 * backoff_, settings_.backoff_max);
-        next_attempt_ = steady::now() + backoff_;
         shared_.error(why);
         // Requests held for this attempt that never went out.
         std::vector<std::uint64_t> unsent;
@@ -375,6 +375,7 @@ private:
             }
         }
         update_fallback(true);
+        next_attempt_ = std::max(steady::now() + backoff_, fallback_since_ + flap_hold_);
         arm_timer();
     }
 
@@ -647,7 +648,7 @@ private:
                     suspect_ = true;
                 }
                 hold_ = false;
-                update_fallback(true);
+                update_fallback(true, true);
             }
             complete(id, decide_without_redis(it->second));
         }
@@ -778,7 +779,10 @@ private:
     /// decision (a replica's READONLY, OOM) therefore keeps the gauge at 1
     /// and logs nothing, where reporting it back at each reconnect flapped
     /// the gauge and the log once a second.
-    void update_fallback(bool failed = false) {
+    ///
+    /// `timed_out`: the failure is a decision that took too long, which
+    /// cost the requests waiting for it; it makes a failed trial a flip.
+    void update_fallback(bool failed = false, bool timed_out = false) {
         if (closing_) {
             return;  // a store shutting down is not Redis coming back
         }
@@ -787,8 +791,32 @@ private:
         const bool redis_decides = (state_ == state::ready && !suspect_) ||
                                    (state_ == state::connecting && hold_) ||
                                    (state_ == state::disconnected && ac_ == nullptr && hold_next_);
+        const auto now = steady::now();
         if (redis_decides) {
+            if (in_fallback_ && !trial_) {
+                trial_ = true;
+                decided_in_trial_ = false;
+                trial_since_ = now;
+            }
             return;
+        }
+        if (!in_fallback_ || trial_) {
+            // Leaving Redis, or a trial, for local decisions. It is a flip
+            // when going back to Redis cost something and did not last: a
+            // trial in which Redis decided (the gauge may have moved) or a
+            // decision timed out (requests waited), or a failure soon after
+            // Redis was reported back. A trial refused at once (READONLY)
+            // cost nothing: the back-off paces those.
+            const bool flip = trial_ ? decided_in_trial_ || timed_out
+                                     : recovered_ && now - recovered_at_ < settings_.flap_hold_max;
+            if (flip) {
+                flap_hold_ =
+                    std::clamp(2 * flap_hold_, settings_.flap_hold_min, settings_.flap_hold_max);
+            } else if (!trial_) {
+                flap_hold_ = {};  // Redis decided long enough: a new trouble
+            }
+            trial_ = false;
+            fallback_since_ = now;
         }
         if (!in_fallback_ || failed) {
             in_fallback_ = true;
@@ -803,6 +831,16 @@ private:
     void decided_in_redis() {
         if (state_ != state::ready || suspect_) {
             return;  // answered while the node is being left: proves nothing
+        }
+        if (trial_) {
+            decided_in_trial_ = true;
+            const auto now = steady::now();
+            if (now - trial_since_ < flap_hold_) {
+                return;  // after a flip, Redis must decide for the hold without failing
+            }
+            trial_ = false;
+            recovered_ = true;
+            recovered_at_ = now;
         }
         in_fallback_ = false;
         backoff_ = {};
@@ -855,9 +893,18 @@ private:
     int handshake_left_ = 0;
     std::chrono::milliseconds backoff_{0};
     steady::time_point next_attempt_{};
-    /// Reported as deciding without Redis; while requests go to Redis again
-    /// with this still set, that is a trial (see update_fallback).
+    /// Reported as deciding without Redis (see update_fallback).
     bool in_fallback_ = false;
+    bool trial_ = false;  ///< in fallback, but requests go to Redis again
+    bool decided_in_trial_ = false;
+    steady::time_point trial_since_{};
+    steady::time_point fallback_since_{};
+    bool recovered_ = false;             ///< Redis was reported back after a fallback ...
+    steady::time_point recovered_at_{};  ///< ... last at this time
+    /// Hysteresis (redis_settings::flap_hold_min): the least time in
+    /// fallback before Redis is tried again, and in a trial before it is
+    /// reported back.
+    std::chrono::milliseconds flap_hold_{0};
     bool closing_ = false;
     bool reported_ = false;
     bool reported_reply_ = false;

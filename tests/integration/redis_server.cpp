@@ -8,7 +8,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <random>
 #include <stdexcept>
 #include <thread>
 
@@ -228,6 +233,159 @@ long long redis_server::calls(std::string_view command_name) {
         return 0;
     }
     return std::stoll(info.text.substr(at + needle.size()));
+}
+
+struct latency_relay::impl {
+    std::uint16_t target = 0;
+    std::chrono::microseconds min{0};
+    std::chrono::microseconds max{0};
+    int listener = -1;
+    std::atomic<bool> stopping{false};
+    std::mutex mutex;  // guards fds, threads and rng
+    std::vector<int> fds;
+    std::vector<std::thread> threads;
+    std::mt19937_64 rng{20240611};
+
+    std::chrono::microseconds delay() {
+        std::lock_guard lock(mutex);
+        return std::chrono::microseconds{
+            std::uniform_int_distribution<std::int64_t>(min.count(), max.count())(rng)};
+    }
+
+    void accept_loop() {
+        for (;;) {
+            const int client = ::accept(listener, nullptr, nullptr);
+            if (client < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                return;  // shut down
+            }
+            const int server = ::socket(AF_INET, SOCK_STREAM, 0);
+            sockaddr_in to{};
+            to.sin_family = AF_INET;
+            to.sin_port = htons(target);
+            to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+            if (::connect(server, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+                ::close(server);
+                ::close(client);
+                continue;
+            }
+            std::lock_guard lock(mutex);
+            if (stopping) {
+                ::close(server);
+                ::close(client);
+                return;
+            }
+            fds.push_back(client);
+            fds.push_back(server);
+            threads.emplace_back([this, client, server] { relay(client, server); });
+        }
+    }
+
+    /// Requests straight through; answers queued and written when due.
+    void relay(int client, int server) {
+        struct chunk {
+            std::chrono::steady_clock::time_point due;
+            std::string data;
+        };
+        std::mutex qm;
+        std::condition_variable cv;
+        std::deque<chunk> queue;
+        bool done = false;
+        std::thread up([&] {
+            char buf[16384];
+            for (ssize_t n; (n = ::read(client, buf, sizeof buf)) > 0;) {
+                if (::send(server, buf, static_cast<std::size_t>(n), MSG_NOSIGNAL) != n) {
+                    break;
+                }
+            }
+            ::shutdown(server, SHUT_RDWR);
+        });
+        std::thread deliver([&] {
+            std::unique_lock lock(qm);
+            for (;;) {
+                cv.wait(lock, [&] { return done || !queue.empty(); });
+                if (queue.empty()) {
+                    break;
+                }
+                const auto due = queue.front().due;
+                if (cv.wait_until(lock, due, [&] { return done; })) {
+                    break;
+                }
+                std::string data = std::move(queue.front().data);
+                queue.pop_front();
+                lock.unlock();
+                ::send(client, data.data(), data.size(), MSG_NOSIGNAL);
+                lock.lock();
+            }
+            ::shutdown(client, SHUT_RDWR);
+        });
+        char buf[16384];
+        auto last = std::chrono::steady_clock::now();
+        for (ssize_t n; (n = ::read(server, buf, sizeof buf)) > 0;) {
+            std::lock_guard lock(qm);
+            last = std::max(last, std::chrono::steady_clock::now() + delay());
+            queue.push_back({last, std::string(buf, static_cast<std::size_t>(n))});
+            cv.notify_one();
+        }
+        {
+            std::lock_guard lock(qm);
+            done = true;
+            cv.notify_one();
+        }
+        ::shutdown(client, SHUT_RDWR);
+        up.join();
+        deliver.join();
+    }
+};
+
+latency_relay::latency_relay(std::uint16_t target, std::chrono::microseconds min,
+                             std::chrono::microseconds max)
+    : impl_(std::make_unique<impl>()) {
+    impl_->target = target;
+    impl_->min = min;
+    impl_->max = max;
+    impl_->listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof at;
+    if (::bind(impl_->listener, reinterpret_cast<sockaddr*>(&at), sizeof at) != 0 ||
+        ::listen(impl_->listener, 64) != 0 ||
+        ::getsockname(impl_->listener, reinterpret_cast<sockaddr*>(&at), &len) != 0) {
+        ::close(impl_->listener);
+        throw std::runtime_error("latency_relay: cannot listen");
+    }
+    port_ = ntohs(at.sin_port);
+    impl_->threads.emplace_back([i = impl_.get()] { i->accept_loop(); });
+}
+
+void latency_relay::set_delay(std::chrono::microseconds min, std::chrono::microseconds max) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->min = min;
+    impl_->max = max;
+}
+
+latency_relay::~latency_relay() {
+    std::vector<std::thread> threads;
+    {
+        std::lock_guard lock(impl_->mutex);
+        impl_->stopping = true;
+        // Wakes the blocked accept and reads; every thread then winds down.
+        ::shutdown(impl_->listener, SHUT_RDWR);
+        for (int fd : impl_->fds) {
+            ::shutdown(fd, SHUT_RDWR);
+        }
+        threads = std::move(impl_->threads);
+    }
+    for (auto& t : threads) {
+        t.join();
+    }
+    ::close(impl_->listener);
+    for (int fd : impl_->fds) {
+        ::close(fd);
+    }
 }
 
 config redis_test_config(std::uint16_t upstream_port, const redis_server& server) {

@@ -73,6 +73,29 @@ private:
     std::unique_ptr<redisContext, context_free> conn_;
 };
 
+/// A TCP relay on a loopback port in front of 127.0.0.1:`target` that holds
+/// each chunk of the server's answers for a random time in [min, max]
+/// (order kept): a Redis whose latency sits around the store's timeout.
+/// Requests pass at once. Threads per connection; all stopped on destruction.
+class latency_relay {
+public:
+    latency_relay(std::uint16_t target, std::chrono::microseconds min,
+                  std::chrono::microseconds max);
+    ~latency_relay();
+    latency_relay(const latency_relay&) = delete;
+    latency_relay& operator=(const latency_relay&) = delete;
+
+    std::uint16_t port() const { return port_; }
+    std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+    /// Answers from now on are held for a time in [min, max].
+    void set_delay(std::chrono::microseconds min, std::chrono::microseconds max);
+
+private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+    std::uint16_t port_ = 0;
+};
+
 /// test_config with `store.type: redis` on `server` (threads 2).
 config redis_test_config(std::uint16_t upstream_port, const redis_server& server);
 

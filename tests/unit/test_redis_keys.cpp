@@ -1,15 +1,19 @@
 // The pure parts of the Redis store: bucket key names, script arguments,
-// replies to decisions, the fallback policy and the over-limit cache.
+// replies to decisions, the fallback policy, the over-limit cache and the
+// shared fallback state's log lines.
 
 #include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <set>
+#include <sstream>
 
 #include "heap.hpp"
 #include "tollgate/store/redis_cache.hpp"
 #include "tollgate/store/redis_scripts.hpp"
+#include "tollgate/store/redis_shared.hpp"
 
 using namespace tollgate;
 using namespace std::chrono_literals;
@@ -243,4 +247,71 @@ TEST_CASE("the over-limit cache costs at most 256 bytes per tok: key when full",
         CHECK(per_key > 0.0);
 #endif
     }
+}
+
+namespace {
+
+/// What tollgate logs on stderr while it lives.
+class captured_stderr {
+public:
+    captured_stderr() : old_(std::cerr.rdbuf(text_.rdbuf())) {}
+    ~captured_stderr() { std::cerr.rdbuf(old_); }
+    captured_stderr(const captured_stderr&) = delete;
+    captured_stderr& operator=(const captured_stderr&) = delete;
+    /// The lines written since the last call.
+    std::vector<std::string> take() {
+        std::vector<std::string> lines;
+        std::string line;
+        while (std::getline(text_, line)) {
+            lines.push_back(line);
+        }
+        text_.str("");
+        text_.clear();
+        return lines;
+    }
+
+private:
+    std::stringstream text_;
+    std::streambuf* old_;
+};
+
+}  // namespace
+
+TEST_CASE("a flapping fallback state logs at most one pair of lines per interval",
+          "[redis][shared]") {
+    store::redis_shared shared;
+    captured_stderr err;
+    const auto t0 = std::chrono::steady_clock::time_point{} + 1h;
+    const std::string down =
+        "tollgate: redis unreachable; store.redis.failure_mode decides (open: local buckets, "
+        "closed: 503)";
+    const std::string up = "tollgate: redis reachable again; deciding in redis";
+
+    shared.report_fallback(true, t0);
+    shared.report_fallback(false, t0 + 100ms);
+    CHECK(err.take() == std::vector<std::string>{down, up});
+    // Flapping within the interval: the gauge follows, the log does not.
+    shared.report_fallback(true, t0 + 200ms);
+    CHECK(shared.fallback());
+    shared.report_fallback(false, t0 + 300ms);
+    CHECK_FALSE(shared.fallback());
+    shared.report_fallback(true, t0 + 400ms);
+    shared.report_fallback(true, t0 + 9s);  // failing again: still too early
+    CHECK(shared.fallback());
+    CHECK(err.take().empty());
+    // The first report after the interval writes the line the gauge is owed.
+    shared.report_fallback(true, t0 + 10s);
+    CHECK(err.take() ==
+          std::vector<std::string>{down + " (2 more changes since the previous line, not logged)"});
+    shared.report_fallback(true, t0 + 11s);
+    shared.report_fallback(false, t0 + 12s);
+    CHECK(err.take() == std::vector<std::string>{up});
+    // Flipped and back within the interval: the last line is right as it is.
+    shared.report_fallback(true, t0 + 13s);
+    shared.report_fallback(false, t0 + 14s);
+    CHECK(err.take().empty());
+    shared.report_fallback(true, t0 + 30s);
+    shared.report_fallback(false, t0 + 31s);
+    CHECK(err.take() == std::vector<std::string>{
+                            down + " (2 more changes since the previous line, not logged)", up});
 }

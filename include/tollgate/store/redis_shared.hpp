@@ -23,15 +23,27 @@
 /// proves Redis is back for all of them (the gauge drops to 0 and "reachable
 /// again" is logged at once, even if the other workers see no traffic); one
 /// worker failing again proves it is gone. A connection or an answered PING
-/// proves nothing: a replica (READONLY) or a full Redis (OOM) takes both. An idle worker still waiting out its back-off
-/// may decide its next requests locally for up to `backoff_max` after the
-/// gauge went to 0.
+/// proves nothing: a replica (READONLY) or a full Redis (OOM) takes both.
+/// An idle worker still waiting out its back-off (or, after flapping, its
+/// hold) may decide its next requests locally for up to `backoff_max` (or
+/// `flap_hold_max`) after the gauge went to 0.
+///
+/// Changes are logged on stderr ("redis unreachable; ...", "redis reachable
+/// again; ..."), at most one "unreachable" line per `log_interval` (each
+/// followed by its "reachable again" line): a Redis flapping between the
+/// two (latency around the timeout, several workers disagreeing) cannot
+/// flood the log. The next line says how many changes went unlogged. A
+/// change back to "unreachable" left unlogged is written by the first report
+/// after the interval, so the last line matches the gauge again as long as
+/// workers keep reporting (they do while they see requests).
 ///
 /// Thread-safety: every member may be called from any thread.
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <string_view>
 
@@ -71,20 +83,30 @@ public:
     /// A worker found Redis unusable (`true`: an attempt failed, a decision
     /// timed out or the node refused it; reported again on each new failure)
     /// or deciding for it again (`false`: a decision answered in time).
-    /// The latest report of any worker wins; a change is logged on stderr.
-    /// Cheap when nothing changes (one atomic load).
+    /// The latest report of any worker wins; a change is logged on stderr
+    /// (at most one pair of lines per `log_interval`, see above).
+    /// Cheap when nothing changes (two atomic loads).
     void report_fallback(bool fallback);
+    /// The same, at `now` (tests drive the log interval with it).
+    void report_fallback(bool fallback, std::chrono::steady_clock::time_point now);
     /// True while the latest report says Redis is unusable.
     bool fallback() const noexcept { return fallback_.load(); }
+
+    static constexpr std::chrono::seconds log_interval{10};
 
 private:
     std::once_flag attached_;
     std::array<prometheus::Counter*, static_cast<std::size_t>(redis_error_kind::count_)> errors_{};
     prometheus::Histogram* duration_ = nullptr;
-    /// Guards the change of `fallback_` together with its log line, so the
-    /// last line logged always matches the gauge.
+    /// Guards the change of `fallback_` together with the log state.
     std::mutex fallback_mutex_;
     std::atomic<bool> fallback_{false};
+    /// `fallback_` differs from what the last line said: a line is due.
+    std::atomic<bool> unlogged_{false};
+    bool logged_ = false;  ///< what the last line said (false: none yet, or reachable)
+    bool any_unreachable_line_ = false;
+    std::chrono::steady_clock::time_point last_unreachable_line_{};
+    std::uint64_t unlogged_changes_ = 0;
 };
 
 }  // namespace tollgate::store

@@ -34,7 +34,14 @@
 /// new connection's AUTH/SELECT/SCRIPT LOAD done) are a trial: Redis is
 /// reported back only when one of them is decided there, since a replica
 /// (READONLY) or a full Redis (OOM) takes connections and PINGs and still
-/// fails every decision.
+/// fails every decision. A flip, i.e. Redis failing the worker again after
+/// a trial in which it decided or timed out, or soon after it was reported
+/// back, makes the worker hold off longer (`flap_hold_min` doubling to
+/// `flap_hold_max`): it stays in fallback that long before the next PING or
+/// connection attempt, and reports Redis back only after deciding there that
+/// long without a failure. So a Redis answering around the timeout costs a
+/// few timed-out requests per worker and hold, not one per PING, and the
+/// gauge stays at 1 instead of flapping.
 /// A lost connection is re-opened on demand: at once after a connection that
 /// worked (requests wait for it, up to the timeout, so a restarted Redis
 /// costs no local decisions), then with capped exponential back-off
@@ -76,6 +83,15 @@ struct redis_settings {
     std::chrono::milliseconds dead_after{1000};
     std::chrono::milliseconds backoff_min{25};
     std::chrono::milliseconds backoff_max{1000};
+    /// Hysteresis against a Redis flapping between usable and not (latency
+    /// around `timeout`, a Cluster node that decides some keys): after a
+    /// flip, a worker stays in fallback at least the hold before it tries
+    /// Redis again, and reports Redis back only once it has decided there
+    /// for the hold without a failure. The hold starts at `flap_hold_min`
+    /// and doubles with each flip up to `flap_hold_max`; a failure more than
+    /// `flap_hold_max` after Redis was reported back starts again at 0.
+    std::chrono::milliseconds flap_hold_min{250};
+    std::chrono::milliseconds flap_hold_max{4000};
     /// Entries of the over-limit cache (per worker).
     std::size_t cache_capacity = 65536;
 
