@@ -1,5 +1,6 @@
 #include "tollgate/store/redis_store.hpp"
 
+#include <algorithm>
 #include <deque>
 #include <stdexcept>
 #include <unordered_map>
@@ -203,10 +204,14 @@ private:
         state_ = state::connecting;
         hold_ = hold;
         update_fallback();
+        addresses_.clear();
+        next_address_ = 0;
         error_code ec;
         auto address = asio::ip::make_address(settings_.endpoint.host, ec);
-        if (!ec) {
-            connect_to(address.to_string());
+        if (!settings_.addresses.empty() || !ec) {
+            addresses_ = settings_.addresses.empty() ? std::vector<std::string>{address.to_string()}
+                                                     : settings_.addresses;
+            connect_next();
             return;
         }
         resolving_ = true;
@@ -223,20 +228,64 @@ private:
                     self->attempt_failed(redis_error_kind::connect);
                     return;
                 }
-                self->connect_to(found.begin()->endpoint().address().to_string());
+                for (const auto& entry : found) {
+                    std::string ip = entry.endpoint().address().to_string();
+                    if (std::find(self->addresses_.begin(), self->addresses_.end(), ip) ==
+                        self->addresses_.end()) {
+                        self->addresses_.push_back(std::move(ip));
+                    }
+                }
+                self->connect_next();
             });
     }
 
-    void connect_to(const std::string& ip) {
-        redisAsyncContext* ac = redisAsyncConnect(ip.c_str(), settings_.endpoint.port);
-        if (ac == nullptr || ac->err != 0) {
+    /// Connects to the next address of the name. A name may have several
+    /// (localhost: ::1 and 127.0.0.1) while Redis listens on one of them,
+    /// so an attempt fails only once every address refused.
+    void connect_next() {
+        while (next_address_ < addresses_.size()) {
+            redisAsyncContext* ac =
+                redisAsyncConnect(addresses_[next_address_++].c_str(), settings_.endpoint.port);
+            if (ac != nullptr && ac->err == 0) {
+                connect_to(ac);
+                return;
+            }
             if (ac != nullptr) {
-                report(std::string("cannot connect: ") + ac->errstr);
+                if (next_address_ == addresses_.size()) {
+                    report(std::string("cannot connect: ") + ac->errstr);
+                }
                 redisAsyncFree(ac);
             }
-            attempt_failed(redis_error_kind::connect);
-            return;
         }
+        attempt_failed(redis_error_kind::connect);
+    }
+
+    /// A connection to one address failed before it was established (from
+    /// its connect callback): when the name has more, tries the next one
+    /// instead of failing the attempt. Commands queued on `ac` go out again
+    /// on the next connection (none of them reached Redis).
+    bool try_next_address(const redisAsyncContext* ac) {
+        if (ac != ac_ || next_address_ >= addresses_.size()) {
+            return false;
+        }
+        ac_ = nullptr;
+        link_.reset();  // as in connection_gone
+        sent_.clear();
+        handshake_left_ = 0;
+        for (auto& entry : pending_) {
+            entry.second.sent = false;  // their NULL replies from `ac` now pass them by
+        }
+        // After hiredis has freed `ac` (it does once this callback returns).
+        asio::post(ioc_, [weak = weak_from_this()] {
+            if (auto self = weak.lock();
+                self && !self->closing_ && self->state_ == state::connecting && !self->ac_) {
+                self->connect_next();
+            }
+        });
+        return true;
+    }
+
+    void connect_to(redisAsyncContext* ac) {
         auto link = redis_asio_link::attach(ioc_, ac);
         if (!link) {
             redisAsyncFree(ac);
@@ -250,7 +299,8 @@ private:
         ac_ = ac;
         link_ = std::move(link);
         send_handshake();
-        // Requests held while the address resolved go out behind the handshake.
+        // Requests held while the name resolved (or an earlier address of it
+        // refused) go out behind the handshake.
         const std::vector<std::uint64_t> held(deadlines_.begin(), deadlines_.end());
         for (std::uint64_t id : held) {
             auto it = pending_.find(id);
@@ -453,8 +503,10 @@ private:
             return;
         }
         ++self->in_callback_;
-        self->report(std::string("cannot connect: ") + (ac->errstr ? ac->errstr : "error"));
-        self->connection_gone(ac, redis_error_kind::connect, false);
+        if (!self->try_next_address(ac)) {
+            self->report(std::string("cannot connect: ") + (ac->errstr ? ac->errstr : "error"));
+            self->connection_gone(ac, redis_error_kind::connect, false);
+        }
         --self->in_callback_;
     }
 
@@ -879,6 +931,8 @@ private:
     redisAsyncContext* ac_ = nullptr;
     std::shared_ptr<redis_asio_link> link_;
     tcp::resolver resolver_{ioc_};
+    std::vector<std::string> addresses_;  ///< of the name, for this attempt
+    std::size_t next_address_ = 0;
     asio::steady_timer timer_{ioc_};
     bool timer_armed_ = false;
     steady::time_point timer_expiry_{};

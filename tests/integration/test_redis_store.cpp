@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -17,7 +18,10 @@
 #include "process.hpp"
 #include "redis_server.hpp"
 #include "support.hpp"
+#include "tollgate/config/values.hpp"
+#include "tollgate/limit/clock.hpp"
 #include "tollgate/store/redis_scripts.hpp"
+#include "tollgate/store/redis_store.hpp"
 
 using namespace tollgate;
 using namespace tollgate::test;
@@ -748,6 +752,53 @@ TEST_CASE("Redis answering around the timeout does not flap the store or its log
     CHECK(eventually([&] { return fresh_get(p.port()).limit == "100000"; }, 10s));
     p.signal(SIGTERM);
     CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("a name with several addresses: when one refuses, the next one is tried", "[redis]") {
+    // localhost may resolve to ::1 first while Redis listens on 127.0.0.1
+    // only; trying the first address alone fell back for good. The store is
+    // driven directly, with the name's addresses given (the test machine's
+    // resolver gives localhost one address).
+    redis_server redis;  // 127.0.0.1 only
+    asio::io_context ioc;
+    limit::steady_clock time;
+    limit::rate_limiter local(time, 1000);
+    store::redis_shared shared;
+    prometheus::Registry registry;
+    store::redis_settings settings;
+    settings.endpoint = *parse_redis_url(redis.url());
+    settings.endpoint.host = "localhost";
+    settings.addresses = {"::1", "127.0.0.1"};
+    settings.timeout = 2000ms;
+    settings.instances = 2;  // a local decision would say 50
+    auto st = std::make_unique<store::redis_store>(ioc, settings, local, shared, registry);
+
+    const limit::bucket_policy policy{algorithm_kind::gcra, 100, std::chrono::hours(1), 0};
+    auto decide = [&] {
+        std::optional<store::store_result> got;
+        auto make = [&] {
+            return store::rate_store::completion([&](store::store_result r) { got = r; });
+        };
+        const store::rate_store::completion_source done(make);
+        if (auto at_once = st->check("", "ip:10.0.0.1", policy, done)) {
+            return *at_once;
+        }
+        const auto deadline = steady::now() + 5s;
+        while (!got && steady::now() < deadline) {
+            ioc.run_one_for(100ms);
+        }
+        REQUIRE(got);
+        return *got;
+    };
+    for (std::uint64_t remaining : {99, 98, 97}) {
+        auto r = decide();
+        CHECK_FALSE(r.unavailable);
+        CHECK(r.decision.limit == 100);  // decided in Redis
+        CHECK(r.decision.remaining == remaining);
+    }
+    CHECK_FALSE(shared.fallback());
+    CHECK(shared.errors(store::redis_error_kind::connect) == 0);
+    st.reset();
 }
 
 TEST_CASE("a server that is not Redis counts as failed connects and falls back", "[redis]") {

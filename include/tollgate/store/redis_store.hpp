@@ -63,6 +63,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "tollgate/config/config.hpp"
 #include "tollgate/config/values.hpp"
@@ -94,6 +95,10 @@ struct redis_settings {
     std::chrono::milliseconds flap_hold_max{4000};
     /// Entries of the over-limit cache (per worker).
     std::size_t cache_capacity = 65536;
+    /// Addresses to connect to, in this order, instead of looking
+    /// `endpoint.host` up on each attempt (tests: a name whose first
+    /// address refuses). Empty in production.
+    std::vector<std::string> addresses{};
 
     /// From `store.redis` (dead_after = max(1 s, 10 x timeout)). Throws
     /// std::runtime_error for a URL that does not parse.
