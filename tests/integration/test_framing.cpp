@@ -358,6 +358,21 @@ std::thread send_body(int fd, std::size_t size) {
     });
 }
 
+/// Sends the head of a POST with a `size`-byte body, then `sent` bytes of
+/// the body from a thread of its own, and reads the answer (the final one,
+/// after a relayed 100).
+raw_client::result upload(raw_client& client, std::size_t size, std::size_t sent) {
+    client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
+                std::to_string(size) + "\r\n\r\n");
+    std::thread sender = send_body(client.socket_handle(), sent);
+    auto r = client.read();
+    if (r.status == 100) {
+        r = client.read();
+    }
+    sender.join();
+    return r;
+}
+
 }  // namespace
 
 TEST_CASE("framing: request corpus over sockets, upstream receives only clean requests",
@@ -804,11 +819,7 @@ TEST_CASE("framing: an upstream that answers an upload early and closes is relay
         running_proxy gw(framing_config(up.port()));
         raw_client client(gw.port());
         constexpr std::size_t size = 8 * 1024 * 1024;
-        client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
-                    std::to_string(size) + "\r\n\r\n");
-        std::thread sender = send_body(client.socket_handle(), size);
-        const auto r = client.read();
-        sender.join();
+        const auto r = upload(client, size, size);
         CHECK(r.status == 413);
         CHECK(r.body == "too large");
         CHECK_FALSE(r.keep_alive);  // the rest of the body was never read
@@ -839,14 +850,7 @@ TEST_CASE(
                                  "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nwho?");
         running_proxy gw(framing_config(up.port()));
         raw_client client(gw.port());
-        client.send("POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
-                    std::to_string(8u << 20) + "\r\n\r\n");
-        std::thread sender = send_body(client.socket_handle(), v.sent);
-        auto r = client.read();
-        if (r.status == 100) {
-            r = client.read();  // the interim answer is relayed first
-        }
-        sender.join();
+        const auto r = upload(client, 8u << 20, v.sent);
         CHECK(r.status == 401);
         CHECK(r.body == "who?");
         CHECK_FALSE(r.keep_alive);
@@ -865,11 +869,7 @@ TEST_CASE("framing: an upstream that answers 200 while reading on gets the whole
     running_proxy gw(framing_config(up.port()));
     raw_client client(gw.port());
     constexpr std::size_t size = 4 * 1024 * 1024;
-    client.send("POST /stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: " +
-                std::to_string(size) + "\r\n\r\n");
-    std::thread sender = send_body(client.socket_handle(), size);
-    const auto r = client.read();
-    sender.join();
+    const auto r = upload(client, size, size);
     CHECK(r.status == 200);
     CHECK(r.body == "ok");
     CHECK(r.keep_alive);
