@@ -96,8 +96,15 @@ private:
     // The head is read here, and handed to Beast's parser only when complete
     // (or refused), so that a malformed one is answered when its bytes come.
     void read_head() {
-        const std::string_view data(static_cast<const char*>(buffer_.data().data()),
-                                    buffer_.size());
+        // Empty lines before a request line are ignored (RFC 9112 2.2): some
+        // clients send a CRLF after a request's body.
+        std::string_view data(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+        std::size_t blank = 0;
+        while (data.substr(blank).starts_with("\r\n")) {
+            blank += 2;
+        }
+        buffer_.consume(blank);
+        data.remove_prefix(blank);
         const std::string_view window = data.substr(0, max_head_bytes);
         const std::size_t end = window.find("\r\n\r\n");
         const std::string_view head =
@@ -167,6 +174,9 @@ private:
             // The text is for the operator: it may quote the request's
             // bytes, and a client can do nothing with it.
             owner_.handler_warning_.warn(std::string("admin: answered 500: ") + e.what());
+            res_ = text_response(req_, http::status::internal_server_error, "internal error\n");
+        } catch (...) {
+            owner_.handler_warning_.warn("admin: answered 500: an exception of unknown type");
             res_ = text_response(req_, http::status::internal_server_error, "internal error\n");
         }
         do_write();

@@ -958,7 +958,10 @@ void session::on_write_request_body(error_code ec, std::size_t) {
         ec = {};
     }
     if (ec) {
-        if (is_disconnect(ec) && answered_early()) {
+        // A body write that failed or gave up (upstream.response_timeout)
+        // after the upstream answered: the answer is relayed, not a 502 or
+        // 504. Also a 2xx, which the watch left for after the body.
+        if ((is_disconnect(ec) || ec == beast::error::timeout) && answered_early()) {
             return;
         }
         upstream_failed(ec, upstream_phase::exchange);

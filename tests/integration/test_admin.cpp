@@ -97,6 +97,15 @@ TEST_CASE("admin: a reply to HEAD has the head a GET gets and no body, on every 
     }
 }
 
+TEST_CASE("admin: empty lines before a request line are ignored", "[admin]") {
+    // RFC 9112 2.2: some clients send a CRLF after a request's body.
+    test_upstream up;
+    running_proxy gw(test_config(up.port()));
+    const auto r = parse_response(exchange(gw.admin_port(), "\r\n\r\n" + admin_get("/healthz")));
+    CHECK(r.result_int() == 200);
+    CHECK(r.body() == "ok\n");
+}
+
 TEST_CASE("admin: a method other than GET or HEAD gets 405 with Allow, on every path", "[admin]") {
     test_upstream up;
     running_proxy gw(test_config(up.port()));

@@ -877,3 +877,22 @@ TEST_CASE("framing: an upstream that answers 200 while reading on gets the whole
     // may still be reading it from its socket.
     CHECK(eventually([&] { return up.body_bytes() == size; }));
 }
+
+TEST_CASE(
+    "framing: an early 200 from an upstream that stops reading is relayed when the body "
+    "write gives up",
+    "[framing]") {
+    // The watch leaves a 2xx for after the body; when the upstream neither
+    // reads on nor closes, the write gives up at upstream.response_timeout.
+    // Its answer is there by then: relayed, not a 504.
+    early_answer_upstream up(0, after_answer::hold,
+                             "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    auto cfg = framing_config(up.port());
+    cfg.upstream.response_timeout = std::chrono::milliseconds(300);
+    running_proxy gw(cfg);
+    raw_client client(gw.port());
+    const auto r = upload(client, 8u << 20, 8u << 20);
+    CHECK(r.status == 200);
+    CHECK(r.body == "ok");
+    CHECK_FALSE(r.keep_alive);  // the rest of the body was never sent
+}
