@@ -358,6 +358,9 @@ latency_relay::latency_relay(std::uint16_t target, std::chrono::microseconds min
         throw std::runtime_error("latency_relay: cannot listen");
     }
     port_ = ntohs(at.sin_port);
+    // Under the mutex: the accept loop adds its relay threads to the same
+    // vector, and may already do so before this emplace_back returns.
+    std::lock_guard lock(impl_->mutex);
     impl_->threads.emplace_back([i = impl_.get()] { i->accept_loop(); });
 }
 
