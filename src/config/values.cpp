@@ -3,7 +3,6 @@
 #include "tollgate/ascii.hpp"
 
 #include <array>
-#include <cctype>
 #include <charconv>
 #include <cstdio>
 #include <limits>
@@ -197,7 +196,7 @@ parse_result<E> enum_impl(std::string_view text,
     // Case and `-` for `_` are the usual slips (DEBUG, token-bucket).
     std::string folded(text);
     for (char& c : folded) {
-        c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        c = c == '-' ? '_' : ascii_lower(c);
     }
     if (auto best = closest_name(folded, spelled)) {
         message += " (did you mean " + std::string(spelled[*best]) + "?)";
@@ -690,13 +689,6 @@ namespace {
 /// characters the URL syntax reserves (`@`, `:`, `/`, `%`) can be written in
 /// a secret. Nullopt for a `%` not followed by two hex digits.
 std::optional<std::string> percent_decode(std::string_view text) {
-    auto hex = [](char c) -> int {
-        if (c >= '0' && c <= '9') {
-            return c - '0';
-        }
-        c = ascii_lower(c);
-        return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    };
     std::string out;
     out.reserve(text.size());
     for (std::size_t i = 0; i < text.size(); ++i) {
@@ -707,9 +699,9 @@ std::optional<std::string> percent_decode(std::string_view text) {
         if (i + 2 >= text.size()) {
             return std::nullopt;
         }
-        const int high = hex(text[i + 1]);
-        const int low = hex(text[i + 2]);
-        if (high < 0 || low < 0) {
+        const unsigned high = hex_value(text[i + 1]);
+        const unsigned low = hex_value(text[i + 2]);
+        if (high > 15 || low > 15) {
             return std::nullopt;
         }
         out += static_cast<char>(high * 16 + low);

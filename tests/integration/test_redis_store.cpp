@@ -123,6 +123,16 @@ int lines_with(const std::string& text, std::string_view what) {
     return n;
 }
 
+/// A config file for the tollgate binary: 1000 per hour, decided in the
+/// Redis at `url` by two instances (so a fallback bucket of 500).
+std::string shared_limit_config(const std::string& name, std::uint16_t upstream_port,
+                                const std::string& url) {
+    return write_temp_file(name, binary_yaml(upstream_port,
+                                             "rate_limit: {limit: 1000, window: 1h}\n"
+                                             "store: {type: redis, redis: {url: \"" +
+                                                 url + "\", instances: 2}}\n"));
+}
+
 /// The value of `tollgate_store_fallback` on an admin port, -1 if absent.
 int fallback_gauge(std::uint16_t admin_port) {
     // The HELP line also reads "tollgate_store_fallback 1 while ...": match the sample.
@@ -337,12 +347,8 @@ TEST_CASE("Redis back: one busy worker clears the fallback gauge while the other
           "[redis][failure]") {
     redis_server redis;
     test_upstream up;
-    auto path = write_temp_file("redis-fallback.yaml",
-                                binary_yaml(up.port(),
-                                            "rate_limit: {limit: 1000, window: 1h}\n"
-                                            "store: {type: redis, redis: {url: \"" +
-                                                redis.url() + "\", instances: 2}}\n"));
-    tollgate_process p({"--config", path});
+    tollgate_process p(
+        {"--config", shared_limit_config("redis-fallback.yaml", up.port(), redis.url())});
     REQUIRE(p.wait_listening());
     auto gauge_is = [&](int v) { return fallback_gauge(p.admin_port()) == v; };
     REQUIRE(fresh_get(p.port()).limit == "1000");
@@ -635,12 +641,8 @@ TEST_CASE("a Redis that connects but cannot decide keeps the fallback: no flappi
     // 1/0 and the log repeated unreachable / reachable again forever.
     redis_server redis;
     test_upstream up;
-    auto path = write_temp_file("redis-cannot-decide.yaml",
-                                binary_yaml(up.port(),
-                                            "rate_limit: {limit: 1000, window: 1h}\n"
-                                            "store: {type: redis, redis: {url: \"" +
-                                                redis.url() + "\", instances: 2}}\n"));
-    tollgate_process p({"--config", path});
+    tollgate_process p(
+        {"--config", shared_limit_config("redis-cannot-decide.yaml", up.port(), redis.url())});
     REQUIRE(p.wait_listening());
     REQUIRE(fresh_get(p.port()).limit == "1000");
 
