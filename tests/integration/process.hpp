@@ -42,6 +42,8 @@ public:
 
 private:
     void read_stderr(int fd);
+    /// Waits (up to 10 s) until the main thread waits in its event loop.
+    void wait_main_loop();
 
     pid_t pid_ = -1;
     std::thread reader_;
