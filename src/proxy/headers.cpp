@@ -114,7 +114,7 @@ void strip_hop_by_hop(http::fields& fields) {
     fields.erase("HTTP2-Settings");
 }
 
-bool response_keeps_alive(const head_info& info) {
+bool keeps_alive(const head_facts& info) {
     if (info.connection_close) {
         return false;
     }

@@ -363,6 +363,9 @@ void session::do_read_header() {
 
 void session::read_request_head() {
     const std::string_view view = bytes_of(buffer_);
+    // A refusal before the head is parsed (too large, malformed, too slow)
+    // answers a HEAD without a body too.
+    head_request_ = view.starts_with("HEAD ");
     const std::size_t max = rt_->cfg->client.max_header_bytes;
     const std::size_t end = view.empty()
                                 ? std::string_view::npos
@@ -414,10 +417,13 @@ void session::on_request_head_bytes(error_code ec, std::size_t n) {
 
 void session::parse_request_head(std::string_view head) {
     first_request_ = false;
-    if (auto bad = proxy::validate_request_head(head, {rt_->cfg->client.max_headers})) {
+    head_request_ = head.starts_with("HEAD ");
+    proxy::head_info info;
+    if (auto bad = proxy::validate_request_head(head, {rt_->cfg->client.max_headers}, info)) {
         refuse_head(head, *bad);
         return;
     }
+    request_keep_alive_ = proxy::keeps_alive(info);
     error_code ec;
     const std::size_t used = parser_->put(asio::buffer(head.data(), head.size()), ec);
     if (!ec && !parser_->is_header_done()) {
@@ -448,7 +454,7 @@ void session::handle_request() {
     auto& req = parser_->get();
     client_version_ = req.version();
 
-    client_keep_alive_ = req.keep_alive() && !draining_;
+    client_keep_alive_ = request_keep_alive_ && !draining_;
     request_cut_ = false;
     upgrade_.clear();
     head_request_ = req.method() == http::verb::head;
@@ -511,6 +517,24 @@ void session::admit() {
     if (repeated(org) || repeated(auth)) {
         reject(http::status::bad_request,
                repeated(auth) ? "more than one Authorization" : "more than one org header",
+               admin::reason_kind::bad_request);
+        return;
+    }
+    // Nor may Connection name either: tollgate would key on a value that
+    // is then stripped as hop-by-hop, and the backend would see a request
+    // without it (anonymous, or of no org) under a bucket of its own.
+    const auto named_in_connection = [&req](std::string_view name) {
+        bool named = false;
+        for (const auto& f : boost::make_iterator_range(req.equal_range(http::field::connection))) {
+            proxy::for_each_token(f.value(), [&](std::string_view option) {
+                named = named || beast::iequals(option, name);
+            });
+        }
+        return named;
+    };
+    if ((auth != req.end() && named_in_connection(auth->name_string())) ||
+        (org != req.end() && named_in_connection(org->name_string()))) {
+        reject(http::status::bad_request, "Connection names a field the key comes from",
                admin::reason_kind::bad_request);
         return;
     }
@@ -1306,6 +1330,7 @@ void session::parse_response_head(std::string_view head) {
     if (relay_whole_response(head, info)) {
         return;
     }
+    upstream_keep_alive_ = proxy::keeps_alive(info);
     res_parser_.emplace();
     res_parser_->header_limit(max_response_header_bytes);
     res_parser_->body_limit(boost::none);
@@ -1348,7 +1373,7 @@ bool session::relay_whole_response(std::string_view head, const proxy::head_info
     stop_watching();
     response_status_ = status;
     header_only_response_ = header_only;
-    upstream_keep_alive_ = proxy::response_keeps_alive(info);
+    upstream_keep_alive_ = proxy::keeps_alive(info);
     if (draining_ || owner_.gw.draining()) {
         client_keep_alive_ = false;
     }
@@ -1413,7 +1438,6 @@ void session::on_response_head() {
         return;
     }
 
-    upstream_keep_alive_ = res.keep_alive();
     const bool chunked = res_parser_->chunked();
     const auto length = res_parser_->content_length();
     header_only_response_ = head_request_ || status == 204 || status == 304;

@@ -249,7 +249,7 @@ void answer_once_upstream::serve(tcp::socket& socket, std::size_t) {
             if (answered++ > 0) {
                 return;  // closed by the caller
             }
-            asio::write(socket, asio::buffer(ok.data(), ok.size()), ec);
+            asio::write(socket, asio::buffer(answer_), ec);
             continue;
         }
         const std::size_t n = socket.read_some(asio::buffer(chunk), ec);

@@ -109,12 +109,13 @@ private:
     std::size_t requests_ = 0;
 };
 
-/// Answers the first request of each connection with `200 ok`; reads the
-/// second and closes without a word, as a server that dies while acting on
-/// it. Records the request lines it read.
+/// Answers the first request of each connection with `answer` (a `200 ok`
+/// by default); reads the second and closes without a word, as a server
+/// that dies while acting on it. Records the request lines it read.
 class answer_once_upstream final : public raw_upstream {
 public:
     answer_once_upstream() = default;
+    explicit answer_once_upstream(std::string answer) : answer_(std::move(answer)) {}
     ~answer_once_upstream() override { stop(); }
 
     std::vector<std::string> request_lines();
@@ -122,6 +123,7 @@ public:
 private:
     void serve(tcp::socket& socket, std::size_t index) override;
 
+    std::string answer_ = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
     std::vector<std::string> lines_;
 };
 

@@ -508,6 +508,82 @@ TEST_CASE("framing: only idempotent requests go again after a pooled connection 
     }
 }
 
+TEST_CASE(
+    "framing: an upstream's close in any Connection field keeps its connection out of the pool",
+    "[framing]") {
+    // Beast's keep_alive() reads the first Connection field only. A POST is
+    // never retried: sent on the closing connection, it would get a 502.
+    for (std::string_view framing :
+         {"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",  // parsed path
+          "Content-Length: 2\r\n\r\nok"}) {                          // whole-response path
+        INFO(printable(std::string(framing)));
+        answer_once_upstream up(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\n" +
+            std::string(framing));
+        running_proxy gw(framing_config(up.port()));
+        raw_client client(gw.port());
+        client.send("GET /warm HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        REQUIRE(client.read().status == 200);
+        client.send("POST /act HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        CHECK(client.read().status == 200);
+        CHECK(up.connections() == 2);
+    }
+}
+
+TEST_CASE("framing: a client's close in any Connection field ends its connection", "[framing]") {
+    scripted_upstream up("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    running_proxy gw(framing_config(up.port()));
+    raw_client client(gw.port());
+    client.send(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n" +
+        std::string(sentinel));
+    const auto r = client.read();
+    CHECK(r.status == 200);
+    CHECK_FALSE(r.keep_alive);
+    CHECK(client.rest_until_close().empty());  // the pipelined sentinel is not answered
+}
+
+TEST_CASE("framing: Connection may not name the field a request is keyed on", "[framing]") {
+    // Stripped as hop-by-hop after keying, the field would give the request
+    // a bucket of its own while the backend sees a request without it.
+    recording_upstream up;
+    running_proxy gw(framing_config(up.port()));  // 127.0.0.1 may name an org by default
+    for (const std::string named : {"Authorization", "authorization, x-other", "X-Org-Id"}) {
+        INFO(named);
+        raw_client client(gw.port());
+        client.send(
+            "GET / HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer abc\r\n"
+            "X-Org-Id: acme\r\nConnection: " +
+            named + "\r\n\r\n");
+        const auto r = client.read();
+        CHECK(r.status == 400);
+        CHECK(r.body.find("Connection names a field the key comes from") != std::string::npos);
+    }
+    CHECK(up.requests().empty());
+    // Naming a field the request does not carry changes nothing.
+    raw_client client(gw.port());
+    client.send("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Authorization\r\n\r\n");
+    CHECK(client.read().status == 200);
+}
+
+TEST_CASE("framing: a HEAD refused before its head is parsed gets no body either", "[framing]") {
+    scripted_upstream up("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    running_proxy gw(framing_config(up.port()));
+    const std::vector<std::string> requests{
+        "HEAD / HTTP/1.1\r\n\r\n",  // 400: no Host
+        "HEAD / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",   // 400
+        "HEAD / HTTP/1.1\r\nHost: a\r\nX: " + std::string(20 * 1024, 'x') + "\r\n\r\n"};  // 431
+    for (const auto& request : requests) {
+        INFO(printable(request.substr(0, 60)));
+        raw_client client(gw.port());
+        client.send(request);
+        const auto r = client.read(true);
+        CHECK((r.status == 400 || r.status == 431));
+        CHECK(r.header[http::field::content_length] != "0");  // what a GET would get
+        CHECK(client.rest_until_close().empty());
+    }
+}
+
 TEST_CASE("framing: tollgate's own replies to HEAD have no body", "[framing]") {
     // A refusal (429) and an upstream failure (502) between pipelined
     // requests: a body after either would be read as the next response.

@@ -268,12 +268,11 @@ TEST_CASE("render_response_head drops hop-by-hop and replaced fields", "[proxy][
           "HTTP/1.1 200 OK\r\nX-Other: o\r\nContent-Length: 2\r\nX-RateLimit-Remaining: 9\r\n\r\n");
 }
 
-TEST_CASE("response_keeps_alive follows the upstream's version and Connection",
-          "[proxy][headers]") {
+TEST_CASE("keeps_alive follows the upstream's version and Connection", "[proxy][headers]") {
     auto keeps = [](std::string_view head) {
         proxy::head_info info;
         REQUIRE_FALSE(proxy::validate_response_head(head, info));
-        return proxy::response_keeps_alive(info);
+        return proxy::keeps_alive(info);
     };
     CHECK(keeps("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
     CHECK(keeps("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\n\r\n"));

@@ -68,6 +68,7 @@ struct forward_edit {
 void render_forwarded_request(const http::request_header<>& req, const forward_edit& edit,
                               std::string& out);
 
+struct head_facts;
 struct head_info;
 
 /// Appends to `out` the client's head for the upstream response head `head`,
@@ -79,11 +80,12 @@ struct head_info;
 void render_response_head(std::string_view head, const head_info& info,
                           const response_rewrite& edit, std::string& out);
 
-/// Whether the upstream connection may carry another request after a
-/// response whose head validate_response_head described in `info`:
-/// HTTP/1.1 unless `Connection` says `close`, HTTP/1.0 only with
-/// `keep-alive`.
-bool response_keeps_alive(const head_info& info);
+/// Whether the connection may carry another exchange after the head that
+/// validate_request_head or validate_response_head described in `info`:
+/// HTTP/1.1 unless a `Connection` field (any of them) says `close`,
+/// HTTP/1.0 only with `keep-alive`. (Beast's keep_alive() reads the first
+/// `Connection` field only.)
+bool keeps_alive(const head_facts& info);
 
 /// Appends the field line `name: value` CRLF to `out`.
 void append_field(std::string& out, std::string_view name, std::string_view value);

@@ -247,6 +247,8 @@ private:
     unsigned client_version_ = 11;
     bool client_keep_alive_ = true;
     bool upstream_keep_alive_ = true;
+    /// The request head's own say (every Connection field), before draining.
+    bool request_keep_alive_ = true;
     bool send_continue_ = false;
     bool request_has_body_ = false;
     std::size_t linger_budget_ = 0;
