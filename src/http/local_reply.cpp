@@ -1,5 +1,6 @@
 #include "tollgate/http/local_reply.hpp"
 
+#include "tollgate/http/date.hpp"
 #include "tollgate/proxy/headers.hpp"
 
 namespace tollgate {
@@ -121,6 +122,9 @@ void render_refusal(const refusal_reply& reply, std::string& out) {
     out += reply.version == 10 ? "HTTP/1.0 429 Too Many Requests\r\n"
                                : "HTTP/1.1 429 Too Many Requests\r\n";
     append_field(out, "Server", "tollgate");
+    if (!reply.date.empty()) {
+        append_field(out, "Date", reply.date);
+    }
     for (const auto& f : reply.limits) {
         if (!beast::iequals(f.name, "Retry-After")) {  // set once, below
             append_field(out, f.name, f.value);
@@ -142,6 +146,7 @@ local_response make_error_reply(http::status status, std::string_view message, u
                                 bool keep_alive) {
     local_response res{status, version < 10 ? 11 : version};
     res.set(http::field::server, "tollgate");
+    res.set(http::field::date, http_date_now());
     res.set(http::field::content_type, "application/json");
     std::string body = "{\"error\":\"";
     append_json_escaped(body, message);

@@ -164,9 +164,11 @@ void render_response_head(std::string_view head, const head_info& info,
         }
         return false;
     };
+    bool dated = false;
     for (const auto& f : fields) {
         if (!dropped(f.name)) {
             append_field(out, f.name, f.value);
+            dated = dated || (f.name.size() == 4 && beast::iequals(f.name, "Date"));
         }
     }
     if (edit.content_length) {
@@ -180,6 +182,9 @@ void render_response_head(std::string_view head, const head_info& info,
     }
     for (const auto& f : edit.extra) {
         append_field(out, f.name, f.value);
+    }
+    if (!dated && !edit.date.empty()) {
+        append_field(out, "Date", edit.date);  // where the parsed path sets it: last
     }
     out += "\r\n";
 }

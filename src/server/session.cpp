@@ -10,6 +10,7 @@
 
 #include <boost/range/iterator_range.hpp>
 
+#include "tollgate/http/date.hpp"
 #include "tollgate/limit/headers.hpp"
 #include "tollgate/proxy/flat_write.hpp"
 #include "tollgate/proxy/framing.hpp"
@@ -726,6 +727,7 @@ void session::refuse(admin::reason_kind reason) {
     reply.keep_alive = client_keep_alive_ && may_keep_alive();
     reply.limits = std::span<const limit::header_field>(fields.data(), count);
     reply.body = body.view();
+    reply.date = http_date_now();
     render_refusal(reply, write_scratch_.flat);
     write_local(429, reply.keep_alive);
 }
@@ -1395,6 +1397,7 @@ bool session::relay_whole_response(std::string_view head, const proxy::head_info
         edit.content_length = info.content_length;
     }
     edit.extra = std::span<const limit::header_field>(extra.data(), extras);
+    edit.date = http_date_now();
     write_scratch_.flat.clear();
     proxy::render_response_head(head, info, edit, write_scratch_.flat);
     upstream_->buffer.consume(head.size());
@@ -1480,6 +1483,9 @@ void session::on_response_head() {
     }
     res.keep_alive(client_keep_alive_);
     set_rate_limit_fields(res);
+    if (res.find(http::field::date) == res.end()) {
+        res.set(http::field::date, http_date_now());  // RFC 9110 6.6.1
+    }
     const bool whole_body_here =
         !header_only_response_ && !chunked && !until_close && upstream_->buffer.size() >= *length;
     if (header_only_response_ || whole_body_here) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <regex>
 #include <thread>
 
 #include <poll.h>
@@ -566,6 +567,50 @@ TEST_CASE("framing: Connection may not name the field a request is keyed on", "[
     CHECK(client.read().status == 200);
 }
 
+TEST_CASE("framing: every response carries one Date, the upstream's when it sent one",
+          "[framing]") {
+    // RFC 9110 6.6.1: an origin (tollgate, for its own replies) sends Date;
+    // a proxy adds one to a response forwarded without it.
+    const std::regex imf_fixdate(
+        R"([A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT)");
+    const std::string upstream_date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    for (const bool dated : {false, true}) {
+        for (std::string_view framing :
+             {"Content-Length: 2\r\n\r\nok",                                // whole-response path
+              "Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"}) {  // parsed path
+            INFO("dated " << dated << ", " << printable(std::string(framing)));
+            scripted_upstream up("HTTP/1.1 200 OK\r\n" +
+                                     (dated ? "Date: " + upstream_date + "\r\n" : std::string()) +
+                                     std::string(framing),
+                                 false);
+            running_proxy gw(framing_config(up.port()));
+            raw_client client(gw.port());
+            client.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            const auto r = client.read();
+            REQUIRE(r.status == 200);
+            CHECK(r.header.count(http::field::date) == 1);
+            const std::string date(r.header[http::field::date]);
+            if (dated) {
+                CHECK(date == upstream_date);
+            } else {
+                CHECK(std::regex_match(date, imf_fixdate));
+            }
+        }
+    }
+    // tollgate's own: a 502 (nothing listens) and a 429.
+    auto cfg = framing_config(free_port());
+    cfg.rate_limit.limit = 1;
+    cfg.rate_limit.window = std::chrono::hours(1);
+    running_proxy gw(cfg);
+    for (const unsigned status : {502u, 429u}) {
+        raw_client client(gw.port());
+        client.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        const auto r = client.read();
+        CHECK(r.status == status);
+        CHECK(std::regex_match(std::string(r.header[http::field::date]), imf_fixdate));
+    }
+}
+
 TEST_CASE("framing: a HEAD refused before its head is parsed gets no body either", "[framing]") {
     scripted_upstream up("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
     running_proxy gw(framing_config(up.port()));
@@ -671,8 +716,8 @@ TEST_CASE("framing: a response keeps its fields in order and loses its hop-by-ho
         }
         expected.push_back("Content-Length");
         for (const char* name :
-             {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}) {
-            expected.emplace_back(name);
+             {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Date"}) {
+            expected.emplace_back(name);  // Date: the upstream sent none
         }
         CHECK(names == expected);
         CHECK(r.header["X-F39"] == (count == 40 ? "v39" : ""));

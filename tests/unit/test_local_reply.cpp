@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "tollgate/http/date.hpp"
 #include "tollgate/http/local_reply.hpp"
 
 using namespace tollgate;
@@ -106,6 +107,7 @@ TEST_CASE("render_refusal writes the refusal a local_response would carry", "[lo
                 // The message session::refuse used to build, field by field.
                 local_response res{http::status::too_many_requests, version};
                 res.set(http::field::server, "tollgate");
+                res.set(http::field::date, "Sun, 06 Nov 1994 08:49:37 GMT");
                 for (const auto& f : limits) {
                     res.set(f.name, f.value);
                 }
@@ -123,6 +125,7 @@ TEST_CASE("render_refusal writes the refusal a local_response would carry", "[lo
                 reply.limits = limits;
                 reply.retry_after = 2;
                 reply.body = body.view();
+                reply.date = "Sun, 06 Nov 1994 08:49:37 GMT";
                 std::string out = "stale";
                 render_refusal(reply, out);
                 INFO("version " << version << " keep " << keep << " mode "
@@ -131,6 +134,19 @@ TEST_CASE("render_refusal writes the refusal a local_response would carry", "[lo
             }
         }
     }
+}
+
+TEST_CASE("http_date writes IMF-fixdate whatever the locale", "[local_reply]") {
+    CHECK(http_date(0) == "Thu, 01 Jan 1970 00:00:00 GMT");
+    CHECK(http_date(784111777) == "Sun, 06 Nov 1994 08:49:37 GMT");  // RFC 9110 5.6.7
+    CHECK(http_date(951782400) == "Tue, 29 Feb 2000 00:00:00 GMT");
+    CHECK(http_date(4102444799) == "Thu, 31 Dec 2099 23:59:59 GMT");
+    // The cached one is the current second's.
+    const std::time_t before = std::time(nullptr);
+    const std::string now(http_date_now());
+    const std::time_t after = std::time(nullptr);
+    CHECK((now == http_date(before) || now == http_date(after)));
+    CHECK(make_error_reply(http::status::bad_gateway, "x", 11, true).count(http::field::date) == 1);
 }
 
 TEST_CASE("json escaping: ASCII, quotes, backslashes and control characters", "[local_reply]") {

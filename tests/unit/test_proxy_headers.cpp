@@ -268,6 +268,25 @@ TEST_CASE("render_response_head drops hop-by-hop and replaced fields", "[proxy][
           "HTTP/1.1 200 OK\r\nX-Other: o\r\nContent-Length: 2\r\nX-RateLimit-Remaining: 9\r\n\r\n");
 }
 
+TEST_CASE("render_response_head adds the Date it is given only when the response has none",
+          "[proxy][headers]") {
+    proxy::response_rewrite edit;
+    edit.date = "Sun, 06 Nov 1994 08:49:37 GMT";
+    for (const std::string& head :
+         {std::string("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+          std::string("HTTP/1.1 200 OK\r\ndate: Mon, 07 Nov 1994 08:49:37 GMT\r\nContent-Length: "
+                      "0\r\n\r\n")}) {
+        proxy::head_info info;
+        REQUIRE_FALSE(proxy::validate_response_head(head, info));
+        std::string out;
+        proxy::render_response_head(head, info, edit, out);
+        const bool dated = head.find("date:") != std::string::npos;
+        INFO(out);
+        CHECK((out.find("Date: Sun, 06 Nov 1994") != std::string::npos) == !dated);
+        CHECK((out.find("date: Mon, 07 Nov 1994") != std::string::npos) == dated);
+    }
+}
+
 TEST_CASE("keeps_alive follows the upstream's version and Connection", "[proxy][headers]") {
     auto keeps = [](std::string_view head) {
         proxy::head_info info;

@@ -15,7 +15,8 @@ namespace tollgate {
 
 using local_response = http::response<http::string_body>;
 
-/// `{"error": message}` with `status`. `keep_alive` false adds `Connection: close`.
+/// `{"error": message}` with `status` and the current Date. `keep_alive`
+/// false adds `Connection: close`.
 local_response make_error_reply(http::status status, std::string_view message, unsigned version,
                                 bool keep_alive);
 
@@ -33,11 +34,12 @@ struct refusal_reply {
     std::span<const limit::header_field> limits;
     std::uint64_t retry_after = 1;  ///< Retry-After, seconds
     std::string_view body;          ///< limit::refusal_body
+    std::string_view date;          ///< the Date field (http_date_now), or none when empty
 };
 
 /// The whole refusal as it goes on the wire, into `out` (replacing what was
 /// there): the bytes render_local writes for the local_response with
-/// `Server: tollgate`, the limits, Retry-After, `Content-Type:
+/// `Server: tollgate`, the Date, the limits, Retry-After, `Content-Type:
 /// application/json`, the keep-alive and Content-Length set in that order,
 /// without building one. Refusing is the hot path of a limited key.
 void render_refusal(const refusal_reply& reply, std::string& out);

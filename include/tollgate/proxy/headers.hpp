@@ -47,6 +47,8 @@ struct response_rewrite {
     bool no_content_length = false;
     /// Set after the rest, each replacing upstream fields of the same name.
     std::span<const limit::header_field> extra;
+    /// Added when the upstream sent no Date (RFC 9110 6.6.1); empty: never.
+    std::string_view date;
 };
 
 /// How a request without a body is rewritten for the upstream.
