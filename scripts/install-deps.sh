@@ -13,8 +13,14 @@ packages=(
 if [[ "${TOLLGATE_DEPS:-}" == *test* ]]; then
   # Servers and tools the test suite starts itself; Chromium for the
   # status-page test (driven by playwright-core from npm, see tests/browser).
+  # That test needs Node.js 20 or later, which Debian 12 does not package
+  # (its nodejs is 18): without it the test is skipped, so no nodejs is
+  # installed here. A Node.js 20 without npm (run.mjs runs `npm ci`) gets
+  # Debian's npm.
   packages+=(redis-server chromium)
-  command -v node >/dev/null || packages+=(nodejs)
+  if command -v node >/dev/null && ! command -v npm >/dev/null; then
+    packages+=(npm)
+  fi
 fi
 
 missing=()
