@@ -2,12 +2,17 @@
 // library; main parses the command line, loads the config, and turns
 // signals into reload and drain.
 
+#include <pthread.h>
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +23,7 @@
 #include "tollgate/net.hpp"
 #include "tollgate/server/gateway.hpp"
 #include "tollgate/server/server.hpp"
+#include "tollgate/server/service_notify.hpp"
 
 using namespace tollgate;
 
@@ -29,12 +35,38 @@ void log_warnings(const std::vector<std::string>& warnings) {
     }
 }
 
+/// Holds `signals` pending in the calling thread while it lives (threads
+/// started meanwhile inherit the mask); the old mask is back after.
+class signals_held {
+public:
+    explicit signals_held(std::initializer_list<int> signals) {
+        sigset_t set;
+        sigemptyset(&set);
+        for (const int signo : signals) {
+            sigaddset(&set, signo);
+        }
+        pthread_sigmask(SIG_BLOCK, &set, &old_);
+    }
+    ~signals_held() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+    signals_held(const signals_held&) = delete;
+    signals_held& operator=(const signals_held&) = delete;
+
+private:
+    sigset_t old_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
     // A reader of stdout or stderr that goes away (a log shipper, a pipe
     // into `logger`) must not kill the proxy: writes fail with EPIPE instead.
     std::signal(SIGPIPE, SIG_IGN);
+    // Until the signal_set below handles it, SIGHUP waits: a reload sent
+    // right after start (`systemctl start` then `reload`) would otherwise
+    // end the process by its default action, without a word. (SIGINT and
+    // SIGTERM may end a start that is not done yet.) The threads the server
+    // starts keep it blocked, so this thread, which waits for it, takes it.
+    std::optional<signals_held> held(std::in_place, std::initializer_list<int>{SIGHUP});
     cli_options options;
     // Known before parsing, so that a command-line error in check mode
     // exits 1 like every other check failure (DESIGN.md section 6).
@@ -87,6 +119,7 @@ int main(int argc, char** argv) {
         asio::steady_timer flush_timer(control);
         server::server srv(cfg);
         srv.start();
+        held.reset();  // a SIGHUP sent meanwhile is handled now
         // Not filtered by log.level: with port 0 this line is the only
         // place that names the ports (see log.hpp). Composed first and
         // written at once: the workers may be logging already.
@@ -99,6 +132,11 @@ int main(int argc, char** argv) {
         }
         started << "\n";
         std::cerr << started.str();
+        // systemd's Type=notify: started means listening (and a reload
+        // before it waits).
+        const char* notify_socket = std::getenv("NOTIFY_SOCKET");
+        const std::string notify_to = notify_socket != nullptr ? notify_socket : "";
+        server::notify_service_manager(notify_to, "READY=1");
         // What a reload keeps: its upstreams must not point back at these.
         const auto bound = [](const tcp::endpoint& e) {
             return listen_address{e.address().to_string(), e.port()};
@@ -164,6 +202,7 @@ int main(int argc, char** argv) {
                 // reads the log sees /readyz already answering 503.
                 srv.gw().start_draining();
                 log_line(log_level::info, "draining (signal " + std::to_string(signo) + ")");
+                server::notify_service_manager(notify_to, "STOPPING=1");
                 srv.drain_and_stop();
                 flush_timer.cancel();
                 control.stop();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
@@ -171,8 +172,17 @@ void server::drain_and_stop() {
         }
         return false;
     };
+    // main's once-a-second flush of the access log waits behind this
+    // loop: flush here, or the lines of the exchanges that end during the
+    // drain reach stdout only at exit (and never, if the process is killed
+    // at a service manager's stop timeout first).
+    auto flushed = std::chrono::steady_clock::now();
     while (busy() && std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (std::chrono::steady_clock::now() - flushed >= std::chrono::seconds(1)) {
+            std::fflush(stdout);
+            flushed = std::chrono::steady_clock::now();
+        }
     }
     for (auto& w : workers_) {
         w->force_stop();

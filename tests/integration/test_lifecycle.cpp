@@ -1,13 +1,18 @@
 // The tollgate process: config files, environment, signals and exit codes.
 
 #include <dirent.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -272,6 +277,96 @@ TEST_CASE("SIGTERM during a slow request: it completes, then the process exits 0
     auto res = slow.read();
     CHECK(res.result_int() == 200);
     CHECK_FALSE(res.keep_alive());
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("SIGTERM: access log lines of exchanges that end during the drain reach stdout then",
+          "[lifecycle]") {
+    // Not only at exit: a service manager's stop timeout may kill the
+    // process before the drain ends.
+    test_upstream up;
+    auto path = write_temp_file("drain-log.yaml", access_log_yaml(up.port()));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    client held(p.port());
+    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    client quick(p.port());
+    quick.write_raw("GET /slow?ms=300 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(2));
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_for_log("draining"));
+    CHECK(quick.read().result_int() == 200);
+    CHECK(eventually([&] { return p.stdout_text().find("\"/slow") != std::string::npos; }, 3s));
+    up.release_held();
+    CHECK(held.read().result_int() == 200);
+    CHECK(p.wait_exit() == 0);
+}
+
+TEST_CASE("a service manager hears READY=1 once tollgate listens and STOPPING=1 when it drains",
+          "[lifecycle]") {
+    // systemd's Type=notify protocol: datagrams to the socket NOTIFY_SOCKET names.
+    test_upstream up;
+    const std::string socket_path = write_temp_file("notify.sock", "");
+    ::unlink(socket_path.c_str());
+    const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    REQUIRE(socket_path.size() < sizeof addr.sun_path);
+    std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
+    REQUIRE(::bind(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0);
+    const auto next_datagram = [fd] {
+        pollfd ready{fd, POLLIN, 0};
+        if (::poll(&ready, 1, 10000) != 1) {
+            return std::string("<none>");
+        }
+        std::array<char, 256> text{};
+        const ssize_t n = ::recv(fd, text.data(), text.size(), 0);
+        return n > 0 ? std::string(text.data(), static_cast<std::size_t>(n)) : std::string();
+    };
+    auto path = write_temp_file("notify.yaml", config_yaml(up.port(), "  limit: 100\n"));
+    tollgate_process p({"--config", path}, {{"NOTIFY_SOCKET", socket_path}});
+    REQUIRE(p.wait_listening());
+    CHECK(next_datagram() == "READY=1");
+    p.signal(SIGTERM);
+    CHECK(next_datagram() == "STOPPING=1");
+    CHECK(p.wait_exit() == 0);
+    ::close(fd);
+}
+
+TEST_CASE("a SIGHUP sent while tollgate starts waits for it instead of ending it", "[lifecycle]") {
+    // Before its handler is set, SIGHUP's default action would end the
+    // process without a word (`systemctl start` then `reload`). From main's
+    // first line until the handler is there, it is held pending: look for
+    // that moment in /proc, send it then, and the reload follows the start.
+    test_upstream up;
+    auto path = write_temp_file("early-hup.yaml", config_yaml(up.port(), "  limit: 100\n"));
+    tollgate_process p({"--config", path});
+    const auto hup_held = [&p] {
+        std::ifstream status("/proc/" + std::to_string(p.pid()) + "/status");
+        for (std::string line; std::getline(status, line);) {
+            if (line.rfind("SigBlk:", 0) == 0) {
+                // SIGHUP alone: Asio blocks every signal for a moment while
+                // it starts a thread of its own, which says nothing.
+                const auto blocked = std::stoull(line.substr(7), nullptr, 16);
+                return (blocked & (1ULL << (SIGHUP - 1))) != 0 &&
+                       (blocked & (1ULL << (SIGTERM - 1))) == 0;
+            }
+        }
+        return false;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    bool held = false;
+    while (!held && std::chrono::steady_clock::now() < deadline &&
+           p.stderr_text().find("listening on") == std::string::npos) {
+        held = hup_held();
+    }
+    REQUIRE(held);  // seen before the startup line
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_listening());
+    CHECK(p.wait_for_log("configuration reloaded"));
+    CHECK(get(p.port(), "/echo").result_int() == 200);
+    p.signal(SIGTERM);
     CHECK(p.wait_exit() == 0);
 }
 
