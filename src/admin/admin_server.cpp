@@ -75,13 +75,25 @@ class admin_server::connection : public std::enable_shared_from_this<connection>
 public:
     connection(tcp::socket socket, admin_server& owner)
         : stream_(std::move(socket)), owner_(owner) {
-        ++owner_.connections_;
+        owner_.open_.push_back(this);
     }
-    ~connection() { --owner_.connections_; }
+    ~connection() { std::erase(owner_.open_, this); }
     connection(const connection&) = delete;
     connection& operator=(const connection&) = delete;
 
     void start() { do_read(); }
+
+    /// Since when it has waited for a request without a byte of one; nullopt
+    /// while it reads, answers or closes.
+    std::optional<std::chrono::steady_clock::time_point> waiting_since() const {
+        return waiting_since_;
+    }
+
+    /// Closed to make room for a new connection: its pending read ends.
+    void make_room() {
+        waiting_since_.reset();
+        close();
+    }
 
 private:
     void do_read() {
@@ -90,6 +102,9 @@ private:
         parser_->body_limit(max_body_bytes);
         head_ = false;
         stream_.expires_after(std::chrono::seconds(30));
+        if (buffer_.size() == 0) {
+            waiting_since_ = std::chrono::steady_clock::now();
+        }
         read_head();
     }
 
@@ -127,8 +142,9 @@ private:
     }
 
     void on_head_bytes(error_code ec, std::size_t n) {
+        waiting_since_.reset();
         if (ec) {
-            close();  // gone, or silent for 30 s: nobody to answer
+            close();  // gone, silent for 30 s, or closed to make room: nobody to answer
             return;
         }
         buffer_.commit(n);
@@ -255,6 +271,7 @@ private:
     response res_;
     std::optional<http::response_serializer<http::string_body>> serializer_;
     bool head_ = false;  ///< answering a HEAD request
+    std::optional<std::chrono::steady_clock::time_point> waiting_since_;
     admin_server& owner_;
 };
 
@@ -305,7 +322,7 @@ void admin_server::do_accept() {
             });
             return;
         }
-        if (connections_ >= max_connections) {
+        if (open_.size() >= max_connections && !close_longest_waiting()) {
             refuse_connection(socket);
         } else {
             std::make_shared<connection>(std::move(socket), *this)->start();
@@ -314,8 +331,29 @@ void admin_server::do_accept() {
     });
 }
 
-// Over max_connections: a 503 and a close, without waiting for anything,
-// so that a flood of connections costs the admin thread nothing more.
+bool admin_server::close_longest_waiting() {
+    // Idle: a second without a byte of a request. A client that has just
+    // connected (its request may be in the socket, not read yet) is not.
+    const auto idle_since = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+    connection* longest = nullptr;
+    for (connection* c : open_) {
+        const auto since = c->waiting_since();
+        if (since && *since <= idle_since &&
+            (longest == nullptr || *since < *longest->waiting_since())) {
+            longest = c;
+        }
+    }
+    if (longest == nullptr) {
+        return false;
+    }
+    // Counted out when its read's handler has run; one over the cap meanwhile.
+    longest->make_room();
+    return true;
+}
+
+// Over max_connections, every one inside a request: a 503 and a close,
+// without waiting for anything, so that a flood of connections costs the
+// admin thread nothing more.
 void admin_server::refuse_connection(tcp::socket& socket) {
     static const std::string reply = [] {
         constexpr std::string_view body = "too many admin connections\n";
@@ -332,7 +370,7 @@ void admin_server::refuse_connection(tcp::socket& socket) {
     socket.write_some(asio::buffer(reply), ignored);
     socket.close(ignored);
     full_warning_.warn("admin: " + std::to_string(max_connections) +
-                       " connections open already; new ones are closed at once");
+                       " connections open and none idle; new ones are closed at once");
 }
 
 }  // namespace tollgate::admin

@@ -12,8 +12,11 @@
 ///    bare LF or CR) is refused when it arrives, not at the read timeout.
 ///  * The reply to `HEAD` is the head of the handler's reply (the
 ///    Content-Length of the body a `GET` would get) without the body.
-///  * At most `max_connections` connections are open at once: one more is
-///    sent a `503` and closed at once.
+///  * At most `max_connections` connections are open at once. One more
+///    takes the place of the connection that has waited longest for a
+///    request, at least a second (an idle keep-alive one, or one that never
+///    sent a byte), which is closed; when none has, it is sent a `503` and
+///    closed at once. So idle connections cannot lock probes and scrapes out.
 /// The handler never sees a malformed request, and never throws at a
 /// client: an exception it throws is answered `500` without its text.
 
@@ -22,6 +25,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "tollgate/log.hpp"
 #include "tollgate/net.hpp"
@@ -62,10 +66,14 @@ private:
     void do_accept();
     void refuse_connection(tcp::socket& socket);
 
+    /// Closes the open connection that has waited longest for a request,
+    /// at least a second; false when none has.
+    bool close_longest_waiting();
+
     /// Open connections; admin thread only. Declared before ioc_: pending
     /// handlers, and the connections they hold, are destroyed with ioc_,
-    /// and each one counts itself out.
-    std::size_t connections_ = 0;
+    /// and each one takes itself out.
+    std::vector<connection*> open_;
     asio::io_context ioc_{1};
     tcp::acceptor acceptor_{ioc_};
     asio::steady_timer accept_backoff_{ioc_};
