@@ -9,7 +9,8 @@
 ///  * `info`: configuration reloaded, draining, stopped, Redis reachable again;
 ///  * `warn`: settings changed that apply only on restart, Redis unreachable
 ///    or misbehaving (the store falls back), an upstream server refusing
-///    connections (another server of its group was tried), a listener that
+///    connections (another server of its group was tried), a TLS handshake
+///    with an upstream server that failed (and why), a listener that
 ///    cannot accept (out of descriptors) or is at client.max_connections;
 ///  * `error`: a reload that failed, a fatal error.
 ///

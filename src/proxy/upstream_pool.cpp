@@ -281,6 +281,7 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
         tls.async_handshake(asio::ssl::stream_base::client,
                             [self, a, conn = std::move(conn)](error_code hs_ec) mutable {
                                 if (hs_ec) {
+                                    self->handshake_failed(*conn, hs_ec, a->group->verify_tls);
                                     self->released();
                                     auto h = std::move(a->handler);
                                     h(hs_ec, lease{});
@@ -306,6 +307,20 @@ void upstream_pool::failed_over(const upstream_target& target, const error_code&
     }
     target.refusal_warning.warn("upstream " + target.server.url + " refused a connection (" +
                                 ec.message() + "); trying another server of its group");
+}
+
+void upstream_pool::handshake_failed(connection& conn, const error_code& ec, bool verify) {
+    // A timeout is the connect timeout's, as for a plain connect.
+    if (ec == beast::error::timeout) {
+        return;
+    }
+    // The client gets a 502 and the metrics a kind="tls": only this line
+    // says which server and why (an expired certificate, another host
+    // name, an unknown CA). Every request to that server fails alike, so
+    // it comes at most once per server every 10 s.
+    const auto& target = *conn.target;
+    target.handshake_warning.warn("upstream " + target.server.url + ": TLS handshake failed: " +
+                                  upstream_handshake_failure(conn.stream.tls(), ec, verify));
 }
 
 bool upstream_pool::take_idle(const upstream_target* target, lease& out) {

@@ -8,7 +8,9 @@
 #include <signal.h>
 
 #include <chrono>
+#include <iostream>
 #include <memory>
+#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -41,14 +43,14 @@ config tls_listener_config(std::uint16_t upstream_port, const std::string& cert,
     return cfg;
 }
 
-/// test_config with the single upstream https://localhost:<port>.
-config https_upstream_config(std::uint16_t port) {
+/// test_config with the single upstream https://<host>:<port>.
+config https_upstream_config(std::uint16_t port, const std::string& host = "localhost") {
     auto cfg = test_config(port);
     upstream_server server;
     server.scheme = "https";
-    server.host = "localhost";
+    server.host = host;
     server.port = port;
-    server.url = "https://localhost:" + std::to_string(port);
+    server.url = "https://" + host + ":" + std::to_string(port);
     cfg.upstream.servers = {server};
     return cfg;
 }
@@ -136,6 +138,23 @@ private:
 std::string raw_get(std::string_view target) {
     return "GET " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
 }
+
+/// What is written to std::cerr (tollgate's log lines) while it lives.
+/// Swapping the stream buffer races the workers' writes: make it before
+/// the proxy starts and read it after the proxy has stopped.
+class captured_stderr {
+public:
+    captured_stderr() : old_(std::cerr.rdbuf(text_.rdbuf())) {}
+    ~captured_stderr() { std::cerr.rdbuf(old_); }
+    captured_stderr(const captured_stderr&) = delete;
+    captured_stderr& operator=(const captured_stderr&) = delete;
+
+    std::string text() const { return text_.str(); }
+
+private:
+    std::ostringstream text_;
+    std::streambuf* old_;
+};
 
 /// A TLS client whose /hold request the upstream is holding.
 struct tls_client_holding {
@@ -372,6 +391,78 @@ TEST_CASE("tls: an https:// upstream that does not verify gives 502", "[tls][ups
         CHECK(get(gw.port(), "/echo").result_int() == 502);
         CHECK(up.requests == 0);
     }
+}
+
+TEST_CASE("tls: an https:// upstream that does not verify is named in one warning with the reason",
+          "[tls][upstream]") {
+    tls_certs certs;
+    // Four requests, four failed handshakes: the stderr they leave.
+    const auto log_of = [](const config& cfg) {
+        captured_stderr log;
+        {
+            running_proxy gw(cfg);
+            for (int i = 0; i < 4; ++i) {
+                CHECK(get(gw.port(), "/echo").result_int() == 502);
+            }
+        }
+        return log.text();
+    };
+    const auto check_one_warning = [](const std::string& text, const config& cfg,
+                                      const std::string& reason) {
+        INFO(text);
+        const std::string named =
+            "upstream " + cfg.upstream.servers.front().url + ": TLS handshake failed: ";
+        const auto first = text.find(named);
+        REQUIRE(first != std::string::npos);
+        CHECK(text.substr(first + named.size(), reason.size()) == reason);
+        // Each request failed alike: the interval keeps that to one line.
+        CHECK(text.find(named, first + 1) == std::string::npos);
+    };
+    SECTION("signed by a CA other than ca_file") {
+        https_upstream up(certs.cert_file, certs.key_file);
+        auto cfg = https_upstream_config(up.port());
+        cfg.upstream.ca_file = certs.other_ca_file;
+        check_one_warning(log_of(cfg), cfg,
+                          "certificate verify failed: unable to get local issuer certificate");
+    }
+    SECTION("signed by ca_file, but for another host name") {
+        auto elsewhere = certs.ca().issue("elsewhere", 2003, "DNS:elsewhere.example");
+        https_upstream up(certs.write("elsewhere-cert.pem", elsewhere.cert),
+                          certs.write("elsewhere-key.pem", elsewhere.key));
+        auto cfg = https_upstream_config(up.port());
+        cfg.upstream.ca_file = certs.ca_file;
+        check_one_warning(log_of(cfg), cfg, "certificate verify failed: hostname mismatch");
+    }
+    SECTION("expired") {
+        auto expired = certs.ca().issue("expired", 2004, "DNS:localhost",
+                                        validity{-7L * 24 * 3600, -24 * 3600});
+        https_upstream up(certs.write("expired-cert.pem", expired.cert),
+                          certs.write("expired-key.pem", expired.key));
+        auto cfg = https_upstream_config(up.port());
+        cfg.upstream.ca_file = certs.ca_file;
+        check_one_warning(log_of(cfg), cfg, "certificate verify failed: certificate has expired");
+    }
+    SECTION("addressed by IP, with a certificate for its name only") {
+        auto named_only = certs.ca().issue("named only", 2005, "DNS:localhost");
+        https_upstream up(certs.write("named-cert.pem", named_only.cert),
+                          certs.write("named-key.pem", named_only.key));
+        auto cfg = https_upstream_config(up.port(), "127.0.0.1");
+        cfg.upstream.ca_file = certs.ca_file;
+        check_one_warning(log_of(cfg), cfg, "certificate verify failed: IP address mismatch");
+    }
+}
+
+TEST_CASE("tls: an https:// upstream addressed by IP is verified against its IP SAN",
+          "[tls][upstream]") {
+    tls_certs certs;  // IP:127.0.0.1 among the leaf's names
+    https_upstream up(certs.cert_file, certs.key_file);
+    auto cfg = https_upstream_config(up.port(), "127.0.0.1");
+    cfg.upstream.ca_file = certs.ca_file;
+    running_proxy gw(cfg);
+    CHECK(get(gw.port(), "/echo").result_int() == 200);
+    CHECK(up.requests == 1);
+    // No SNI for an address (RFC 6066 section 3).
+    CHECK(up.last_sni().empty());
 }
 
 TEST_CASE("tls: insecure_skip_verify accepts an https:// upstream nobody vouches for",

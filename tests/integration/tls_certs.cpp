@@ -51,13 +51,13 @@ void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
 }
 
 /// An unsigned certificate skeleton: version 3, serial, validity, subject, public key.
-x509_ptr make_cert(EVP_PKEY* subject_key, const std::string& common_name, long serial) {
+x509_ptr make_cert(EVP_PKEY* subject_key, const std::string& common_name, long serial,
+                   const validity& valid) {
     x509_ptr cert(X509_new());
     if (!cert || X509_set_version(cert.get(), X509_VERSION_3) != 1 ||
         ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial) != 1 ||
-        // Valid from an hour ago: a clock a little behind must not see "not yet valid".
-        !X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) ||
-        !X509_gmtime_adj(X509_getm_notAfter(cert.get()), 7L * 24 * 3600) ||
+        !X509_gmtime_adj(X509_getm_notBefore(cert.get()), valid.not_before) ||
+        !X509_gmtime_adj(X509_getm_notAfter(cert.get()), valid.not_after) ||
         X509_set_pubkey(cert.get(), subject_key) != 1) {
         fail("cannot build the certificate for " + common_name);
     }
@@ -116,7 +116,7 @@ std::filesystem::path fresh_temp_dir() {
 }  // namespace
 
 test_ca::test_ca(const std::string& common_name) : key_(make_p256_key()) {
-    cert_ = make_cert(key_.get(), common_name, 1);
+    cert_ = make_cert(key_.get(), common_name, 1, validity{});
     X509_set_issuer_name(cert_.get(), X509_get_subject_name(cert_.get()));
     add_extension(cert_.get(), cert_.get(), NID_basic_constraints, "critical,CA:TRUE");
     add_extension(cert_.get(), cert_.get(), NID_key_usage, "critical,keyCertSign,cRLSign");
@@ -125,10 +125,10 @@ test_ca::test_ca(const std::string& common_name) : key_(make_p256_key()) {
     cert_pem_ = cert_to_pem(cert_.get());
 }
 
-pem_identity test_ca::issue(const std::string& common_name, long serial,
-                            const std::string& san) const {
+pem_identity test_ca::issue(const std::string& common_name, long serial, const std::string& san,
+                            validity valid) const {
     pkey_ptr key = make_p256_key();
-    x509_ptr cert = make_cert(key.get(), common_name, serial);
+    x509_ptr cert = make_cert(key.get(), common_name, serial, valid);
     X509_set_issuer_name(cert.get(), X509_get_subject_name(cert_.get()));
     add_extension(cert.get(), cert_.get(), NID_basic_constraints, "critical,CA:FALSE");
     add_extension(cert.get(), cert_.get(), NID_key_usage, "critical,digitalSignature");

@@ -29,6 +29,13 @@ struct pem_identity {
     std::string common_name;  ///< the subject CN
 };
 
+/// When a certificate is valid, in seconds from now.
+struct validity {
+    /// An hour ago: a clock a little behind must not see "not yet valid".
+    long not_before = -3600;
+    long not_after = 7L * 24 * 3600;
+};
+
 /// A certificate authority that exists for one test: self-signed,
 /// `CA:TRUE`, `keyCertSign`. Not thread-safe; use it from one thread.
 class test_ca {
@@ -42,9 +49,10 @@ public:
 
     /// A server certificate signed by this CA: subject CN `common_name`,
     /// subjectAltName `san` (OpenSSL config syntax), EKU serverAuth, valid
-    /// from one hour ago for seven days.
+    /// over `valid` (by default from one hour ago for seven days).
     pem_identity issue(const std::string& common_name, long serial,
-                       const std::string& san = "DNS:localhost,IP:127.0.0.1") const;
+                       const std::string& san = "DNS:localhost,IP:127.0.0.1",
+                       validity valid = {}) const;
 
 private:
     pkey_ptr key_;

@@ -29,6 +29,12 @@ std::shared_ptr<asio::ssl::context> make_upstream_context(const upstream_config&
 /// check that the certificate names that host or address.
 void prepare_upstream_tls(stream::tls_stream& tls, const upstream_server& server, bool verify);
 
+/// Why the client handshake on `tls` failed with `ec`, for a log line:
+/// when `verify` and the certificate did not verify, OpenSSL's
+/// verification result ("certificate has expired"), which the error alone
+/// ("certificate verify failed") does not say; else the error's text.
+std::string upstream_handshake_failure(stream::tls_stream& tls, const error_code& ec, bool verify);
+
 /// OpenSSL's reason for the last failure, for log lines and errors.
 /// `wanted` (e.g. "certificate") is what a file was read for: a file
 /// without a PEM block of that kind is then said so in those words.

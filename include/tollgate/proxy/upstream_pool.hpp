@@ -25,13 +25,15 @@
 namespace tollgate::proxy {
 
 /// One upstream server with its addresses resolved once, at config load.
-/// Shared by all threads; only the refusal warning's state changes.
+/// Shared by all threads; only the warnings' state changes.
 struct upstream_target {
     upstream_server server;
     std::vector<tcp::endpoint> endpoints;
     /// "Refused, moved on" about this server: under load a dead server
     /// would otherwise log once per request.
     mutable throttled_warning refusal_warning{std::chrono::seconds(10)};
+    /// "TLS handshake failed" with this server, for the same reason.
+    mutable throttled_warning handshake_warning{std::chrono::seconds(10)};
 };
 
 /// Servers tried round robin (`upstream.servers` or a route's `upstream`).
@@ -146,8 +148,9 @@ public:
     /// (counted in `failover_counter`; a warning naming the server, at most
     /// one per server every 10 s across all pools);
     /// errors: `beast::error::timeout` (connect timeout), pool_exhausted_error()
-    /// (no connection became free within the connect timeout) or the last
-    /// connect error.
+    /// (no connection became free within the connect timeout), the last
+    /// connect error, or the TLS handshake's error (with a warning naming
+    /// the server and the reason, at most one per server every 10 s).
     void acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler);
 
     /// Shutdown begins: closes idle connections and makes later recycles
@@ -174,6 +177,7 @@ private:
     void connect(std::shared_ptr<attempt> a);
     void connected(std::shared_ptr<attempt> a, std::unique_ptr<connection> conn);
     void failed_over(const upstream_target& target, const error_code& ec);
+    void handshake_failed(connection& conn, const error_code& ec, bool verify);
     bool take_idle(const upstream_target* target, lease& out);
     void put_idle(std::unique_ptr<connection> conn);
     void released();
