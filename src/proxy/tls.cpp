@@ -6,7 +6,13 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 namespace tollgate::proxy {
 namespace {
@@ -34,6 +40,74 @@ void set_min_version(SSL_CTX* ctx, const std::string& version) {
     SSL_CTX_set_min_proto_version(ctx, version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
 }
 
+struct bio_deleter {
+    void operator()(BIO* p) const { BIO_free(p); }
+};
+struct pkey_deleter {
+    void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
+};
+using bio_ptr = std::unique_ptr<BIO, bio_deleter>;
+using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
+
+/// The labels of the PEM blocks in `pem` ("CERTIFICATE", "PRIVATE KEY"), in order.
+std::vector<std::string> pem_labels(const std::string& pem) {
+    std::vector<std::string> labels;
+    bio_ptr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    char* name = nullptr;
+    char* header = nullptr;
+    unsigned char* data = nullptr;
+    long length = 0;
+    // Reads each block whole without decoding (or decrypting) what is in it.
+    while (in && PEM_read_bio(in.get(), &name, &header, &data, &length) == 1) {
+        labels.emplace_back(name);
+        OPENSSL_free(name);
+        OPENSSL_free(header);
+        OPENSSL_free(data);
+    }
+    ERR_clear_error();  // the "no start line" that ends the loop
+    return labels;
+}
+
+/// The listener's private key from the PEM file `path`. Throws
+/// std::runtime_error starting "tls.key <path>: " when it cannot be read,
+/// holds no private key, or the key does not decode.
+pkey_ptr read_private_key(const std::string& path) {
+    const std::string where = "tls.key " + path + ": ";
+    std::ifstream file(path, std::ios::binary);
+    if (!file) {
+        throw std::runtime_error(where + "cannot read: " + std::strerror(errno));
+    }
+    // Bounded: a wrong path (/dev/zero, a log file) must not take the memory.
+    constexpr std::size_t max_key_bytes = 1024 * 1024;
+    std::string pem(max_key_bytes + 1, '\0');
+    file.read(pem.data(), static_cast<std::streamsize>(pem.size()));
+    if (file.bad()) {
+        throw std::runtime_error(where + "cannot read: " + std::strerror(errno));
+    }
+    pem.resize(static_cast<std::size_t>(file.gcount()));
+    if (pem.size() > max_key_bytes) {
+        throw std::runtime_error(where + "is larger than 1 MiB: not a key file?");
+    }
+    // "PRIVATE KEY" (PKCS#8), "ENCRYPTED PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"...
+    const auto labels = pem_labels(pem);
+    const auto is_key = [](std::string_view label) { return label.ends_with("PRIVATE KEY"); };
+    if (std::none_of(labels.begin(), labels.end(), is_key)) {
+        std::string message = where + no_pem_block("private key");
+        if (!labels.empty()) {
+            // Most often the certificate, given as the key too.
+            message += ", only " + labels.front();
+        }
+        throw std::runtime_error(message);
+    }
+    bio_ptr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    pkey_ptr key(in ? PEM_read_bio_PrivateKey(in.get(), nullptr, nullptr, nullptr) : nullptr);
+    if (!key) {
+        // A damaged block, an encrypted key, an algorithm OpenSSL lacks.
+        throw std::runtime_error(where + "its private key cannot be decoded: " + last_tls_error());
+    }
+    return key;
+}
+
 }  // namespace
 
 std::string last_tls_error(std::string_view wanted) {
@@ -46,11 +120,15 @@ std::string last_tls_error(std::string_view wanted) {
         ERR_GET_REASON(code) == PEM_R_NO_START_LINE) {
         // OpenSSL's "PEM routines::no start line": no PEM block of that kind
         // (not PEM at all, or a key where the certificate belongs).
-        return "holds no PEM " + std::string(wanted) + " (no \"-----BEGIN\" block of that kind)";
+        return no_pem_block(wanted);
     }
     char buf[256];
     ERR_error_string_n(code, buf, sizeof buf);
     return buf;
+}
+
+std::string no_pem_block(std::string_view wanted) {
+    return "holds no PEM " + std::string(wanted) + " (no \"-----BEGIN\" block of that kind)";
 }
 
 std::shared_ptr<asio::ssl::context> make_server_context(const tls_config& tls) {
@@ -65,12 +143,33 @@ std::shared_ptr<asio::ssl::context> make_server_context(const tls_config& tls) {
     if (SSL_CTX_use_certificate_chain_file(native, tls.cert.c_str()) != 1) {
         throw std::runtime_error("tls.cert " + tls.cert + ": " + last_tls_error("certificate"));
     }
-    if (SSL_CTX_use_PrivateKey_file(native, tls.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-        throw std::runtime_error("tls.key " + tls.key + ": " + last_tls_error("private key"));
-    }
-    if (SSL_CTX_check_private_key(native) != 1) {
+    // Loaded and checked here rather than by SSL_CTX_use_PrivateKey_file,
+    // whose errors under OpenSSL 3 do not say what is wrong: a file with no
+    // key is "DECODER routines::unsupported", and a key for another
+    // certificate "key values mismatch", blamed on the key even when the
+    // chain file has the right certificate in the wrong place.
+    const pkey_ptr key = read_private_key(tls.key);
+    X509* const leaf = SSL_CTX_get0_certificate(native);
+    if (X509_check_private_key(leaf, key.get()) != 1) {
+        ERR_clear_error();
+        STACK_OF(X509)* chain = nullptr;
+        SSL_CTX_get0_chain_certs(native, &chain);
+        for (int i = 0; i < sk_X509_num(chain); ++i) {
+            if (X509_check_private_key(sk_X509_value(chain, i), key.get()) == 1) {
+                throw std::runtime_error(
+                    "tls.cert " + tls.cert + ": the chain is in the wrong order: tls.key " +
+                    tls.key + " is the key of certificate " + std::to_string(i + 2) +
+                    " of the file, and that certificate (the server's) must come first, then "
+                    "the ones that issued it");
+            }
+        }
+        ERR_clear_error();
         throw std::runtime_error("tls.key " + tls.key + " does not match tls.cert " + tls.cert +
-                                 ": " + last_tls_error());
+                                 " (it is not the key of the file's first certificate, the "
+                                 "server's, nor of any other in it)");
+    }
+    if (SSL_CTX_use_PrivateKey(native, key.get()) != 1) {
+        throw std::runtime_error("tls.key " + tls.key + ": " + last_tls_error());
     }
     SSL_CTX_set_alpn_select_cb(native, select_alpn, nullptr);
     return ctx;

@@ -557,14 +557,56 @@ TEST_CASE("tls: --check-config loads cert and key as startup does", "[tls][lifec
         CHECK(p->wait_exit() == 1);
         CHECK(p->stderr_text().find("tls.key " + not_pem + ": ") != std::string::npos);
     }
+    SECTION("a key file that holds a certificate") {
+        auto p = check(certs.cert_file, certs.cert_file);
+        CHECK(p->wait_exit() == 1);
+        INFO(p->stderr_text());
+        CHECK(p->stderr_text().find("tls.key " + certs.cert_file + ": holds no PEM private key") !=
+              std::string::npos);
+    }
+    SECTION("an empty key file") {
+        auto empty = certs.write("empty-key.pem", "");
+        auto p = check(certs.cert_file, empty);
+        CHECK(p->wait_exit() == 1);
+        INFO(p->stderr_text());
+        CHECK(p->stderr_text().find("tls.key " + empty + ": holds no PEM private key") !=
+              std::string::npos);
+    }
+    SECTION("a key file whose key does not decode") {
+        auto damaged = certs.write(
+            "damaged-key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+        auto p = check(certs.cert_file, damaged);
+        CHECK(p->wait_exit() == 1);
+        INFO(p->stderr_text());
+        CHECK(p->stderr_text().find("tls.key " + damaged + ": its private key cannot be decoded") !=
+              std::string::npos);
+    }
     SECTION("a key that belongs to another certificate") {
         auto p = check(certs.cert_file, certs.second_key_file);
         CHECK(p->wait_exit() == 1);
-        // OpenSSL refuses the key while loading it ("key values mismatch")
-        // or, failing that, make_server_context's own match check does.
         INFO(p->stderr_text());
-        CHECK(p->stderr_text().find("tls.key " + certs.second_key_file) != std::string::npos);
+        // Both files named: either may be the wrong one.
+        CHECK(p->stderr_text().find("tls.key " + certs.second_key_file +
+                                    " does not match tls.cert " + certs.cert_file) !=
+              std::string::npos);
         CHECK(p->stdout_text().find("configuration is valid") == std::string::npos);
+    }
+    SECTION("a chain with the server's certificate first is valid") {
+        auto chain = certs.write("chain.pem", certs.first().cert + certs.ca().cert_pem());
+        auto p = check(chain, certs.key_file);
+        CHECK(p->wait_exit() == 0);
+        CHECK(p->stdout_text().find("configuration is valid") != std::string::npos);
+    }
+    SECTION("a chain with the CA before the server's certificate") {
+        auto chain = certs.write("chain.pem", certs.ca().cert_pem() + certs.first().cert);
+        auto p = check(chain, certs.key_file);
+        CHECK(p->wait_exit() == 1);
+        INFO(p->stderr_text());
+        // The key is right; the certificate file is at fault.
+        CHECK(p->stderr_text().find("tls.cert " + chain + ": the chain is in the wrong order") !=
+              std::string::npos);
+        CHECK(p->stderr_text().find("tls.key " + certs.key_file + " is the key of certificate 2") !=
+              std::string::npos);
     }
 }
 

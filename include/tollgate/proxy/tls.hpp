@@ -17,7 +17,10 @@
 namespace tollgate::proxy {
 
 /// The listener's context. Throws std::runtime_error naming the file and
-/// OpenSSL's reason when the certificate or key cannot be used.
+/// the reason when the certificate or key cannot be used: a key file with
+/// no private key, a key that is not the first certificate's (naming both
+/// files), or a chain whose server certificate is not first (naming
+/// tls.cert).
 std::shared_ptr<asio::ssl::context> make_server_context(const tls_config& tls);
 
 /// The context for `https://` upstreams. Throws std::runtime_error when
@@ -39,5 +42,9 @@ std::string upstream_handshake_failure(stream::tls_stream& tls, const error_code
 /// `wanted` (e.g. "certificate") is what a file was read for: a file
 /// without a PEM block of that kind is then said so in those words.
 std::string last_tls_error(std::string_view wanted = {});
+
+/// "holds no PEM <wanted> (...)": what a file without a PEM block of the
+/// kind it was read for is said to hold.
+std::string no_pem_block(std::string_view wanted);
 
 }  // namespace tollgate::proxy
