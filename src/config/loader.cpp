@@ -4,6 +4,12 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -19,6 +25,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <memory>
 #include <set>
 #include <span>
 #include <sstream>
@@ -1847,6 +1854,62 @@ std::vector<std::string> render_cidrs(const std::vector<cidr>& ranges) {
     return out;
 }
 
+struct bio_deleter {
+    void operator()(BIO* p) const { BIO_free(p); }
+};
+struct x509_deleter {
+    void operator()(X509* p) const { X509_free(p); }
+};
+
+/// `2026-11-24 19:05:06Z`.
+std::string iso8601(const ASN1_TIME* time) {
+    std::unique_ptr<BIO, bio_deleter> out(BIO_new(BIO_s_mem()));
+    if (!out || ASN1_TIME_print_ex(out.get(), time, ASN1_DTFLGS_ISO8601) != 1) {
+        ERR_clear_error();
+        return "(a date OpenSSL cannot print)";
+    }
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(out.get(), &data);
+    return std::string(data, static_cast<std::size_t>(n));
+}
+
+// A listener certificate outside its validity period loads, and every
+// client then refuses it. Not an error: it may be run knowingly (a test
+// bed, a renewal under way). Only the file's first certificate, the
+// server's: a chain may carry an expired cross-signature clients skip. A
+// file that is not a readable regular PEM file gets nothing here (loading
+// it says why; a pipe must not be read twice).
+std::optional<std::string> certificate_dates_problem(const std::string& path) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) {
+        return std::nullopt;
+    }
+    std::string pem;
+    try {
+        pem = read_file(path);
+    } catch (const config_error&) {
+        return std::nullopt;
+    }
+    std::unique_ptr<BIO, bio_deleter> in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    std::unique_ptr<X509, x509_deleter> cert(
+        in ? PEM_read_bio_X509_AUX(in.get(), nullptr, nullptr, nullptr) : nullptr);
+    ERR_clear_error();
+    if (!cert) {
+        return std::nullopt;
+    }
+    const ASN1_TIME* not_after = X509_get0_notAfter(cert.get());
+    const ASN1_TIME* not_before = X509_get0_notBefore(cert.get());
+    if (X509_cmp_current_time(not_after) < 0) {
+        return "the certificate expired at " + iso8601(not_after) +
+               " (notAfter): clients will refuse it";
+    }
+    if (X509_cmp_current_time(not_before) > 0) {
+        return "the certificate is not valid before " + iso8601(not_before) +
+               " (notBefore): clients will refuse it until then";
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 // ---- public ----------------------------------------------------------------------
@@ -1997,6 +2060,11 @@ std::vector<std::string> config_warnings(const config& cfg) {
                                        [&](const route_config& r) { return https(r.upstream); });
     if (!cfg.upstream.ca_file.empty() && !any_https) {
         warn("upstream.ca_file: has no effect: no upstream is https://");
+    }
+    if (cfg.tls.listen && !cfg.tls.cert.empty()) {
+        if (auto problem = certificate_dates_problem(cfg.tls.cert)) {
+            warn("tls.cert " + cfg.tls.cert + ": " + *problem);
+        }
     }
     // With Redis unavailable and failure_mode open, each instance enforces
     // limit / instances on its own, at least 1 per window.

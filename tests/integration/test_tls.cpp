@@ -5,9 +5,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <signal.h>
 
 #include <chrono>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -137,6 +140,20 @@ private:
 
 std::string raw_get(std::string_view target) {
     return "GET " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+}
+
+/// A date of the PEM certificate `pem` (`X509_get0_notAfter` or
+/// `..._notBefore`), as tollgate's warnings write it: `2026-11-24 19:05:06Z`.
+std::string certificate_date(const std::string& pem, const ASN1_TIME* (*which)(const X509*)) {
+    std::unique_ptr<BIO, decltype(&BIO_free)> in(
+        BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+    x509_ptr cert(PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr));
+    std::tm tm{};
+    REQUIRE(cert);
+    REQUIRE(ASN1_TIME_to_tm(which(cert.get()), &tm) == 1);
+    char text[32];
+    REQUIRE(std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%SZ", &tm) > 0);
+    return text;
 }
 
 /// What is written to std::cerr (tollgate's log lines) while it lives.
@@ -543,6 +560,33 @@ TEST_CASE("tls: --check-config loads cert and key as startup does", "[tls][lifec
         auto p = check(certs.cert_file, certs.key_file);
         CHECK(p->wait_exit() == 0);
         CHECK(p->stdout_text().find("configuration is valid") != std::string::npos);
+        CHECK(p->stderr_text().find("clients will refuse") == std::string::npos);
+    }
+    SECTION("an expired certificate is valid, with a warning") {
+        auto expired = certs.ca().issue("expired", 3001, "DNS:localhost",
+                                        validity{-30L * 24 * 3600, -24 * 3600});
+        auto cert = certs.write("expired-cert.pem", expired.cert);
+        auto p = check(cert, certs.write("expired-key.pem", expired.key));
+        CHECK(p->wait_exit() == 0);
+        CHECK(p->stdout_text().find("configuration is valid") != std::string::npos);
+        INFO(p->stderr_text());
+        CHECK(p->stderr_text().find("warning: ") != std::string::npos);
+        CHECK(p->stderr_text().find("tls.cert " + cert + ": the certificate expired at " +
+                                    certificate_date(expired.cert, &X509_get0_notAfter) +
+                                    " (notAfter): clients will refuse it") != std::string::npos);
+    }
+    SECTION("a certificate not valid yet is valid, with a warning") {
+        auto early =
+            certs.ca().issue("early", 3002, "DNS:localhost", validity{24 * 3600, 30L * 24 * 3600});
+        auto cert = certs.write("early-cert.pem", early.cert);
+        auto p = check(cert, certs.write("early-key.pem", early.key));
+        CHECK(p->wait_exit() == 0);
+        CHECK(p->stdout_text().find("configuration is valid") != std::string::npos);
+        INFO(p->stderr_text());
+        CHECK(p->stderr_text().find("tls.cert " + cert + ": the certificate is not valid before " +
+                                    certificate_date(early.cert, &X509_get0_notBefore) +
+                                    " (notBefore): clients will refuse it until then") !=
+              std::string::npos);
     }
     SECTION("a certificate file that is not PEM") {
         auto not_pem = certs.write("not-pem.txt", "just a host name\n");
@@ -608,6 +652,49 @@ TEST_CASE("tls: --check-config loads cert and key as startup does", "[tls][lifec
         CHECK(p->stderr_text().find("tls.key " + certs.key_file + " is the key of certificate 2") !=
               std::string::npos);
     }
+}
+
+TEST_CASE(
+    "tls: a listener certificate out of its validity period is warned about at start and "
+    "on SIGHUP",
+    "[tls][lifecycle]") {
+    tls_certs certs;
+    test_upstream up;
+    auto early =
+        certs.ca().issue("early", 3003, "DNS:localhost", validity{24 * 3600, 30L * 24 * 3600});
+    auto expired =
+        certs.ca().issue("expired", 3004, "DNS:localhost", validity{-30L * 24 * 3600, -24 * 3600});
+    auto cert = certs.write("live-cert.pem", early.cert);
+    auto key = certs.write("live-key.pem", early.key);
+    auto path = write_temp_file("tls-dates.yaml",
+                                "listen: 127.0.0.1:0\n"
+                                "admin: {listen: 127.0.0.1:0}\n"
+                                "tls:\n"
+                                "  listen: 127.0.0.1:0\n  cert: \"" +
+                                    cert + "\"\n  key: \"" + key +
+                                    "\"\n"
+                                    "upstream:\n"
+                                    "  servers: [http://127.0.0.1:" +
+                                    std::to_string(up.port()) +
+                                    "]\n"
+                                    "log: {access_log: false}\n");
+    tollgate_process p({"--config", path});
+    // It starts: an operator may run such a certificate knowingly.
+    REQUIRE(p.wait_listening());
+    CHECK(p.stderr_text().find("tls.cert " + cert + ": the certificate is not valid before " +
+                               certificate_date(early.cert, &X509_get0_notBefore) +
+                               " (notBefore): clients will refuse it until then") !=
+          std::string::npos);
+
+    certs.write("live-cert.pem", expired.cert);
+    certs.write("live-key.pem", expired.key);
+    p.signal(SIGHUP);
+    CHECK(p.wait_for_log("tls.cert " + cert + ": the certificate expired at " +
+                         certificate_date(expired.cert, &X509_get0_notAfter) +
+                         " (notAfter): clients will refuse it"));
+    CHECK(p.stderr_text().find("configuration reloaded") != std::string::npos);
+    p.signal(SIGTERM);
+    CHECK(p.wait_exit() == 0);
 }
 
 TEST_CASE("tls: a client that sends close_notify while the upstream works gets its slot back",

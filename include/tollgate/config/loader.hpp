@@ -96,6 +96,8 @@ config load_defaults(const env_lookup& env);
 /// Settings that are valid but do nothing, or less than they say, in this
 /// combination: one line each, `warning: <where>: key: ...`. Shown at
 /// startup, in --check-config and on reload; they do not stop either.
+/// Reads one file: a TLS listener's certificate outside its validity
+/// period, which every client refuses, is warned about too.
 std::vector<std::string> config_warnings(const config& cfg);
 
 /// `message` about a key (it starts with the key path: `upstream.servers[1]:
