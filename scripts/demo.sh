@@ -31,8 +31,11 @@ grep -q "listening on" "$backend_log" || { echo "demo: the demo backend did not 
 cat "$backend_log" >&2
 
 echo
-echo "tollgate is starting on http://localhost:8080 in front of the demo backend."
-echo "Try:  curl -i http://localhost:8080/      and      curl http://localhost:9090/metrics"
+# The addresses conf/tollgate.yaml sets, unless the environment moves them.
+proxy_at=${TOLLGATE_LISTEN:-localhost:8080}
+admin_at=${TOLLGATE_ADMIN_LISTEN:-localhost:9090}
+echo "tollgate is starting on http://$proxy_at in front of the demo backend."
+echo "Try:  curl -i http://$proxy_at/      and      curl http://$admin_at/metrics"
 echo
 # In the background, so that a TERM or INT to this script (Ctrl-C, a
 # supervisor, timeout) stops both processes, not only the script.

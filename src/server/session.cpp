@@ -403,6 +403,9 @@ void session::read_request_head() {
 void session::on_request_head_bytes(error_code ec, std::size_t n) {
     first_request_ = false;
     if (header_timed_out_) {
+        // A whole request line is logged with the 408: which path a slow
+        // client was after.
+        keep_request_line(bytes_of(buffer_));
         reject(http::status::request_timeout, "request header timeout",
                admin::reason_kind::timeout);
         return;

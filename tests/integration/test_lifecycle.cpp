@@ -828,6 +828,30 @@ TEST_CASE("the access log stays valid JSON for a path that is not UTF-8", "[life
                       [](const auto& entry) { return entry["path"] == "/\xc3\xbf"; }));
 }
 
+TEST_CASE("the access log names the request line of a head that timed out", "[lifecycle]") {
+    test_upstream up;
+    auto path = write_temp_file("access-log-408.yaml",
+                                access_log_yaml(up.port(), "client: {header_timeout: 300ms}\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    for (std::string_view partial : {"GET /slow-head HTTP/1.1\r\nHo", "GET /half-a-li"}) {
+        client c(p.port());
+        c.write_raw(partial);
+        CHECK(c.read().result_int() == 408);
+    }
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_exit() == 0);
+    const auto lines = access_log_lines(p.stdout_text());
+    REQUIRE(lines.size() == 2);
+    std::map<std::string, nlohmann::json> by_path;
+    for (const auto& entry : lines) {
+        CHECK(entry["status"] == 408);
+        by_path[entry["path"].get<std::string>()] = entry;
+    }
+    CHECK(by_path["/slow-head"]["method"] == "GET");
+    CHECK(by_path.count("") == 1);  // a request line not whole names nothing
+}
+
 TEST_CASE("the access log tells exchanges cut short apart from finished ones", "[lifecycle]") {
     test_upstream up;
     auto path = write_temp_file("access-log-cut.yaml", access_log_yaml(up.port()));
