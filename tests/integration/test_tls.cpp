@@ -30,6 +30,17 @@ using namespace std::chrono_literals;
 
 namespace {
 
+/// A process config: a TLS listener with `cert` and `key` (files), two
+/// threads, the upstream on 127.0.0.1:`upstream_port`, no access log.
+std::string tls_listener_yaml(const std::string& cert, const std::string& key,
+                              std::uint16_t upstream_port) {
+    return "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 2\ntls:\n"
+           "  listen: 127.0.0.1:0\n  cert: \"" +
+           cert + "\"\n  key: \"" + key +
+           "\"\nupstream:\n  servers: [http://127.0.0.1:" + std::to_string(upstream_port) +
+           "]\nlog: {access_log: false}\n";
+}
+
 request make_get(std::string_view target) {
     request req{http::verb::get, target, 11};
     req.set(http::field::host, "localhost");
@@ -504,19 +515,7 @@ TEST_CASE("tls: SIGHUP reloads cert and key, and the open connection keeps worki
     test_upstream up;
     auto cert = certs.write("live-cert.pem", certs.first().cert);
     auto key = certs.write("live-key.pem", certs.first().key);
-    auto path = write_temp_file("tls-reload.yaml",
-                                "listen: 127.0.0.1:0\n"
-                                "admin: {listen: 127.0.0.1:0}\n"
-                                "threads: 2\n"
-                                "tls:\n"
-                                "  listen: 127.0.0.1:0\n  cert: \"" +
-                                    cert + "\"\n  key: \"" + key +
-                                    "\"\n"
-                                    "upstream:\n"
-                                    "  servers: [http://127.0.0.1:" +
-                                    std::to_string(up.port()) +
-                                    "]\n"
-                                    "log: {access_log: false}\n");
+    auto path = write_temp_file("tls-reload.yaml", tls_listener_yaml(cert, key, up.port()));
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     const auto tls_port = p.tls_port();
@@ -666,18 +665,7 @@ TEST_CASE(
         certs.ca().issue("expired", 3004, "DNS:localhost", validity{-30L * 24 * 3600, -24 * 3600});
     auto cert = certs.write("live-cert.pem", early.cert);
     auto key = certs.write("live-key.pem", early.key);
-    auto path = write_temp_file("tls-dates.yaml",
-                                "listen: 127.0.0.1:0\n"
-                                "admin: {listen: 127.0.0.1:0}\n"
-                                "tls:\n"
-                                "  listen: 127.0.0.1:0\n  cert: \"" +
-                                    cert + "\"\n  key: \"" + key +
-                                    "\"\n"
-                                    "upstream:\n"
-                                    "  servers: [http://127.0.0.1:" +
-                                    std::to_string(up.port()) +
-                                    "]\n"
-                                    "log: {access_log: false}\n");
+    auto path = write_temp_file("tls-dates.yaml", tls_listener_yaml(cert, key, up.port()));
     tollgate_process p({"--config", path});
     // It starts: an operator may run such a certificate knowingly.
     REQUIRE(p.wait_listening());
