@@ -141,24 +141,54 @@ void upstream_pool::lease::recycle() {
     pool->serve_waiters();
 }
 
-// One connect, moving to another server of the group when a server refuses.
+namespace {
+
+bool resting(const upstream_target& target, std::chrono::steady_clock::rep now) {
+    return target.resting_until.load(std::memory_order_relaxed) > now;
+}
+
+// The group's next turn. A server that rests, or that this attempt tried
+// (`tried`, may be null), gives its turn to the group's next one, as if a
+// new request had come: a dead server's turns spread over the live ones
+// instead of all going to the one after it. When every server is resting,
+// the first one not tried, in turn order.
+std::size_t take_turn(const upstream_group& group, const std::vector<bool>* tried) {
+    const std::size_t n = group.targets.size();
+    std::size_t turn = group.next.fetch_add(1, std::memory_order_relaxed) % n;
+    if (n == 1) {
+        return turn;
+    }
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const auto usable = [&](std::size_t i) { return tried == nullptr || !(*tried)[i]; };
+    for (std::size_t i = 0; i < n && (!usable(turn) || resting(*group.targets[turn], now)); ++i) {
+        turn = group.next.fetch_add(1, std::memory_order_relaxed) % n;
+    }
+    if (usable(turn) && !resting(*group.targets[turn], now)) {
+        return turn;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        if (usable((turn + i) % n)) {
+            return (turn + i) % n;
+        }
+    }
+    return turn;
+}
+
+}  // namespace
+
+// One connect, moving to another server of the group when a server refuses
+// the connection or does not answer it within the connect timeout.
 struct upstream_pool::attempt {
     std::shared_ptr<const upstream_group> group;
-    std::size_t current = 0;    ///< index of the server being tried
-    std::vector<bool> refused;  ///< per server: refused this attempt
+    std::size_t current = 0;   ///< index of the server being tried
+    std::vector<bool> failed;  ///< per server: failed this attempt
     std::size_t tried = 0;
     acquire_handler handler;
 
-    // The server to try after a refusal: the group's next turn, as if a new
-    // request had come, so that a dead server's turns spread over the live
-    // ones instead of all going to the one after it; one not tried yet.
+    // The server to try after a failed connect: another turn of the group.
     void next() {
-        refused[current] = true;
-        const std::size_t n = group->targets.size();
-        current = group->next.fetch_add(1, std::memory_order_relaxed) % n;
-        while (refused[current]) {
-            current = (current + 1) % n;
-        }
+        failed[current] = true;
+        current = take_turn(*group, &failed);
     }
 };
 
@@ -213,7 +243,7 @@ void upstream_pool::acquire(std::shared_ptr<const upstream_group> group, acquire
 bool upstream_pool::try_start(const std::shared_ptr<const upstream_group>& group,
                               acquire_handler& handler) {
     const std::size_t n = group->targets.size();
-    const std::size_t first = group->next.fetch_add(1, std::memory_order_relaxed) % n;
+    const std::size_t first = take_turn(*group, nullptr);
     lease idle;
     if (take_idle(group->targets[first].get(), idle)) {
         asio::post(
@@ -232,7 +262,7 @@ bool upstream_pool::try_start(const std::shared_ptr<const upstream_group>& group
     auto a = std::make_shared<attempt>();
     a->group = group;
     a->current = first;
-    a->refused.assign(n, false);
+    a->failed.assign(n, false);
     a->handler = std::move(handler);
     connect(std::move(a));
     return true;
@@ -246,11 +276,23 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
     auto& stream = conn->stream.tcp_layer();
     stream.async_connect(target->endpoints, [self = shared_from_this(), a, conn = std::move(conn)](
                                                 error_code ec, const tcp::endpoint&) mutable {
-        const bool refused =
+        // Nothing was sent: another server of the group can take the request.
+        const bool failed =
             ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
-            ec == asio::error::host_unreachable || ec == asio::error::network_unreachable;
-        if (refused && ++a->tried < a->group->targets.size() && !self->shut_down_) {
-            self->failed_over(*a->group->targets[a->current], ec);
+            ec == asio::error::host_unreachable || ec == asio::error::network_unreachable ||
+            ec == beast::error::timeout;  // a host that is down drops the SYN
+        const upstream_target& server = *a->group->targets[a->current];
+        if (failed && a->group->targets.size() > 1) {
+            // Its turns go to the others for a while, so that requests do
+            // not each wait for it first.
+            const auto until =
+                std::chrono::steady_clock::now() + upstream_target::rest_after_failure;
+            server.resting_until.store(until.time_since_epoch().count(), std::memory_order_relaxed);
+        } else if (!ec && server.resting_until.load(std::memory_order_relaxed) != 0) {
+            server.resting_until.store(0, std::memory_order_relaxed);  // back
+        }
+        if (failed && ++a->tried < a->group->targets.size() && !self->shut_down_) {
+            self->failed_over(server, ec);
             a->next();
             lease idle;
             if (self->take_idle(a->group->targets[a->current].get(), idle)) {
@@ -305,8 +347,13 @@ void upstream_pool::failed_over(const upstream_target& target, const error_code&
     if (settings_.failover_counter) {
         settings_.failover_counter->fetch_add(1, std::memory_order_relaxed);
     }
-    target.refusal_warning.warn("upstream " + target.server.url + " refused a connection (" +
-                                ec.message() + "); trying another server of its group");
+    target.refusal_warning.warn(
+        "upstream " + target.server.url +
+        (ec == beast::error::timeout
+             ? std::string(" did not answer a connect within upstream.connect_timeout")
+             : " refused a connection (" + ec.message() + ")") +
+        "; trying another server of its group (it rests from its turns for " +
+        std::to_string(upstream_target::rest_after_failure.count()) + " s)");
 }
 
 void upstream_pool::handshake_failed(connection& conn, const error_code& ec, bool verify) {

@@ -25,10 +25,17 @@
 namespace tollgate::proxy {
 
 /// One upstream server with its addresses resolved once, at config load.
-/// Shared by all threads; only the warnings' state changes.
+/// Shared by all threads; only the warnings' and the rest's state change.
 struct upstream_target {
+    /// How long a server of a group whose connect failed (refused,
+    /// unreachable, timed out) is passed over by its group's turns.
+    static constexpr std::chrono::seconds rest_after_failure{10};
+
     upstream_server server;
     std::vector<tcp::endpoint> endpoints;
+    /// Until when (steady_clock ticks) the group's turns pass this server
+    /// by, while another server of the group is not resting; 0: not resting.
+    mutable std::atomic<std::chrono::steady_clock::rep> resting_until{0};
     /// "Refused, moved on" about this server: under load a dead server
     /// would otherwise log once per request.
     mutable throttled_warning refusal_warning{std::chrono::seconds(10)};
