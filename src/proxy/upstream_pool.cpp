@@ -166,12 +166,30 @@ std::size_t take_turn(const upstream_group& group, const std::vector<bool>* trie
     if (usable(turn) && !resting(*group.targets[turn], now)) {
         return turn;
     }
+    // Other threads took turns meanwhile: look at every server once.
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t candidate = (turn + i) % n;
+        if (usable(candidate) && !resting(*group.targets[candidate], now)) {
+            return candidate;
+        }
+    }
     for (std::size_t i = 0; i < n; ++i) {
         if (usable((turn + i) % n)) {
             return (turn + i) % n;
         }
     }
     return turn;
+}
+
+// Whether a server of the group that this attempt has not tried is awake.
+bool any_awake(const upstream_group& group, const std::vector<bool>& tried) {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    for (std::size_t i = 0; i < group.targets.size(); ++i) {
+        if (!tried[i] && !resting(*group.targets[i], now)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 }  // namespace
@@ -291,7 +309,12 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
         } else if (!ec && server.resting_until.load(std::memory_order_relaxed) != 0) {
             server.resting_until.store(0, std::memory_order_relaxed);  // back
         }
-        if (failed && ++a->tried < a->group->targets.size() && !self->shut_down_) {
+        // Each server gets a connect timeout of its own: after a timeout,
+        // only a server not known to be down is worth another one (when all
+        // rest, a request waits one connect timeout, not one per server).
+        a->failed[a->current] = failed;
+        const bool worth_another = ec != beast::error::timeout || any_awake(*a->group, a->failed);
+        if (failed && worth_another && ++a->tried < a->group->targets.size() && !self->shut_down_) {
             self->failed_over(server, ec);
             a->next();
             lease idle;

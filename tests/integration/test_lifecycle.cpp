@@ -340,7 +340,15 @@ TEST_CASE("a SIGHUP sent while tollgate starts waits for it instead of ending it
     // first line until the handler is there, it is held pending: look for
     // that moment in /proc, send it then, and the reload follows the start.
     test_upstream up;
-    auto path = write_temp_file("early-hup.yaml", config_yaml(up.port(), "  limit: 100\n"));
+    // 3000 routes: loading them keeps the window open for tens of
+    // milliseconds, so the poll below cannot miss it on a busy machine.
+    std::string routes = "routes:\n";
+    for (int i = 0; i < 3000; ++i) {
+        routes +=
+            "  - {name: r" + std::to_string(i) + ", path_prefix: /r" + std::to_string(i) + "/}\n";
+    }
+    auto path =
+        write_temp_file("early-hup.yaml", config_yaml(up.port(), "  limit: 100\n") + routes);
     tollgate_process p({"--config", path});
     const auto hup_held = [&p] {
         std::ifstream status("/proc/" + std::to_string(p.pid()) + "/status");

@@ -383,6 +383,37 @@ TEST_CASE("a server that does not answer its connect rests, and the request move
           std::string::npos);
 }
 
+TEST_CASE("when every server of a group drops connects, a request waits for one, not all",
+          "[proxy][errors]") {
+    asio::io_context ioc;
+    std::vector<std::unique_ptr<tcp::acceptor>> blackholes;
+    std::vector<std::unique_ptr<tcp::socket>> fillers;
+    auto cfg = test_config(free_port());
+    cfg.threads = 1;
+    cfg.upstream.connect_timeout = std::chrono::milliseconds(300);
+    cfg.upstream.servers.clear();
+    for (int i = 0; i < 2; ++i) {
+        blackholes.push_back(std::make_unique<tcp::acceptor>(ioc));
+        auto& b = *blackholes.back();
+        b.open(tcp::v4());
+        b.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+        b.listen(0);
+        fillers.push_back(std::make_unique<tcp::socket>(ioc));
+        fillers.back()->connect(b.local_endpoint());
+        cfg.upstream.servers.push_back(http_server(b.local_endpoint().port()));
+    }
+    running_proxy gw(cfg);
+    // The first request tries both (neither was known to be down); then both
+    // rest, and the next ones try one and give up, not one per server.
+    for (int i = 0; i < 3; ++i) {
+        CHECK(get(gw.port(), "/echo").result_int() == 504);
+    }
+    const std::string metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(metrics.find("tollgate_upstream_connect_failovers_total 1\n") != std::string::npos);
+    CHECK(metrics.find("tollgate_upstream_errors_total{kind=\"connect_timeout\"} 3") !=
+          std::string::npos);
+}
+
 TEST_CASE("upstream closing without a response gives 502", "[proxy][errors]") {
     test_upstream up;
     running_proxy gw(test_config(up.port()));
