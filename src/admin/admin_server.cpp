@@ -5,12 +5,15 @@
 #include <optional>
 #include <string_view>
 
+#include "tollgate/http/date.hpp"
+
 namespace tollgate::admin {
 
 response text_response(const request& req, http::status status, std::string body,
                        std::string_view content_type) {
     response res{status, req.version()};
     res.set(http::field::server, "tollgate");
+    res.set(http::field::date, http_date_now());
     res.set(http::field::content_type, content_type);
     res.set(http::field::cache_control, "no-store");
     res.keep_alive(req.keep_alive());

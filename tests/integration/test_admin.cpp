@@ -89,6 +89,7 @@ TEST_CASE("admin: a reply to HEAD has the head a GET gets and no body, on every 
         CHECK(rest.ends_with("\r\n\r\nready\n"));
         const auto get = parse_response(exchange(gw.admin_port(), admin_get(c.path)));
         CHECK(head[http::field::content_type] == get[http::field::content_type]);
+        CHECK(get.count(http::field::date) == 1);  // RFC 9110 6.6.1, as the proxy's own replies
         if (c.stable) {
             CHECK(head[http::field::content_length] == std::to_string(get.body().size()));
         } else {
