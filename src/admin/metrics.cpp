@@ -251,7 +251,9 @@ std::string metrics::serialize(const gauge_values& g) const {
     gauge("tollgate_draining", "1 while shutting down", g.draining);
     gauge("tollgate_tunnels_open", "Open tunnels (upgraded connections such as WebSockets)",
           g.tunnels_open);
-    gauge("tollgate_store_fallback", "1 while Redis cannot decide: local buckets decide (failure_mode open) or requests get 503 (closed)",
+    gauge("tollgate_store_fallback",
+          "1 while Redis cannot decide: local buckets decide (failure_mode open) or requests get "
+          "503 (closed)",
           g.store_fallback);
 
     auto evictions = family("tollgate_ratelimit_evictions_total",
