@@ -5,7 +5,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <openssl/asn1.h>
-#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -33,6 +32,7 @@
 
 #include "tollgate/ascii.hpp"
 #include "tollgate/config/values.hpp"
+#include "tollgate/openssl_ptr.hpp"
 
 namespace tollgate {
 namespace {
@@ -1854,16 +1854,9 @@ std::vector<std::string> render_cidrs(const std::vector<cidr>& ranges) {
     return out;
 }
 
-struct bio_deleter {
-    void operator()(BIO* p) const { BIO_free(p); }
-};
-struct x509_deleter {
-    void operator()(X509* p) const { X509_free(p); }
-};
-
 /// `2026-11-24 19:05:06Z`.
 std::string iso8601(const ASN1_TIME* time) {
-    std::unique_ptr<BIO, bio_deleter> out(BIO_new(BIO_s_mem()));
+    bio_ptr out(BIO_new(BIO_s_mem()));
     if (!out || ASN1_TIME_print_ex(out.get(), time, ASN1_DTFLGS_ISO8601) != 1) {
         ERR_clear_error();
         return "(a date OpenSSL cannot print)";
@@ -1890,9 +1883,8 @@ std::optional<std::string> certificate_dates_problem(const std::string& path) {
     } catch (const config_error&) {
         return std::nullopt;
     }
-    std::unique_ptr<BIO, bio_deleter> in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-    std::unique_ptr<X509, x509_deleter> cert(
-        in ? PEM_read_bio_X509_AUX(in.get(), nullptr, nullptr, nullptr) : nullptr);
+    bio_ptr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+    x509_ptr cert(in ? PEM_read_bio_X509_AUX(in.get(), nullptr, nullptr, nullptr) : nullptr);
     ERR_clear_error();
     if (!cert) {
         return std::nullopt;

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "tollgate/openssl_ptr.hpp"
+
 namespace tollgate::proxy {
 namespace {
 
@@ -39,15 +41,6 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const un
 void set_min_version(SSL_CTX* ctx, const std::string& version) {
     SSL_CTX_set_min_proto_version(ctx, version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION);
 }
-
-struct bio_deleter {
-    void operator()(BIO* p) const { BIO_free(p); }
-};
-struct pkey_deleter {
-    void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-using bio_ptr = std::unique_ptr<BIO, bio_deleter>;
-using pkey_ptr = std::unique_ptr<EVP_PKEY, pkey_deleter>;
 
 /// The labels of the PEM blocks in `pem` ("CERTIFICATE", "PRIVATE KEY"), in order.
 std::vector<std::string> pem_labels(const std::string& pem) {

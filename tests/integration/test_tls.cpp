@@ -156,8 +156,7 @@ std::string raw_get(std::string_view target) {
 /// A date of the PEM certificate `pem` (`X509_get0_notAfter` or
 /// `..._notBefore`), as tollgate's warnings write it: `2026-11-24 19:05:06Z`.
 std::string certificate_date(const std::string& pem, const ASN1_TIME* (*which)(const X509*)) {
-    std::unique_ptr<BIO, decltype(&BIO_free)> in(
-        BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), &BIO_free);
+    bio_ptr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
     x509_ptr cert(PEM_read_bio_X509(in.get(), nullptr, nullptr, nullptr));
     std::tm tm{};
     REQUIRE(cert);

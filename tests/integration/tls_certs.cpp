@@ -13,12 +13,7 @@
 namespace tollgate::test {
 namespace {
 
-struct bio_deleter {
-    void operator()(BIO* p) const { BIO_free(p); }
-};
-struct extension_deleter {
-    void operator()(X509_EXTENSION* p) const { X509_EXTENSION_free(p); }
-};
+using extension_ptr = std::unique_ptr<X509_EXTENSION, openssl_free<&X509_EXTENSION_free>>;
 
 [[noreturn]] void fail(const std::string& what) {
     std::string detail;
@@ -43,8 +38,7 @@ void add_extension(X509* cert, X509* issuer, int nid, const char* value) {
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-    std::unique_ptr<X509_EXTENSION, extension_deleter> ext(
-        X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
+    extension_ptr ext(X509V3_EXT_conf_nid(nullptr, &ctx, nid, value));
     if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) {
         fail(std::string("cannot add extension ") + OBJ_nid2sn(nid) + " = " + value);
     }
@@ -80,7 +74,7 @@ void sign(X509* cert, EVP_PKEY* issuer_key) {
 }
 
 std::string cert_to_pem(X509* cert) {
-    std::unique_ptr<BIO, bio_deleter> bio(BIO_new(BIO_s_mem()));
+    bio_ptr bio(BIO_new(BIO_s_mem()));
     if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) {
         fail("cannot write the certificate as PEM");
     }
@@ -90,7 +84,7 @@ std::string cert_to_pem(X509* cert) {
 }
 
 std::string key_to_pem(EVP_PKEY* key) {
-    std::unique_ptr<BIO, bio_deleter> bio(BIO_new(BIO_s_mem()));
+    bio_ptr bio(BIO_new(BIO_s_mem()));
     if (!bio ||
         PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
         fail("cannot write the key as PEM");

@@ -10,16 +10,9 @@
 #include <memory>
 #include <string>
 
-namespace tollgate::test {
+#include "tollgate/openssl_ptr.hpp"
 
-struct evp_pkey_deleter {
-    void operator()(EVP_PKEY* p) const { EVP_PKEY_free(p); }
-};
-struct x509_deleter {
-    void operator()(X509* p) const { X509_free(p); }
-};
-using pkey_ptr = std::unique_ptr<EVP_PKEY, evp_pkey_deleter>;
-using x509_ptr = std::unique_ptr<X509, x509_deleter>;
+namespace tollgate::test {
 
 /// One certificate and its private key, as PEM text.
 struct pem_identity {
