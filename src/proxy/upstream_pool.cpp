@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <optional>
 #include <stdexcept>
 
 namespace tollgate::proxy {
@@ -147,11 +148,37 @@ bool resting(const upstream_target& target, std::chrono::steady_clock::rep now) 
     return target.resting_until.load(std::memory_order_relaxed) > now;
 }
 
+// From `turn` on, the first server of the group that this attempt has not
+// tried (`tried` may be null) and that is awake (`awake` true); when every
+// one not tried rests, the first of those (`awake` false).
+struct pick {
+    std::size_t index;
+    bool awake;
+};
+pick first_untried(const upstream_group& group, const std::vector<bool>* tried, std::size_t turn,
+                   std::chrono::steady_clock::rep now) {
+    const std::size_t n = group.targets.size();
+    std::optional<std::size_t> asleep;
+    for (std::size_t i = 0; i < n; ++i) {
+        const std::size_t candidate = (turn + i) % n;
+        if (tried != nullptr && (*tried)[candidate]) {
+            continue;
+        }
+        if (!resting(*group.targets[candidate], now)) {
+            return {candidate, true};
+        }
+        if (!asleep) {
+            asleep = candidate;
+        }
+    }
+    return {asleep.value_or(turn), false};
+}
+
 // The group's next turn. A server that rests, or that this attempt tried
 // (`tried`, may be null), gives its turn to the group's next one, as if a
 // new request had come: a dead server's turns spread over the live ones
-// instead of all going to the one after it. When every server is resting,
-// the first one not tried, in turn order.
+// instead of all going to the one after it. Other threads take turns
+// meanwhile, so failing that, first_untried's pick from the last turn.
 std::size_t take_turn(const upstream_group& group, const std::vector<bool>* tried) {
     const std::size_t n = group.targets.size();
     std::size_t turn = group.next.fetch_add(1, std::memory_order_relaxed) % n;
@@ -166,30 +193,13 @@ std::size_t take_turn(const upstream_group& group, const std::vector<bool>* trie
     if (usable(turn) && !resting(*group.targets[turn], now)) {
         return turn;
     }
-    // Other threads took turns meanwhile: look at every server once.
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::size_t candidate = (turn + i) % n;
-        if (usable(candidate) && !resting(*group.targets[candidate], now)) {
-            return candidate;
-        }
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-        if (usable((turn + i) % n)) {
-            return (turn + i) % n;
-        }
-    }
-    return turn;
+    return first_untried(group, tried, turn, now).index;
 }
 
 // Whether a server of the group that this attempt has not tried is awake.
 bool any_awake(const upstream_group& group, const std::vector<bool>& tried) {
     const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
-    for (std::size_t i = 0; i < group.targets.size(); ++i) {
-        if (!tried[i] && !resting(*group.targets[i], now)) {
-            return true;
-        }
-    }
-    return false;
+    return first_untried(group, &tried, 0, now).awake;
 }
 
 }  // namespace
@@ -203,11 +213,9 @@ struct upstream_pool::attempt {
     std::size_t tried = 0;
     acquire_handler handler;
 
-    // The server to try after a failed connect: another turn of the group.
-    void next() {
-        failed[current] = true;
-        current = take_turn(*group, &failed);
-    }
+    // The server to try after a failed connect (marked in `failed`):
+    // another turn of the group.
+    void next() { current = take_turn(*group, &failed); }
 };
 
 upstream_pool::upstream_pool(asio::io_context& ioc, pool_settings settings)
