@@ -328,18 +328,19 @@ TEST_CASE("a refused server of a group is counted and named in one warning", "[p
     const upstream_server dead = http_server(free_port());
     auto cfg = test_config(up.port());
     cfg.upstream.servers = {dead, http_server(up.port())};
-    // Log lines go to std::cerr; swapped only while no worker thread runs.
-    std::ostringstream log;
-    std::streambuf* const stderr_buf = std::cerr.rdbuf(log.rdbuf());
     std::string metrics;
+    std::string text;
     {
-        running_proxy gw(cfg);
-        for (int i = 0; i < 6; ++i) {
-            CHECK(get(gw.port(), "/echo").result_int() == 200);
+        const captured_stderr log;
+        {
+            running_proxy gw(cfg);
+            for (int i = 0; i < 6; ++i) {
+                CHECK(get(gw.port(), "/echo").result_int() == 200);
+            }
+            metrics = get(gw.admin_port(), "/metrics").body();
         }
-        metrics = get(gw.admin_port(), "/metrics").body();
+        text = log.text();
     }
-    std::cerr.rdbuf(stderr_buf);
     CHECK(up.stats.requests == 6);
     // The first request met the dead server and moved on; it then rested
     // from its turns, so no other request waited for it; none failed.
@@ -348,7 +349,6 @@ TEST_CASE("a refused server of a group is counted and named in one warning", "[p
           std::string::npos);
     // One warning for six refusals: the interval keeps a dead server from
     // writing a line per request.
-    const std::string text = log.str();
     INFO(text);
     const std::string named = "upstream " + dead.url + " refused a connection";
     const auto first = text.find(named);

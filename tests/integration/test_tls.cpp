@@ -166,23 +166,6 @@ std::string certificate_date(const std::string& pem, const ASN1_TIME* (*which)(c
     return text;
 }
 
-/// What is written to std::cerr (tollgate's log lines) while it lives.
-/// Swapping the stream buffer races the workers' writes: make it before
-/// the proxy starts and read it after the proxy has stopped.
-class captured_stderr {
-public:
-    captured_stderr() : old_(std::cerr.rdbuf(text_.rdbuf())) {}
-    ~captured_stderr() { std::cerr.rdbuf(old_); }
-    captured_stderr(const captured_stderr&) = delete;
-    captured_stderr& operator=(const captured_stderr&) = delete;
-
-    std::string text() const { return text_.str(); }
-
-private:
-    std::ostringstream text_;
-    std::streambuf* old_;
-};
-
 /// A TLS client whose /hold request the upstream is holding.
 struct tls_client_holding {
     tls_certs certs;
