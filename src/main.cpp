@@ -181,6 +181,9 @@ int main(int argc, char** argv) {
                                          joined(pinned, ", "));
                         }
                         log_warnings(config_warnings(*next));
+                        if (auto warning = srv.descriptor_limit_warning(*next)) {
+                            log_line(log_level::warn, *warning);
+                        }
                         if (!pending.empty()) {
                             log_line(log_level::warn,
                                      "warning: changed, but applied only on restart (the running "

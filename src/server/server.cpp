@@ -3,6 +3,7 @@
 #include "tollgate/admin/status_page.hpp"
 #include "tollgate/config/values.hpp"
 #include "tollgate/log.hpp"
+#include "tollgate/server/descriptor_limit.hpp"
 
 #include <algorithm>
 #include <array>
@@ -28,6 +29,15 @@ server::server(std::shared_ptr<const config> cfg, const limit::clock* time) : st
     const auto& c = *cfg;
     std::size_t threads = c.threads != 0 ? c.threads : std::thread::hardware_concurrency();
     threads = std::max<std::size_t>(1, threads);
+    threads_ = threads;
+    const auto limit = raise_descriptor_limit();
+    if (limit.now != limit.before) {
+        log_line(log_level::debug, "open-file limit raised from " + std::to_string(limit.before) +
+                                       " to " + std::to_string(limit.now));
+    }
+    if (auto warning = descriptor_limit_warning(c)) {
+        log_line(log_level::warn, *warning);
+    }
     if (c.upstream.max_connections < threads) {
         // Each thread's pool gets max_connections / threads, but at least
         // one, or a thread could never reach the upstream.
@@ -152,6 +162,13 @@ std::vector<std::string> server::reload(std::shared_ptr<const config> next) {
     auto changed = restart_only_changes(*started_with_, *next);
     gateway_->swap(build_runtime(std::move(next), current.get()));
     return changed;
+}
+
+std::optional<std::string> server::descriptor_limit_warning(const config& next) const {
+    // The pools keep the size they started with.
+    return tollgate::server::descriptor_limit_warning(
+        descriptors_needed(next, threads_, started_with_->upstream.max_connections),
+        current_descriptor_limit());
 }
 
 void server::drain_and_stop() {

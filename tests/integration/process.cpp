@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,8 +16,9 @@
 
 namespace tollgate::test {
 
-tollgate_process::tollgate_process(std::vector<std::string> args,
-                                   std::map<std::string, std::string> env, bool read_stdout) {
+tollgate_process::tollgate_process(
+    std::vector<std::string> args, std::map<std::string, std::string> env, bool read_stdout,
+    std::optional<std::pair<std::uint64_t, std::uint64_t>> open_files) {
     int fds[2];
     int out[2];
     if (::pipe2(fds, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) {
@@ -28,6 +30,12 @@ tollgate_process::tollgate_process(std::vector<std::string> args,
         ::dup2(out[1], STDOUT_FILENO);
         for (const auto& [name, value] : env) {
             ::setenv(name.c_str(), value.c_str(), 1);
+        }
+        if (open_files) {
+            const rlimit limit{open_files->first, open_files->second};
+            if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+                ::_exit(126);
+            }
         }
         std::vector<char*> argv;
         std::string binary = TOLLGATE_BINARY;

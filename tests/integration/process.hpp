@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace tollgate::test {
@@ -19,8 +20,10 @@ public:
     /// Starts TOLLGATE_BINARY with `args` and `env` added to the environment.
     /// Without `read_stdout`, nobody reads its stdout: the pipe's read end is
     /// closed at once, as when a log shipper reading it has gone.
+    /// `open_files` sets the child's RLIMIT_NOFILE (soft, hard) before it starts.
     tollgate_process(std::vector<std::string> args, std::map<std::string, std::string> env = {},
-                     bool read_stdout = true);
+                     bool read_stdout = true,
+                     std::optional<std::pair<std::uint64_t, std::uint64_t>> open_files = {});
     ~tollgate_process();
 
     /// Waits (up to 10 s) for the "listening on" line; false if it exited first.

@@ -930,3 +930,63 @@ TEST_CASE("the access log has one JSON line per request and never the raw token"
     CHECK(out.find("private") == std::string::npos);
     CHECK(p.stderr_text().find(token) == std::string::npos);
 }
+
+TEST_CASE("the open-file limit is raised to the hard one, and warned about when even that is low",
+          "[lifecycle]") {
+    test_upstream up;
+    const auto yaml = [&](int clients) {
+        return "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nthreads: 1\n"
+               "upstream:\n  servers: [http://127.0.0.1:" +
+               std::to_string(up.port()) +
+               "]\n  max_connections: 16\n"
+               "client: {max_connections: " +
+               std::to_string(clients) + "}\nwebsocket: {max_tunnels: 10}\n";
+    };
+    const std::string warning =
+        "warning: the open-file limit (ulimit -n, LimitNOFILE= under systemd)";
+
+    // A shell's 256 with room above it: raised, and 4096 is enough here.
+    auto path = write_temp_file("nofile.yaml", yaml(1000));
+    tollgate_process raised({"--config", path}, {}, true, std::pair{256, 4096});
+    REQUIRE(raised.wait_listening());
+    std::ifstream limits("/proc/" + std::to_string(raised.pid()) + "/limits");
+    std::string line;
+    std::string open_files;
+    while (std::getline(limits, line)) {
+        if (line.rfind("Max open files", 0) == 0) {
+            open_files = line;
+        }
+    }
+    std::istringstream fields(open_files.substr(std::string("Max open files").size()));
+    std::string soft;
+    std::string hard;
+    fields >> soft >> hard;
+    CHECK(soft == "4096");
+    CHECK(hard == "4096");
+    CHECK(get(raised.port(), "/echo").result_int() == 200);
+    CHECK(raised.stderr_text().find(warning) == std::string::npos);
+    raised.signal(SIGTERM);
+    CHECK(raised.wait_exit() == 0);
+
+    // Hard 512: enough for 100 clients, not for the 1000 a reload asks for.
+    write_temp_file("nofile.yaml", yaml(100));
+    tollgate_process capped({"--config", path}, {}, true, std::pair{512, 512});
+    REQUIRE(capped.wait_listening());
+    CHECK(capped.stderr_text().find(warning) == std::string::npos);
+    write_temp_file("nofile.yaml", yaml(1000));
+    capped.signal(SIGHUP);
+    REQUIRE(capped.wait_for_log("configuration reloaded"));
+    // 1000 clients + 16 upstream + 10 tunnels + 88 (listeners, admin, one thread).
+    CHECK(capped.wait_for_log(warning + " is 512, below the 1114 descriptors"));
+    CHECK(get(capped.port(), "/echo").result_int() == 200);  // a warning, not a refusal
+    capped.signal(SIGTERM);
+    CHECK(capped.wait_exit() == 0);
+
+    // Started with it: said at startup.
+    tollgate_process low({"--config", path}, {}, true, std::pair{512, 512});
+    REQUIRE(low.wait_listening());
+    CHECK(low.stderr_text().find(warning + " is 512, below the 1114 descriptors") !=
+          std::string::npos);
+    low.signal(SIGTERM);
+    CHECK(low.wait_exit() == 0);
+}

@@ -4,6 +4,7 @@
 /// listeners, the admin listener, reload and graceful drain.
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,11 @@ public:
     /// store): the running values stay in force for those.
     std::vector<std::string> reload(std::shared_ptr<const config> next);
 
+    /// The warning about the open-file limit that `next` would meet with
+    /// this server's threads and upstream pools, or nothing (see
+    /// descriptor_limit.hpp; the constructor raises the limit and warns).
+    std::optional<std::string> descriptor_limit_warning(const config& next) const;
+
     /// Stops accepting, lets exchanges finish with `Connection: close` for
     /// up to `shutdown.drain_timeout`, then closes what is left and joins.
     void drain_and_stop();
@@ -65,6 +71,7 @@ private:
     tcp::endpoint proxy_endpoint_;
     tcp::endpoint admin_endpoint_;
     tcp::endpoint tls_endpoint_;
+    std::size_t threads_ = 1;
     bool started_ = false;
     bool stopped_ = false;
 };
