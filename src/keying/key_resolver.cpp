@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "tollgate/ascii.hpp"
 #include "tollgate/keying/hash.hpp"
 
 namespace tollgate {
@@ -163,6 +164,29 @@ bool key_resolver::org_source_trusted(const ip_address& peer) const {
 
 bool key_resolver::is_trusted_proxy(const ip_address& address) const {
     return any_contains(trusted_proxies_, address);
+}
+
+std::string_view key_resolver::forwarded_proto(const ip_address& peer,
+                                               std::optional<std::string_view> sent,
+                                               bool tls) const {
+    const std::string_view own = tls ? "https" : "http";
+    if (!sent || !is_trusted_proxy(peer)) {
+        return own;
+    }
+    // Elements of a comma-separated list, spaces and tabs around them
+    // trimmed; an empty element (",", "https,,http") is not a scheme.
+    std::string_view rest = *sent;
+    while (true) {
+        const std::size_t comma = rest.find(',');
+        const std::string_view element = trim_ows(rest.substr(0, comma));
+        if (!iequals(element, "http") && !iequals(element, "https")) {
+            return own;
+        }
+        if (comma == std::string_view::npos) {
+            return *sent;
+        }
+        rest.remove_prefix(comma + 1);
+    }
 }
 
 bool key_resolver::is_ip_path(std::string_view path) const {

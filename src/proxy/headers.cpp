@@ -189,7 +189,8 @@ void render_response_head(std::string_view head, const head_info& info,
     out += "\r\n";
 }
 
-void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bool tls) {
+void add_forwarding_headers(http::fields& fields, std::string_view client_ip,
+                            std::string_view proto) {
     std::string forwarded_for;
     for (const auto& f : boost::make_iterator_range(fields.equal_range("X-Forwarded-For"))) {
         std::string_view v = trim_ows(f.value());
@@ -206,7 +207,8 @@ void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bo
     }
     forwarded_for += client_ip;
     fields.set("X-Forwarded-For", forwarded_for);
-    fields.set("X-Forwarded-Proto", tls ? "https" : "http");
+    const std::string scheme(proto);  // `proto` may be the field set() erases
+    fields.set("X-Forwarded-Proto", scheme);
 
     std::string via;
     for (const auto& f : boost::make_iterator_range(fields.equal_range(http::field::via))) {
@@ -287,7 +289,7 @@ void render_forwarded_request(const http::request_header<>& req, const forward_e
     }
     forwarded_for.append(edit.client_ip);
     append_field(out, "X-Forwarded-For", forwarded_for);
-    append_field(out, "X-Forwarded-Proto", edit.tls ? "https" : "http");
+    append_field(out, "X-Forwarded-Proto", edit.proto);
     via += "1.1 tollgate";
     append_field(out, "Via", via);
     if (!edit.upgrade.empty()) {

@@ -749,7 +749,7 @@ void session::forward(admin::reason_kind reason) {
     req_sr_.reset();  // a failed exchange before this one may have left its own
     if (!whole_request_) {
         proxy::strip_hop_by_hop(req);
-        proxy::add_forwarding_headers(req, peer_ip_, stream_.is_tls());
+        proxy::add_forwarding_headers(req, peer_ip_, forwarded_proto());
         if (!upgrade_.empty()) {
             req.set(http::field::connection, "upgrade");
             req.set(http::field::upgrade, upgrade_);
@@ -814,6 +814,16 @@ void session::on_upstream(error_code ec, proxy::upstream_pool::lease conn) {
     do_write_request_header();
 }
 
+std::string_view session::forwarded_proto() const {
+    const auto& req = parser_->get();
+    const auto fields = req.equal_range("X-Forwarded-Proto");
+    std::optional<std::string_view> sent;
+    if (fields.first != fields.second && std::next(fields.first) == fields.second) {
+        sent = fields.first->value();
+    }
+    return rt_->keys.forwarded_proto(peer_addr_, sent, stream_.is_tls());
+}
+
 void session::do_write_request_header() {
     upstream_watch_done_ = false;
     auto& req = parser_->get();
@@ -831,7 +841,7 @@ void session::do_write_request_header() {
         // rendered with its edits into one buffer and written at once.
         proxy::forward_edit edit;
         edit.client_ip = peer_ip_;
-        edit.tls = stream_.is_tls();
+        edit.proto = forwarded_proto();
         edit.upgrade = upgrade_;
         if (const auto length = parser_->content_length()) {
             edit.content_length = *length;

@@ -45,6 +45,40 @@ TEST_CASE("X-Forwarded-For from the client is extended, not replaced", "[proxy]"
     CHECK(body["headers"]["via"] == "1.0 edge, 1.1 tollgate");
 }
 
+TEST_CASE("X-Forwarded-Proto: a trusted proxy's is kept, a client's is replaced", "[proxy]") {
+    // A load balancer that ends TLS in front of tollgate says https: a
+    // backend that redirects plain HTTP to HTTPS must see it, or it
+    // redirects every request. Anyone else cannot claim a scheme.
+    test_upstream up;
+    const auto forwarded_proto = [&](std::uint16_t port, bool with_body, std::string_view sent) {
+        client c(port);
+        auto req = make_request(with_body ? http::verb::post : http::verb::get, "/echo");
+        if (!sent.empty()) {
+            req.set("X-Forwarded-Proto", sent);
+        }
+        if (with_body) {
+            req.body() = "body";
+            req.prepare_payload();
+        }
+        auto res = c.send(std::move(req));
+        REQUIRE(res.result_int() == 200);
+        return nlohmann::json::parse(res.body())["headers"]["x-forwarded-proto"].get<std::string>();
+    };
+    auto trusting = test_config(up.port());
+    trusting.keying.trusted_proxies = {*cidr::parse("127.0.0.0/8")};
+    running_proxy behind_balancer(trusting);
+    running_proxy open_to_clients(test_config(up.port()));
+    // Both ways of forwarding: a request without a body, and one with.
+    for (bool with_body : {false, true}) {
+        INFO("with a body: " << with_body);
+        CHECK(forwarded_proto(behind_balancer.port(), with_body, "https") == "https");
+        CHECK(forwarded_proto(behind_balancer.port(), with_body, "HTTPS, http") == "HTTPS, http");
+        CHECK(forwarded_proto(behind_balancer.port(), with_body, "") == "http");
+        CHECK(forwarded_proto(behind_balancer.port(), with_body, "gopher") == "http");
+        CHECK(forwarded_proto(open_to_clients.port(), with_body, "https") == "http");
+    }
+}
+
 TEST_CASE("a client that reaches an IPv6 listener over IPv4 is forwarded as its IPv4 address",
           "[proxy]") {
     test_upstream up;

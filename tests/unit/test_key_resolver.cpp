@@ -388,3 +388,32 @@ TEST_CASE("client is filled for org and tok keys too", "[keying][ip]") {
     // Org trust is about the TCP peer, not the forwarded client.
     CHECK(resolver.client_address(facts.peer, facts.forwarded_for) == ip("198.51.100.7"));
 }
+
+TEST_CASE("X-Forwarded-Proto is a trusted proxy's to say, else the listener's scheme",
+          "[keying][forwarded]") {
+    keying_config config;
+    config.trusted_proxies = {range("10.0.0.0/8")};
+    key_resolver resolver{config};
+    const auto proxy = ip("10.1.2.3");
+    const auto client = ip("198.51.100.7");
+    using sent = std::optional<std::string_view>;
+
+    // A load balancer that ends TLS says https; tollgate itself heard plain HTTP.
+    CHECK(resolver.forwarded_proto(proxy, sent{"https"}, false) == "https");
+    CHECK(resolver.forwarded_proto(proxy, sent{"http"}, true) == "http");
+    CHECK(resolver.forwarded_proto(proxy, sent{"HTTPS"}, false) == "HTTPS");
+    CHECK(resolver.forwarded_proto(proxy, sent{" https ,http"}, false) == " https ,http");
+    // Nothing sent, several fields, or not a scheme: the listener's own.
+    CHECK(resolver.forwarded_proto(proxy, std::nullopt, false) == "http");
+    CHECK(resolver.forwarded_proto(proxy, std::nullopt, true) == "https");
+    for (std::string_view bad : {"", " ", "ftp", "https,", ",https", "https,,http", "https;x",
+                                 "https\r\nX-Admin: 1", "httpss"}) {
+        INFO(bad);
+        CHECK(resolver.forwarded_proto(proxy, sent{bad}, false) == "http");
+    }
+    // A client cannot claim a scheme.
+    CHECK(resolver.forwarded_proto(client, sent{"https"}, false) == "http");
+    CHECK(resolver.forwarded_proto(client, sent{"http"}, true) == "https");
+    key_resolver nobody_trusted{keying_config{}};
+    CHECK(nobody_trusted.forwarded_proto(proxy, sent{"https"}, false) == "http");
+}

@@ -65,7 +65,7 @@ TEST_CASE("strip_hop_by_hop never drops Host, even when Connection names it", "[
 
 TEST_CASE("add_forwarding_headers appends to X-Forwarded-For and Via", "[headers]") {
     http::fields f;
-    proxy::add_forwarding_headers(f, "127.0.0.1", false);
+    proxy::add_forwarding_headers(f, "127.0.0.1", "http");
     CHECK(joined(f, "X-Forwarded-For") == "127.0.0.1");
     CHECK(f["X-Forwarded-Proto"] == "http");
     CHECK(f[http::field::via] == "1.1 tollgate");
@@ -73,13 +73,20 @@ TEST_CASE("add_forwarding_headers appends to X-Forwarded-For and Via", "[headers
     http::fields g;
     g.insert("X-Forwarded-For", "203.0.113.1");
     g.insert("X-Forwarded-For", " 198.51.100.2 ");
-    g.insert("X-Forwarded-Proto", "https");
+    g.insert("X-Forwarded-Proto", "http");
     g.insert(http::field::via, "1.0 edge");
-    proxy::add_forwarding_headers(g, "::1", true);
+    proxy::add_forwarding_headers(g, "::1", "https");
     // Repeated fields are merged into one list, the peer last.
     CHECK(joined(g, "X-Forwarded-For") == "203.0.113.1, 198.51.100.2, ::1");
     CHECK(joined(g, "X-Forwarded-Proto") == "https");
     CHECK(g[http::field::via] == "1.0 edge, 1.1 tollgate");
+
+    // The value kept may be the field's own (a trusted proxy's), which set() replaces.
+    http::fields h;
+    h.insert("X-Forwarded-Proto", "https");
+    const std::string_view kept = h["X-Forwarded-Proto"];
+    proxy::add_forwarding_headers(h, "::1", kept);
+    CHECK(joined(h, "X-Forwarded-Proto") == "https");
 }
 
 TEST_CASE("list_contains compares tokens case-insensitively", "[headers]") {
@@ -309,7 +316,7 @@ namespace {
 std::string edited_request(const http::request_header<>& head, const proxy::forward_edit& edit) {
     http::request<http::empty_body> req{head};
     proxy::strip_hop_by_hop(req);
-    proxy::add_forwarding_headers(req, edit.client_ip, edit.tls);
+    proxy::add_forwarding_headers(req, edit.client_ip, edit.proto);
     if (!edit.upgrade.empty()) {
         req.set(http::field::connection, "upgrade");
         req.set(http::field::upgrade, edit.upgrade);
@@ -352,19 +359,19 @@ TEST_CASE("render_forwarded_request writes what the edited request writes", "[pr
     };
     for (const auto& head : heads) {
         const auto req = parsed_request(head);
-        for (bool tls : {false, true}) {
+        for (std::string_view proto : {"http", "https", "HTTPS, http"}) {
             for (std::string_view upgrade : {std::string_view{}, std::string_view{"websocket"}}) {
                 for (std::optional<std::uint64_t> length :
                      {std::optional<std::uint64_t>{}, std::optional<std::uint64_t>{0}}) {
                     proxy::forward_edit edit;
                     edit.client_ip = "192.0.2.7";
-                    edit.tls = tls;
+                    edit.proto = proto;
                     edit.upgrade = upgrade;
                     edit.content_length = length;
                     edit.host = "backend:9000";
                     std::string out;
                     proxy::render_forwarded_request(req, edit, out);
-                    INFO(head << " tls " << tls << " upgrade " << upgrade);
+                    INFO(head << " proto " << proto << " upgrade " << upgrade);
                     CHECK(out == edited_request(req, edit));
                 }
             }

@@ -99,6 +99,18 @@ public:
     /// key type resolve() would choose.
     ip_address client_address(const ip_address& peer, std::string_view forwarded_for) const;
 
+    /// The `X-Forwarded-Proto` to send upstream. From a peer in
+    /// `trusted_proxies` (a load balancer that ends TLS in front of
+    /// tollgate) the value it sent, `sent`, when that is one field whose
+    /// every element is `http` or `https` (any case): the backend must see
+    /// the scheme its client used, or a backend that redirects plain HTTP to
+    /// HTTPS answers every request with a redirect. Otherwise, and from any
+    /// other peer, the scheme the request reached tollgate by (`tls`), so a
+    /// client cannot claim one. `sent` is nullopt when the request has none
+    /// or several such fields.
+    std::string_view forwarded_proto(const ip_address& peer, std::optional<std::string_view> sent,
+                                     bool tls) const;
+
 private:
     bool is_trusted_proxy(const ip_address& address) const;
 

@@ -23,8 +23,10 @@ namespace tollgate::proxy {
 void strip_hop_by_hop(http::fields& fields);
 
 /// Appends `client_ip` to `X-Forwarded-For` (merging repeated fields into one
-/// list), sets `X-Forwarded-Proto` and appends `1.1 tollgate` to `Via`.
-void add_forwarding_headers(http::fields& fields, std::string_view client_ip, bool tls);
+/// list), sets `X-Forwarded-Proto` to `proto` (one field; see
+/// key_resolver::forwarded_proto) and appends `1.1 tollgate` to `Via`.
+void add_forwarding_headers(http::fields& fields, std::string_view client_ip,
+                            std::string_view proto);
 
 /// Appends the head of a request or response exactly as Beast's serializer
 /// writes it (start line, the fields in order, blank line) to `out`: one
@@ -53,9 +55,9 @@ struct response_rewrite {
 
 /// How a request without a body is rewritten for the upstream.
 struct forward_edit {
-    std::string_view client_ip;  ///< appended to X-Forwarded-For
-    bool tls = false;            ///< X-Forwarded-Proto: https
-    std::string_view upgrade;    ///< the protocols of a forwarded Upgrade, or empty
+    std::string_view client_ip;       ///< appended to X-Forwarded-For
+    std::string_view proto = "http";  ///< X-Forwarded-Proto (one field)
+    std::string_view upgrade;         ///< the protocols of a forwarded Upgrade, or empty
     /// The request's Content-Length as the parser read it (a bodyless
     /// request may say 0), regenerated.
     std::optional<std::uint64_t> content_length;

@@ -113,6 +113,9 @@ private:
     void reject(http::status status, std::string_view message, admin::reason_kind reason);
     void record(admin::decision_kind decision, admin::reason_kind reason);
     void forward(admin::reason_kind reason);
+    /// X-Forwarded-Proto for the upstream (key_resolver::forwarded_proto):
+    /// a trusted proxy's own, else the scheme the client used.
+    std::string_view forwarded_proto() const;
 
     // Upstream connection.
     void do_acquire_upstream();
