@@ -201,8 +201,9 @@ std::string metrics::serialize(const gauge_values& g) const {
     // (bounded labels); the log names the server.
     families.push_back(counter_family(shards_, &metrics_shard::upstream_connect_failovers,
                                       "tollgate_upstream_connect_failovers_total",
-                                      "Connects refused by one server of an upstream group that "
-                                      "moved on to another server of the group"));
+                                      "Connects to one server of an upstream group that failed "
+                                      "(refused, timed out, TLS handshake failed) and moved on to "
+                                      "another server of the group"));
     families.push_back(counter_family(shards_, &metrics_shard::connections_refused,
                                       "tollgate_connections_refused_total",
                                       "Client connections closed as they were accepted: "

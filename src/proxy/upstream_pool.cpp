@@ -205,7 +205,8 @@ bool any_awake(const upstream_group& group, const std::vector<bool>& tried) {
 }  // namespace
 
 // One connect, moving to another server of the group when a server refuses
-// the connection or does not answer it within the connect timeout.
+// the connection, does not answer it within the connect timeout, or fails
+// the TLS handshake.
 struct upstream_pool::attempt {
     std::shared_ptr<const upstream_group> group;
     std::size_t current = 0;   ///< index of the server being tried
@@ -213,7 +214,7 @@ struct upstream_pool::attempt {
     std::size_t tried = 0;
     acquire_handler handler;
 
-    // The server to try after a failed connect (marked in `failed`):
+    // The server to try after a failed connect or handshake (marked in `failed`):
     // another turn of the group.
     void next() { current = take_turn(*group, &failed); }
 };
@@ -302,43 +303,13 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
     auto& stream = conn->stream.tcp_layer();
     stream.async_connect(target->endpoints, [self = shared_from_this(), a, conn = std::move(conn)](
                                                 error_code ec, const tcp::endpoint&) mutable {
-        // Nothing was sent: another server of the group can take the request.
-        const bool failed =
-            ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
-            ec == asio::error::host_unreachable || ec == asio::error::network_unreachable ||
-            ec == beast::error::timeout;  // a host that is down drops the SYN
-        const upstream_target& server = *a->group->targets[a->current];
-        if (failed && a->group->targets.size() > 1) {
-            // Its turns go to the others for a while, so that requests do
-            // not each wait for it first.
-            const auto until =
-                std::chrono::steady_clock::now() + upstream_target::rest_after_failure;
-            server.resting_until.store(until.time_since_epoch().count(), std::memory_order_relaxed);
-        } else if (!ec && server.resting_until.load(std::memory_order_relaxed) != 0) {
-            server.resting_until.store(0, std::memory_order_relaxed);  // back
-        }
-        // Each server gets a connect timeout of its own: after a timeout,
-        // only a server not known to be down is worth another one (when all
-        // rest, a request waits one connect timeout, not one per server).
-        a->failed[a->current] = failed;
-        const bool worth_another = ec != beast::error::timeout || any_awake(*a->group, a->failed);
-        if (failed && worth_another && ++a->tried < a->group->targets.size() && !self->shut_down_) {
-            self->failed_over(server, ec);
-            a->next();
-            lease idle;
-            if (self->take_idle(a->group->targets[a->current].get(), idle)) {
-                self->released();  // the connection this attempt counted
-                auto h = std::move(a->handler);
-                h({}, std::move(idle));
-                return;
-            }
-            self->connect(std::move(a));
-            return;
-        }
         if (ec) {
-            self->released();
-            auto h = std::move(a->handler);
-            h(ec, lease{});
+            // Nothing was sent: another server of the group can take the request.
+            const bool dead =
+                ec == asio::error::connection_refused || ec == asio::error::connection_reset ||
+                ec == asio::error::host_unreachable || ec == asio::error::network_unreachable ||
+                ec == beast::error::timeout;  // a host that is down drops the SYN
+            self->connect_failed(std::move(a), ec, dead, false);
             return;
         }
         error_code ignored;
@@ -355,9 +326,10 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
                             [self, a, conn = std::move(conn)](error_code hs_ec) mutable {
                                 if (hs_ec) {
                                     self->handshake_failed(*conn, hs_ec, a->group->verify_tls);
-                                    self->released();
-                                    auto h = std::move(a->handler);
-                                    h(hs_ec, lease{});
+                                    // Still nothing sent: a certificate that
+                                    // does not verify, a server that speaks
+                                    // plain HTTP, moves on like a refusal.
+                                    self->connect_failed(std::move(a), hs_ec, true, true);
                                     return;
                                 }
                                 self->connected(std::move(a), std::move(conn));
@@ -365,24 +337,66 @@ void upstream_pool::connect(std::shared_ptr<attempt> a) {
     });
 }
 
+void upstream_pool::connect_failed(std::shared_ptr<attempt> a, const error_code& ec, bool fail_over,
+                                   bool handshake) {
+    const upstream_target& server = *a->group->targets[a->current];
+    if (fail_over && a->group->targets.size() > 1) {
+        // Its turns go to the others for a while, so that requests do
+        // not each wait for it first.
+        const auto until = std::chrono::steady_clock::now() + upstream_target::rest_after_failure;
+        server.resting_until.store(until.time_since_epoch().count(), std::memory_order_relaxed);
+    }
+    // Each server gets a connect timeout of its own: after a timeout,
+    // only a server not known to be down is worth another one (when all
+    // rest, a request waits one connect timeout, not one per server).
+    a->failed[a->current] = fail_over;
+    const bool worth_another = ec != beast::error::timeout || any_awake(*a->group, a->failed);
+    if (fail_over && worth_another && ++a->tried < a->group->targets.size() && !shut_down_) {
+        failed_over(server, ec, handshake);
+        a->next();
+        lease idle;
+        if (take_idle(a->group->targets[a->current].get(), idle)) {
+            released();  // the connection this attempt counted
+            auto h = std::move(a->handler);
+            h({}, std::move(idle));
+            return;
+        }
+        connect(std::move(a));
+        return;
+    }
+    released();
+    auto h = std::move(a->handler);
+    h(ec, lease{});
+}
+
 void upstream_pool::connected(std::shared_ptr<attempt> a, std::unique_ptr<connection> conn) {
     connects_++;
     conn->stream.expires_never();
+    // Back from a rest only now: a server whose TCP connect succeeds but
+    // whose handshake fails is no more use than one that refuses.
+    if (conn->target->resting_until.load(std::memory_order_relaxed) != 0) {
+        conn->target->resting_until.store(0, std::memory_order_relaxed);
+    }
     auto h = std::move(a->handler);
     h({}, lease(shared_from_this(), std::move(conn)));
 }
 
-void upstream_pool::failed_over(const upstream_target& target, const error_code& ec) {
+void upstream_pool::failed_over(const upstream_target& target, const error_code& ec,
+                                bool handshake) {
     // The request still succeeds on another server, so without these an
     // operator would not see that half of a group is down.
     if (settings_.failover_counter) {
         settings_.failover_counter->fetch_add(1, std::memory_order_relaxed);
     }
+    if (handshake && ec != beast::error::timeout) {
+        return;  // handshake_failed() named the server and the reason
+    }
+    const std::string what =
+        ec != beast::error::timeout ? " refused a connection (" + ec.message() + ")"
+        : handshake ? std::string(" did not finish a TLS handshake within upstream.connect_timeout")
+                    : std::string(" did not answer a connect within upstream.connect_timeout");
     target.refusal_warning.warn(
-        "upstream " + target.server.url +
-        (ec == beast::error::timeout
-             ? std::string(" did not answer a connect within upstream.connect_timeout")
-             : " refused a connection (" + ec.message() + ")") +
+        "upstream " + target.server.url + what +
         "; trying another server of its group (it rests from its turns for " +
         std::to_string(upstream_target::rest_after_failure.count()) + " s)");
 }
@@ -392,10 +406,11 @@ void upstream_pool::handshake_failed(connection& conn, const error_code& ec, boo
     if (ec == beast::error::timeout) {
         return;
     }
-    // The client gets a 502 and the metrics a kind="tls": only this line
-    // says which server and why (an expired certificate, another host
-    // name, an unknown CA). Every request to that server fails alike, so
-    // it comes at most once per server every 10 s.
+    // Whether the request then moves on to another server of the group or
+    // gets a 502 (metrics: kind="tls"), only this line says which server
+    // failed and why (an expired certificate, another host name, an unknown
+    // CA). Every request to that server fails alike, so it comes at most
+    // once per server every 10 s.
     const auto& target = *conn.target;
     target.handshake_warning.warn("upstream " + target.server.url + ": TLS handshake failed: " +
                                   upstream_handshake_failure(conn.stream.tls(), ec, verify));

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <sstream>
@@ -57,16 +58,40 @@ config tls_listener_config(std::uint16_t upstream_port, const std::string& cert,
     return cfg;
 }
 
-/// test_config with the single upstream https://<host>:<port>.
-config https_upstream_config(std::uint16_t port, const std::string& host = "localhost") {
-    auto cfg = test_config(port);
+/// `https://<host>:<port>` as an upstream server.
+upstream_server https_server(std::uint16_t port, const std::string& host = "localhost") {
     upstream_server server;
     server.scheme = "https";
     server.host = host;
     server.port = port;
     server.url = "https://" + host + ":" + std::to_string(port);
-    cfg.upstream.servers = {server};
+    return server;
+}
+
+/// test_config with the single upstream https://<host>:<port>.
+config https_upstream_config(std::uint16_t port, const std::string& host = "localhost") {
+    auto cfg = test_config(port);
+    cfg.upstream.servers = {https_server(port, host)};
     return cfg;
+}
+
+/// A loopback listener that never accepts: the kernel completes the TCP
+/// handshake (the accept queue has room), but no ClientHello is answered.
+struct silent_listener {
+    asio::io_context ioc;
+    tcp::acceptor acceptor{ioc};
+
+    silent_listener() {
+        acceptor.open(tcp::v4());
+        acceptor.bind(tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+        acceptor.listen(16);
+    }
+    std::uint16_t port() const { return acceptor.local_endpoint().port(); }
+};
+
+/// Whether the Prometheus text `metrics` has the sample line `sample`.
+bool has_sample(const std::string& metrics, const std::string& sample) {
+    return metrics.find(sample + "\n") != std::string::npos;
 }
 
 /// A blocking OpenSSL client on its own socket. Unlike tls_client (Asio's
@@ -460,6 +485,143 @@ TEST_CASE("tls: an https:// upstream that does not verify is named in one warnin
         cfg.upstream.ca_file = certs.ca_file;
         check_one_warning(log_of(cfg), cfg, "certificate verify failed: IP address mismatch");
     }
+}
+
+TEST_CASE("tls: an https:// server whose handshake fails is skipped for the next one, and rests",
+          "[tls][upstream]") {
+    tls_certs certs;
+    https_upstream good(certs.cert_file, certs.key_file);
+    // Before anything is sent, as for a refused connect: each case is one
+    // nginx's proxy_next_upstream error would move on from too.
+    const auto check_failover = [&](const upstream_server& bad, const std::string& warning,
+                                    const std::function<int()>& bad_requests) {
+        auto cfg = test_config(good.port());
+        cfg.upstream.ca_file = certs.ca_file;
+        // The bad server first: the group's first turn is its.
+        cfg.upstream.servers = {bad, https_server(good.port())};
+        std::string metrics;
+        std::string text;
+        {
+            const captured_stderr log;
+            {
+                running_proxy gw(cfg);
+                for (int i = 0; i < 6; ++i) {
+                    CHECK(get(gw.port(), "/echo").result_int() == 200);
+                }
+                metrics = get(gw.admin_port(), "/metrics").body();
+            }
+            text = log.text();
+        }
+        CHECK(good.requests == 6);
+        CHECK(bad_requests() == 0);
+        // The first request met the bad server and moved on; it then rested
+        // from its turns, so no other request tried it; none failed.
+        CHECK(has_sample(metrics, "tollgate_upstream_connect_failovers_total 1"));
+        CHECK(has_sample(metrics, "tollgate_upstream_errors_total{kind=\"tls\"} 0"));
+        // The handshake's warning names the server and the reason, once.
+        INFO(text);
+        const std::string named = "upstream " + bad.url + ": TLS handshake failed: " + warning;
+        const auto first = text.find(named);
+        CHECK(first != std::string::npos);
+        CHECK(text.find(named, first + 1) == std::string::npos);
+        // Not said to have refused a connection: it did not.
+        CHECK(text.find("upstream " + bad.url + " ") == std::string::npos);
+    };
+    SECTION("signed by ca_file, but for another host name") {
+        auto elsewhere = certs.ca().issue("elsewhere", 2011, "DNS:elsewhere.example");
+        https_upstream bad(certs.write("elsewhere-cert.pem", elsewhere.cert),
+                           certs.write("elsewhere-key.pem", elsewhere.key));
+        check_failover(https_server(bad.port()), "certificate verify failed: hostname mismatch",
+                       [&] { return bad.requests.load(); });
+        CHECK(eventually([&] { return bad.failed_handshakes >= 1; }));
+        CHECK(bad.failed_handshakes == 1);
+    }
+    SECTION("expired") {
+        auto expired = certs.ca().issue("expired", 2012, "DNS:localhost",
+                                        validity{-7L * 24 * 3600, -24 * 3600});
+        https_upstream bad(certs.write("expired-cert.pem", expired.cert),
+                           certs.write("expired-key.pem", expired.key));
+        check_failover(https_server(bad.port()),
+                       "certificate verify failed: certificate has expired",
+                       [&] { return bad.requests.load(); });
+        CHECK(eventually([&] { return bad.failed_handshakes >= 1; }));
+        CHECK(bad.failed_handshakes == 1);
+    }
+    SECTION("a server that speaks plain HTTP") {
+        test_upstream plain;
+        check_failover(https_server(plain.port(), "127.0.0.1"), "",
+                       [&] { return plain.stats.requests.load(); });
+    }
+}
+
+TEST_CASE("tls: when every https:// server of a group fails its handshake, the answer is 502",
+          "[tls][upstream]") {
+    tls_certs certs;
+    auto elsewhere = certs.ca().issue("elsewhere", 2013, "DNS:elsewhere.example");
+    https_upstream a(certs.write("elsewhere-cert.pem", elsewhere.cert),
+                     certs.write("elsewhere-key.pem", elsewhere.key));
+    https_upstream b(certs.cert_file, certs.key_file);
+    auto cfg = test_config(a.port());
+    cfg.upstream.ca_file = certs.other_ca_file;  // trusts neither
+    cfg.upstream.servers = {https_server(a.port()), https_server(b.port())};
+    running_proxy gw(cfg);
+    for (int i = 0; i < 3; ++i) {
+        auto res = get(gw.port(), "/echo");
+        CHECK(res.result_int() == 502);
+        CHECK(nlohmann::json::parse(res.body()).contains("error"));
+    }
+    // Each request tried both (when the whole group rests, its servers are
+    // tried in turn anyway): one failover, then the last handshake's error.
+    CHECK(eventually([&] { return a.failed_handshakes + b.failed_handshakes >= 6; }));
+    CHECK(a.failed_handshakes == 3);
+    CHECK(b.failed_handshakes == 3);
+    CHECK(a.requests + b.requests == 0);
+    const auto metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(has_sample(metrics, "tollgate_upstream_connect_failovers_total 3"));
+    CHECK(has_sample(metrics, "tollgate_upstream_errors_total{kind=\"tls\"} 3"));
+}
+
+TEST_CASE("tls: an https:// server that does not finish its handshake within connect_timeout rests",
+          "[tls][upstream]") {
+    tls_certs certs;
+    https_upstream good(certs.cert_file, certs.key_file);
+    silent_listener silent;
+    auto cfg = test_config(good.port());
+    cfg.threads = 1;
+    cfg.upstream.ca_file = certs.ca_file;
+    cfg.upstream.connect_timeout = std::chrono::milliseconds(300);
+    cfg.upstream.servers = {https_server(silent.port(), "127.0.0.1"), https_server(good.port())};
+    running_proxy gw(cfg);
+    for (int i = 0; i < 6; ++i) {
+        CHECK(get(gw.port(), "/echo").result_int() == 200);
+    }
+    CHECK(good.requests == 6);
+    const std::string metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(has_sample(metrics, "tollgate_upstream_connect_failovers_total 1"));
+    CHECK(has_sample(metrics, "tollgate_upstream_errors_total{kind=\"connect_timeout\"} 0"));
+}
+
+TEST_CASE(
+    "tls: when every https:// server of a group times out its handshake, a request waits "
+    "for one, not all",
+    "[tls][upstream]") {
+    silent_listener a;
+    silent_listener b;
+    auto cfg = test_config(a.port());
+    cfg.threads = 1;
+    cfg.upstream.insecure_skip_verify = true;
+    cfg.upstream.connect_timeout = std::chrono::milliseconds(300);
+    cfg.upstream.servers = {https_server(a.port(), "127.0.0.1"),
+                            https_server(b.port(), "127.0.0.1")};
+    running_proxy gw(cfg);
+    // The first request tries both (neither was known to be down); then both
+    // rest, and the next ones try one and give up, as after connect timeouts.
+    for (int i = 0; i < 3; ++i) {
+        CHECK(get(gw.port(), "/echo").result_int() == 504);
+    }
+    const std::string metrics = get(gw.admin_port(), "/metrics").body();
+    CHECK(has_sample(metrics, "tollgate_upstream_connect_failovers_total 1"));
+    CHECK(has_sample(metrics, "tollgate_upstream_errors_total{kind=\"connect_timeout\"} 3"));
 }
 
 TEST_CASE("tls: an https:// upstream addressed by IP is verified against its IP SAN",

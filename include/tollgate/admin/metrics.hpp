@@ -81,8 +81,9 @@ struct alignas(64) metrics_shard {
         upstream_errors{};
     std::array<std::atomic<std::uint64_t>, 6> responses_by_class{};  ///< 1xx..5xx, [0] unused
     std::atomic<std::uint64_t> tls_handshake_failures{};  ///< client handshakes on the TLS listener
-    /// Connects a server of a group refused, moved on to another server (the
-    /// upstream pool counts them, given this through pool_settings).
+    /// Connects to a server of a group that failed (refused, timed out, TLS
+    /// handshake failed) and moved on to another server (the upstream pool
+    /// counts them, given this through pool_settings).
     std::atomic<std::uint64_t> upstream_connect_failovers{};
     /// Client connections closed at accept: client.max_connections reached.
     std::atomic<std::uint64_t> connections_refused{};

@@ -28,7 +28,8 @@ namespace tollgate::proxy {
 /// Shared by all threads; only the warnings' and the rest's state change.
 struct upstream_target {
     /// How long a server of a group whose connect failed (refused,
-    /// unreachable, timed out) is passed over by its group's turns.
+    /// unreachable, timed out, TLS handshake failed) is passed over by its
+    /// group's turns.
     static constexpr std::chrono::seconds rest_after_failure{10};
 
     upstream_server server;
@@ -77,8 +78,9 @@ struct pool_settings {
     std::size_t max_connections = 1024;  ///< for this pool (this thread)
     /// Shared count of open connections across pools (metrics), or null.
     std::atomic<std::size_t>* open_counter = nullptr;
-    /// Counts each refused connect that moves on to another server of the
-    /// group (this thread's metrics shard), or null.
+    /// Counts each failed connect (refused, timed out, TLS handshake failed)
+    /// that moves on to another server of the group (this thread's metrics
+    /// shard), or null.
     std::atomic<std::uint64_t>* failover_counter = nullptr;
 };
 
@@ -151,13 +153,13 @@ public:
     upstream_pool(asio::io_context& ioc, pool_settings settings);
 
     /// Hands out an idle connection to the next server of `group` or
-    /// connects a new one. A refused connect moves on to the next server
-    /// (counted in `failover_counter`; a warning naming the server, at most
-    /// one per server every 10 s across all pools);
-    /// errors: `beast::error::timeout` (connect timeout), pool_exhausted_error()
-    /// (no connection became free within the connect timeout), the last
-    /// connect error, or the TLS handshake's error (with a warning naming
-    /// the server and the reason, at most one per server every 10 s).
+    /// connects a new one. A refused connect or a failed TLS handshake moves
+    /// on to the next server (counted in `failover_counter`; a warning
+    /// naming the server, and for a handshake the reason, at most one per
+    /// server every 10 s across all pools); errors, once no server is left
+    /// to try: `beast::error::timeout` (connect timeout),
+    /// pool_exhausted_error() (no connection became free within the connect
+    /// timeout), or the last connect or TLS handshake error.
     void acquire(std::shared_ptr<const upstream_group> group, acquire_handler handler);
 
     /// Shutdown begins: closes idle connections and makes later recycles
@@ -182,8 +184,13 @@ private:
 
     bool try_start(const std::shared_ptr<const upstream_group>& group, acquire_handler& handler);
     void connect(std::shared_ptr<attempt> a);
+    /// The attempt's server failed with `ec` before anything was sent: on to
+    /// another server of the group when `fail_over` and one is worth it,
+    /// else the attempt fails with `ec`. `handshake`: TCP connected, TLS failed.
+    void connect_failed(std::shared_ptr<attempt> a, const error_code& ec, bool fail_over,
+                        bool handshake);
     void connected(std::shared_ptr<attempt> a, std::unique_ptr<connection> conn);
-    void failed_over(const upstream_target& target, const error_code& ec);
+    void failed_over(const upstream_target& target, const error_code& ec, bool handshake);
     void handshake_failed(connection& conn, const error_code& ec, bool verify);
     bool take_idle(const upstream_target* target, lease& out);
     void put_idle(std::unique_ptr<connection> conn);
