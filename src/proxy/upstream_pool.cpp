@@ -1,7 +1,5 @@
 #include "tollgate/proxy/upstream_pool.hpp"
 
-#include <algorithm>
-
 #include "tollgate/proxy/tls.hpp"
 
 #include <sys/socket.h>
