@@ -77,6 +77,43 @@ const value_kind<listen_address> listen{"address:port, e.g. 0.0.0.0:8080 or \"[:
 const value_kind<upstream_server> upstream_url{
     "an http:// or https:// URL like http://127.0.0.1:9000", parse_upstream_url};
 const value_kind<cidr> cidr_range{"a CIDR range like 10.0.0.0/8", parse_cidr};
+const value_kind<u64> ipv6_prefix_length{
+    "a prefix length from 32 to 128", [](std::string_view t) {
+        auto parsed = parse_positive_integer(t, 128);
+        if (parsed && *parsed < 32) {
+            // Shorter prefixes put whole providers' customers in one bucket.
+            return parse_result<u64>::fail(
+                "must be from 32 to 128 (64: one bucket per /64 "
+                "network), got " +
+                quote_value(t));
+        }
+        return parsed;
+    }};
+
+// An override for an IPv6 client must be written as keying.ipv6_prefix keys
+// it (`key` is canonical, from parse_rate_key), or it never matches.
+std::optional<std::string> ipv6_key_mismatch(const std::string& key, unsigned prefix) {
+    if (!key.starts_with("ip:") || key.find(':', 3) == std::string::npos) {
+        return std::nullopt;  // not an IPv6 client
+    }
+    const std::size_t slash = key.find('/');
+    const std::string address = key.substr(3, slash == std::string::npos ? slash : slash - 3);
+    const std::string written =
+        slash == std::string::npos ? std::string("128") : key.substr(slash + 1);
+    if (written == std::to_string(prefix)) {
+        return std::nullopt;
+    }
+    if (prefix == 128) {
+        return "never matches: keying.ipv6_prefix is 128, so IPv6 clients are keyed by address "
+               "alone (set keying.ipv6_prefix: " +
+               written + " to key them by network)";
+    }
+    const auto parsed = ip_address::parse(address);
+    const std::string expected = "ip:" + (parsed ? parsed->masked(prefix).to_string() : address) +
+                                 "/" + std::to_string(prefix);
+    return "never matches: keying.ipv6_prefix is " + std::to_string(prefix) +
+           ", so that client's key is " + expected;
+}
 const value_kind<std::string> any_text{
     "a string", [](std::string_view t) { return parse_result<std::string>::ok(std::string(t)); }};
 /// What --print-config writes in place of a secret, fed back as the secret.
@@ -507,8 +544,9 @@ constexpr std::array<std::string_view, 7> upstream_keys{
 constexpr std::array<std::string_view, 8> client_keys{
     "header_timeout",   "idle_timeout", "body_timeout",   "tunnel_idle_timeout",
     "max_header_bytes", "max_headers",  "max_body_bytes", "max_connections"};
-constexpr std::array<std::string_view, 5> keying_keys{
-    "org_header", "trusted_org_sources", "trusted_proxies", "token_secret", "ip_paths"};
+constexpr std::array<std::string_view, 6> keying_keys{"org_header",      "trusted_org_sources",
+                                                      "trusted_proxies", "token_secret",
+                                                      "ip_paths",        "ipv6_prefix"};
 constexpr std::array<std::string_view, 8> rate_limit_keys{
     "algorithm", "limit", "window", "burst", "headers", "dry_run", "max_keys", "overrides"};
 constexpr std::array<std::string_view, 4> override_keys{"key", "limit", "window", "burst"};
@@ -984,6 +1022,7 @@ private:
                      empty_list::from_nothing);
         in_.get(*k, "token_secret", out.token_secret, secret_text);
         in_.get_list(*k, "ip_paths", out.ip_paths, ip_path, "[/health]", empty_list::from_brackets);
+        in_.get(*k, "ipv6_prefix", out.ipv6_prefix, ipv6_prefix_length);
     }
 
     void read_rate_limit(const mapping& top) {
@@ -1023,6 +1062,12 @@ private:
             if (in_.get(*m, "burst", o.burst, non_negative_integer()) && *o.burst != 0 &&
                 is_window_algorithm(out.algorithm)) {
                 in_.error(m->find("burst")->value_line(), m->child("burst"), burst_message);
+            }
+            if (has_key) {
+                if (auto problem = ipv6_key_mismatch(o.key, cfg_.keying.ipv6_prefix)) {
+                    in_.error(m->find("key")->value_line(), m->child("key"), *problem);
+                    has_key = false;
+                }
             }
             if (has_key) {
                 int line = m->find("key")->value_line();
@@ -2202,6 +2247,7 @@ std::string render_config(const config& cfg) {
         << (k.token_secret.empty() ? std::string() : std::string("<redacted>"));
     out << YAML::Key << "ip_paths" << YAML::Value;
     emit_list(out, k.ip_paths);
+    out << YAML::Key << "ipv6_prefix" << YAML::Value << k.ipv6_prefix;
     out << YAML::EndMap;
 
     const rate_limit_config& rl = cfg.rate_limit;

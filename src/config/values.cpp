@@ -819,11 +819,28 @@ parse_result<std::string> parse_rate_key(std::string_view text) {
         return result::ok(std::move(key));
     }
     if (text.starts_with("ip:")) {
-        auto address = ip_address::parse(text.substr(3));
+        const std::string_view rest = text.substr(3);
+        const std::size_t slash = rest.find('/');
+        auto address = ip_address::parse(rest.substr(0, slash));
         if (!address) {
             return result::fail("ip: must be followed by an IP address" + got(text));
         }
-        return result::ok("ip:" + address->to_string());
+        if (slash == std::string_view::npos) {
+            return result::ok("ip:" + address->to_string());
+        }
+        // An IPv6 network, as keying.ipv6_prefix keys IPv6 clients.
+        const auto network = cidr::parse(rest);
+        if (address->is_v4() || !network) {
+            return result::fail(
+                "ip: must be followed by an IP address, or an IPv6 network like "
+                "2001:db8:1:2::/64 (IPv4 clients are keyed by address alone)" +
+                got(text));
+        }
+        const std::string canonical = network->to_string();
+        if (canonical.ends_with("/128")) {
+            return result::ok("ip:" + address->to_string());
+        }
+        return result::ok("ip:" + canonical);
     }
     return result::fail("must be a rate key starting with org:, tok: or ip:" + got(text));
 }

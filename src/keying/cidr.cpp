@@ -164,6 +164,19 @@ std::string ip_address::to_string() const {
     return out;
 }
 
+ip_address ip_address::masked(unsigned prefix) const {
+    ip_address out = *this;
+    for (std::size_t i = 0; i < out.bytes_.size(); ++i) {
+        const unsigned first_bit = static_cast<unsigned>(i) * 8;
+        if (prefix <= first_bit) {
+            out.bytes_[i] = 0;
+        } else if (prefix < first_bit + 8) {
+            out.bytes_[i] &= static_cast<std::uint8_t>(0xff00u >> (prefix - first_bit));
+        }
+    }
+    return out;
+}
+
 void ip_address::append_to(std::string& out) const {
     // Formatted on the stack and appended once, so the caller's string grows at most once.
     char buf[max_text_size + 1];

@@ -145,7 +145,8 @@ std::string_view to_string(key_type type) {
 key_resolver::key_resolver(const keying_config& config)
     : trusted_org_sources_(config.trusted_org_sources),
       trusted_proxies_(config.trusted_proxies),
-      token_secret_(config.token_secret) {
+      token_secret_(config.token_secret),
+      ipv6_prefix_(config.ipv6_prefix) {
     for (const std::string& pattern : config.ip_paths) {
         if (!pattern.empty() && pattern.back() == '*') {
             ip_path_prefixes_.push_back(pattern.substr(0, pattern.size() - 1));
@@ -266,7 +267,15 @@ resolved_key key_resolver::resolve(const request_facts& facts) const {
 
     out.type = key_type::ip;
     out.key.assign("ip:");
-    out.client.append_to(out.key);
+    if (ipv6_prefix_ < 128 && !out.client.is_v4()) {
+        // One bucket per network: a host gets a /64 (or more) to itself and
+        // could otherwise take a fresh address, and bucket, per request.
+        out.client.masked(ipv6_prefix_).append_to(out.key);
+        out.key += '/';
+        out.key += std::to_string(ipv6_prefix_);
+    } else {
+        out.client.append_to(out.key);
+    }
     return out;
 }
 

@@ -265,6 +265,28 @@ TEST_CASE("X-Forwarded-For from a trusted proxy keys by the client behind it", "
     CHECK(c.send(make_get("/echo", {{"X-Forwarded-For", "198.51.100.1"}})).result_int() == 429);
 }
 
+TEST_CASE("keying.ipv6_prefix: every address of an IPv6 /64 shares one bucket", "[limits][keys]") {
+    test_upstream up;
+    limit::manual_clock clock;
+    auto cfg = test_config(up.port());
+    cfg.rate_limit.limit = 1;
+    cfg.keying.trusted_proxies = {*cidr::parse("127.0.0.0/8")};
+    cfg.keying.ipv6_prefix = 64;
+    running_proxy gw(cfg, &clock);
+    client c(gw.port());
+    const auto status = [&](std::string_view client_address) {
+        return c.send(make_get("/echo", {{"X-Forwarded-For", std::string(client_address)}}))
+            .result_int();
+    };
+    CHECK(status("2001:db8:1:2::1") == 200);
+    // A host holds the whole /64: a new address is no new client.
+    CHECK(status("2001:db8:1:2::2") == 429);
+    CHECK(status("2001:db8:1:2:ffff:ffff:ffff:ffff") == 429);
+    CHECK(status("2001:db8:1:3::1") == 200);
+    CHECK(status("198.51.100.1") == 200);  // IPv4: by address, as before
+    CHECK(status("198.51.100.2") == 200);
+}
+
 TEST_CASE("dry_run counts and reports but never refuses", "[limits]") {
     test_upstream up;
     limit::manual_clock clock;

@@ -197,3 +197,14 @@ TEST_CASE("cidr contains checks the prefix bits only", "[cidr]") {
     CHECK_FALSE(range("::ffff:127.0.0.0/104").contains(ip("::1")));
     CHECK_FALSE(range("::fffe:0:0/95").contains(ip("203.0.113.9")));
 }
+
+TEST_CASE("ip_address::masked keeps the first bits of the prefix", "[cidr]") {
+    const auto a = *ip_address::parse("2001:db8:1:2ff:aaaa:bbbb:cccc:dddd");
+    CHECK(a.masked(128) == a);
+    CHECK(a.masked(64).to_string() == "2001:db8:1:2ff::");
+    CHECK(a.masked(56).to_string() == "2001:db8:1:200::");
+    CHECK(a.masked(60).to_string() == "2001:db8:1:2f0::");
+    CHECK(a.masked(33).to_string() == "2001:db8::");
+    CHECK(a.masked(24).to_string() == "2001:d00::");
+    CHECK(a.masked(0).to_string() == "::");
+}

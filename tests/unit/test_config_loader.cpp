@@ -150,6 +150,7 @@ void check_same(const config& a, const config& b) {
     CHECK(a.keying.trusted_proxies == b.keying.trusted_proxies);
     CHECK(a.keying.token_secret == b.keying.token_secret);
     CHECK(a.keying.ip_paths == b.keying.ip_paths);
+    CHECK(a.keying.ipv6_prefix == b.keying.ipv6_prefix);
 
     CHECK(a.rate_limit.algorithm == b.rate_limit.algorithm);
     CHECK(a.rate_limit.limit == b.rate_limit.limit);
@@ -305,6 +306,7 @@ TEST_CASE("config: every key is read", "[config][loader]") {
           std::vector<cidr>{*cidr::parse("192.168.0.0/16"), *cidr::parse("fd00::/8")});
     CHECK(c.keying.token_secret == "s3cret value");
     CHECK(c.keying.ip_paths == std::vector<std::string>{"/ping", "/status/*"});
+    CHECK(c.keying.ipv6_prefix == 56);
     CHECK(c.rate_limit.algorithm == algorithm_kind::token_bucket);
     CHECK(c.rate_limit.limit == 1200);
     CHECK(c.rate_limit.window == milliseconds{30000});
@@ -312,12 +314,13 @@ TEST_CASE("config: every key is read", "[config][loader]") {
     CHECK(c.rate_limit.headers == headers_mode::both);
     CHECK(c.rate_limit.dry_run);
     CHECK(c.rate_limit.max_keys == 5000);
-    REQUIRE(c.rate_limit.overrides.size() == 2);
+    REQUIRE(c.rate_limit.overrides.size() == 3);
     CHECK(c.rate_limit.overrides[0].key == "org:acme");
     CHECK(c.rate_limit.overrides[0].limit == 6000);
     CHECK(c.rate_limit.overrides[0].window == milliseconds{60000});
     CHECK(c.rate_limit.overrides[0].burst == std::optional<std::uint64_t>{1000});
     CHECK(c.rate_limit.overrides[1].key == "ip:10.9.9.9");  // canonical form
+    CHECK(c.rate_limit.overrides[2].key == "ip:2001:db8:0:100::/56");
     CHECK_FALSE(c.rate_limit.overrides[1].window.has_value());
     CHECK(c.concurrency.capacity == 0);
     CHECK(c.concurrency.queue_timeout == milliseconds{250});
@@ -1769,4 +1772,42 @@ TEST_CASE("config: apply_setting validates exactly like the YAML key", "[config]
         apply_setting(c, setting::tls_cert, "/nonexistent.pem") ==
         std::optional<std::string>{"cannot read \"/nonexistent.pem\": No such file or directory"});
     CHECK(c.tls.cert.empty());
+}
+
+TEST_CASE("config: keying.ipv6_prefix and the IPv6 overrides it asks for", "[config]") {
+    CHECK(config{}.keying.ipv6_prefix == 128);
+    CHECK(parse("keying: {ipv6_prefix: 64}\n").keying.ipv6_prefix == 64);
+    CHECK(error_of("keying: {ipv6_prefix: 16}\n") ==
+          "conf/x.yaml:1: keying.ipv6_prefix: must be from 32 to 128 (64: one bucket per /64 "
+          "network), got \"16\"");
+    CHECK(error_of("keying: {ipv6_prefix: 129}\n") ==
+          "conf/x.yaml:1: keying.ipv6_prefix: must be at most 128, got \"129\"");
+
+    // Written as the network a client of it is keyed by, canonical.
+    const auto with = [](std::string_view prefix, std::string_view key) {
+        return "keying: {ipv6_prefix: " + std::string(prefix) +
+               "}\nrate_limit:\n  overrides:\n    - {key: \"" + std::string(key) +
+               "\", limit: 5}\n";
+    };
+    CHECK(parse(with("64", "ip:2001:DB8:0:1::/64")).rate_limit.overrides[0].key ==
+          "ip:2001:db8:0:1::/64");
+    CHECK(parse(with("64", "ip:10.0.0.1")).rate_limit.overrides[0].key == "ip:10.0.0.1");
+    CHECK(parse(with("128", "ip:2001:db8::1/128")).rate_limit.overrides[0].key == "ip:2001:db8::1");
+    CHECK(error_of(with("64", "ip:2001:db8::1")) ==
+          "conf/x.yaml:4: rate_limit.overrides[0].key: never matches: keying.ipv6_prefix is 64, "
+          "so that client's key is ip:2001:db8::/64");
+    CHECK(error_of(with("56", "ip:2001:db8:0:1::/64")) ==
+          "conf/x.yaml:4: rate_limit.overrides[0].key: never matches: keying.ipv6_prefix is 56, "
+          "so that client's key is ip:2001:db8::/56");
+    CHECK(error_of(with("128", "ip:2001:db8::/64")) ==
+          "conf/x.yaml:4: rate_limit.overrides[0].key: never matches: keying.ipv6_prefix is 128, "
+          "so IPv6 clients are keyed by address alone (set keying.ipv6_prefix: 64 to key them by "
+          "network)");
+    const std::string shape =
+        "ip: must be followed by an IP address, or an IPv6 network like 2001:db8:1:2::/64 (IPv4 "
+        "clients are keyed by address alone), got ";
+    CHECK(error_of(with("64", "ip:10.0.0.0/24")) ==
+          "conf/x.yaml:4: rate_limit.overrides[0].key: " + shape + "\"ip:10.0.0.0/24\"");
+    CHECK(error_of(with("64", "ip:2001:db8::1/64")) ==  // host bits after the prefix
+          "conf/x.yaml:4: rate_limit.overrides[0].key: " + shape + "\"ip:2001:db8::1/64\"");
 }

@@ -417,3 +417,31 @@ TEST_CASE("X-Forwarded-Proto is a trusted proxy's to say, else the listener's sc
     key_resolver nobody_trusted{keying_config{}};
     CHECK(nobody_trusted.forwarded_proto(proxy, sent{"https"}, false) == "http");
 }
+
+TEST_CASE("ipv6_prefix keys an IPv6 client by its network", "[keying][ip]") {
+    keying_config config;
+    config.ipv6_prefix = 64;
+    config.trusted_proxies = {range("10.0.0.0/8")};
+    key_resolver resolver{config};
+    const auto key_of = [&](std::string_view peer, std::string_view xff = "") {
+        auto facts = facts_from(peer);
+        facts.forwarded_for = xff;
+        return resolver.resolve(facts);
+    };
+    // Every address of a /64 is one client: a host holds a whole /64.
+    CHECK(key_of("2001:db8:1:2::1").key == "ip:2001:db8:1:2::/64");
+    CHECK(key_of("2001:db8:1:2:ffff:ffff:ffff:ffff").key == "ip:2001:db8:1:2::/64");
+    CHECK(key_of("2001:db8:1:3::1").key == "ip:2001:db8:1:3::/64");
+    // The client itself stays the full address.
+    CHECK(key_of("2001:db8:1:2::1").client == ip("2001:db8:1:2::1"));
+    // Behind a trusted proxy too; IPv4 and mapped IPv4 by address alone.
+    CHECK(key_of("10.0.0.1", "2001:db8:1:2::7").key == "ip:2001:db8:1:2::/64");
+    CHECK(key_of("198.51.100.7").key == "ip:198.51.100.7");
+    CHECK(key_of("::ffff:198.51.100.7").key == "ip:198.51.100.7");
+
+    config.ipv6_prefix = 56;
+    CHECK(key_resolver{config}.resolve(facts_from("2001:db8:1:2ff::1")).key ==
+          "ip:2001:db8:1:200::/56");
+    config.ipv6_prefix = 128;  // the default: each address on its own
+    CHECK(key_resolver{config}.resolve(facts_from("2001:db8:1:2::1")).key == "ip:2001:db8:1:2::1");
+}

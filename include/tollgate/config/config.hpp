@@ -65,6 +65,9 @@ struct keying_config {
     std::vector<cidr> trusted_proxies{};
     std::string token_secret{};
     std::vector<std::string> ip_paths{"/health", "/buildinfo", "/registry/*"};
+    /// IPv6 clients are keyed by their first `ipv6_prefix` bits
+    /// (`ip:2001:db8:1:2::/64`); 128 keys each address on its own.
+    unsigned ipv6_prefix = 128;
 };
 
 enum class algorithm_kind { gcra, token_bucket, fixed_window, sliding_window };

@@ -40,6 +40,10 @@ public:
     /// caller composing a larger string (e.g. a rate-limit key) allocates once.
     void append_to(std::string& out) const;
 
+    /// The address with every bit after the first `prefix` (of its 128
+    /// IPv6 bits) cleared: the network it belongs to.
+    ip_address masked(unsigned prefix) const;
+
     friend bool operator==(const ip_address&, const ip_address&) = default;
 
 private:

@@ -74,7 +74,10 @@ struct resolved_key {
 ///   trusted proxy vouched for — is used: anything further left was written
 ///   by someone we cannot trust, so it must not choose the key. If every
 ///   entry is a trusted proxy, the leftmost one is used. IPv4-mapped IPv6
-///   addresses are keyed as IPv4 (`ip:1.2.3.4`).
+///   addresses are keyed as IPv4 (`ip:1.2.3.4`). With `ipv6_prefix` below
+///   128, an IPv6 client is keyed by its network (`ip:2001:db8:1:2::/64`),
+///   since a host that holds a whole /64 could otherwise change address,
+///   and bucket, at will; `client` stays the full address.
 class key_resolver {
 public:
     /// Copies what it needs from `config`, then runs SHA-256 and HMAC once so
@@ -117,6 +120,7 @@ private:
     std::vector<cidr> trusted_org_sources_;
     std::vector<cidr> trusted_proxies_;
     std::string token_secret_;
+    unsigned ipv6_prefix_ = 128;
     std::vector<std::string> ip_exact_paths_;
     std::vector<std::string> ip_path_prefixes_;  ///< patterns without their trailing `*`
 };
