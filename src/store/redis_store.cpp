@@ -432,7 +432,11 @@ private:
     /// `ac` is gone or going (hiredis frees it after this returns, failing
     /// its commands with NULL replies). `worked`: it was answering until now,
     /// so the next request reconnects at once and waits for it.
-    void connection_gone(const redisAsyncContext* ac, redis_error_kind why, bool worked) {
+    /// `idle_close`: Redis closed a connection that had nothing to answer
+    /// (its `timeout`, a restart, CLIENT KILL); the next request reconnects
+    /// and waits for it, so no decision is lost and nothing is said above debug.
+    void connection_gone(const redisAsyncContext* ac, redis_error_kind why, bool worked,
+                         bool idle_close = false) {
         if (ac != ac_ || ac == nullptr) {
             return;
         }
@@ -448,8 +452,17 @@ private:
             hold_next_ = true;
             backoff_ = {};
             next_attempt_ = steady::now();
-            shared_.error(why);
-            report("connection lost");
+            if (idle_close) {
+                // With `timeout 300` in redis.conf and quiet traffic this
+                // happens every few minutes per worker: routine, not an error.
+                log_line(log_level::debug, "redis " + settings_.endpoint.host + ":" +
+                                               std::to_string(settings_.endpoint.port) +
+                                               ": closed the idle connection; the next request "
+                                               "reopens it");
+            } else {
+                shared_.error(why);
+                report("connection lost");
+            }
             update_fallback();
             arm_timer();
         } else {
@@ -525,7 +538,9 @@ private:
             self->connection_gone(ac, redis_error_kind::connect, false);
         } else {
             const bool worked = self->state_ == state::ready && !self->suspect_;
-            self->connection_gone(ac, redis_error_kind::connection, worked);
+            // Closed by Redis (end of file) with no reply outstanding.
+            const bool idle_close = worked && self->sent_.empty() && ac->err == REDIS_ERR_EOF;
+            self->connection_gone(ac, redis_error_kind::connection, worked, idle_close);
         }
         --self->in_callback_;
     }
