@@ -3,6 +3,7 @@
 // signals into reload and drain.
 
 #include <pthread.h>
+#include <signal.h>
 
 #include <cerrno>
 #include <csignal>
@@ -113,6 +114,8 @@ int main(int argc, char** argv) {
     // After the level is set, as on reload.
     log_warnings(config_warnings(*cfg));
 
+    // The signal that cut a drain short (0: none did).
+    int ended_by = 0;
     try {
         asio::io_context control;
         asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
@@ -146,9 +149,17 @@ int main(int argc, char** argv) {
             running.tls_listen = bound(srv.tls_endpoint());
         }
 
+        bool draining = false;
         std::function<void()> wait_signal = [&] {
             signals.async_wait([&](error_code ec, int signo) {
                 if (ec) {
+                    return;
+                }
+                if (signo == SIGHUP && draining) {
+                    // The config is of no use to a process that is leaving,
+                    // and the drain keeps the timeout it started with.
+                    log_line(log_level::warn, "reload ignored: draining");
+                    wait_signal();
                     return;
                 }
                 if (signo == SIGHUP) {
@@ -201,14 +212,31 @@ int main(int argc, char** argv) {
                     wait_signal();
                     return;
                 }
+                if (draining) {
+                    // Ctrl-C pressed again, or a supervisor that asks twice:
+                    // stop now instead of waiting out the drain.
+                    const std::size_t open = srv.open_connections();
+                    log_line(log_level::warn,
+                             "second signal (" + std::to_string(signo) +
+                                 ") while draining: stopping now, cutting " + std::to_string(open) +
+                                 (open == 1 ? " open connection" : " open connections"));
+                    srv.stop_now();
+                    ended_by = signo;
+                    flush_timer.cancel();
+                    control.stop();
+                    return;
+                }
+                draining = true;
                 // Readiness flips before the line is printed, so whoever
                 // reads the log sees /readyz already answering 503.
                 srv.gw().start_draining();
                 log_line(log_level::info, "draining (signal " + std::to_string(signo) + ")");
                 server::notify_service_manager(notify_to, "STOPPING=1");
-                srv.drain_and_stop();
-                flush_timer.cancel();
-                control.stop();
+                srv.async_drain_and_stop(control.get_executor(), [&] {
+                    flush_timer.cancel();
+                    control.stop();
+                });
+                wait_signal();
             });
         };
         wait_signal();
@@ -242,6 +270,24 @@ int main(int argc, char** argv) {
     } catch (const std::exception& e) {
         log_line(log_level::error, located(*cfg, e.what()));
         return 1;
+    }
+    if (ended_by != 0) {
+        // Cut short, the process ends as the signal's default action would
+        // have ended it: systemd counts that as a clean stop (an exit status
+        // of 143 would be a failure to it, and Restart=on-failure would
+        // restart), shells and docker show 128 + the signal (130, 143), and
+        // a shell script knows that its child was interrupted.
+        std::fflush(stdout);
+        struct sigaction default_action {};
+        default_action.sa_handler = SIG_DFL;
+        sigemptyset(&default_action.sa_mask);
+        ::sigaction(ended_by, &default_action, nullptr);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, ended_by);
+        pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+        ::raise(ended_by);
+        return 128 + ended_by;  // not reached
     }
     return 0;
 }

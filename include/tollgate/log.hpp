@@ -11,7 +11,9 @@
 ///    or misbehaving (the store falls back), an upstream server refusing
 ///    connections (another server of its group was tried), a TLS handshake
 ///    with an upstream server that failed (and why), a listener that
-///    cannot accept (out of descriptors) or is at client.max_connections;
+///    cannot accept (out of descriptors) or is at client.max_connections,
+///    a second SIGTERM/SIGINT that cuts the drain short, a SIGHUP ignored
+///    while draining;
 ///  * `error`: a reload that failed, a fatal error.
 ///
 /// Not filtered: the startup line ("listening on ..."), which names the bound

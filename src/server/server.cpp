@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -172,34 +173,76 @@ std::optional<std::string> server::descriptor_limit_warning(const config& next) 
 }
 
 void server::drain_and_stop() {
-    if (stopped_) {
+    if (stopped_ || drain_timer_) {
+        return;
+    }
+    asio::io_context ioc;
+    async_drain_and_stop(ioc.get_executor(), [] {});
+    // The caller's thread waits here, and so would whatever flushes the
+    // access log on it: flush it here, or the lines of the exchanges that
+    // end during the drain reach stdout only at exit.
+    while (!ioc.stopped()) {
+        ioc.run_for(std::chrono::seconds(1));
+        std::fflush(stdout);
+    }
+    drain_timer_.reset();  // bound to `ioc`
+}
+
+void server::async_drain_and_stop(asio::any_io_executor ex, std::function<void()> done) {
+    if (stopped_ || drain_timer_) {
         return;
     }
     gateway_->start_draining();
     for (auto& w : workers_) {
         w->begin_drain();
     }
-    const auto deadline =
+    drain_deadline_ =
         std::chrono::steady_clock::now() + gateway_->current()->cfg->shutdown.drain_timeout;
-    auto busy = [&] {
-        for (auto& w : workers_) {
-            if (w->session_count() > 0) {
-                return true;
-            }
+    drain_done_ = std::move(done);
+    drain_timer_.emplace(std::move(ex));
+    // A timer rather than a loop: the executor's thread stays free for what
+    // else it serves meanwhile (main: a second signal, the access log flush).
+    drain_tick(std::chrono::steady_clock::duration::zero());
+}
+
+void server::drain_tick(std::chrono::steady_clock::duration delay) {
+    drain_timer_->expires_after(delay);
+    drain_timer_->async_wait([this](error_code ec) {
+        // Cancelled, or expired just as stop_now() came first.
+        if (ec || stopped_) {
+            return;
         }
-        return false;
-    };
-    // main's once-a-second flush of the access log waits behind this
-    // loop: flush here, or the lines of the exchanges that end during the
-    // drain reach stdout only at exit (and never, if the process is killed
-    // at a service manager's stop timeout first).
-    auto flushed = std::chrono::steady_clock::now();
-    while (busy() && std::chrono::steady_clock::now() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        if (std::chrono::steady_clock::now() - flushed >= std::chrono::seconds(1)) {
-            std::fflush(stdout);
-            flushed = std::chrono::steady_clock::now();
+        if (open_connections() > 0 && std::chrono::steady_clock::now() < drain_deadline_) {
+            drain_tick(std::chrono::milliseconds(20));
+            return;
         }
+        stop_workers();
+        auto done = std::move(drain_done_);
+        if (done) {
+            done();
+        }
+    });
+}
+
+void server::stop_now() {
+    if (drain_timer_) {
+        drain_timer_->cancel();
+    }
+    drain_done_ = nullptr;
+    stop_workers();
+}
+
+std::size_t server::open_connections() const {
+    std::size_t open = 0;
+    for (const auto& w : workers_) {
+        open += w->session_count();
+    }
+    return open;
+}
+
+void server::stop_workers() {
+    if (stopped_) {
+        return;
     }
     for (auto& w : workers_) {
         w->force_stop();

@@ -302,6 +302,72 @@ TEST_CASE("SIGTERM: access log lines of exchanges that end during the drain reac
     CHECK(p.wait_exit() == 0);
 }
 
+namespace {
+
+/// Starts a drain of 60 s with one exchange held open by the upstream,
+/// sends `first` then `second`, and checks that the second ends the process
+/// at once, by `second`, having cut the exchange and logged it (stdout
+/// flushed: the cut exchange's line is written as it is cut).
+void second_signal_stops_now(int first, int second) {
+    test_upstream up;
+    auto path = write_temp_file("second-signal.yaml",
+                                access_log_yaml(up.port(), "shutdown: {drain_timeout: 60s}\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    client held(p.port());
+    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+    p.signal(first);
+    REQUIRE(p.wait_for_log("draining (signal " + std::to_string(first) + ")"));
+    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
+    p.signal(second);
+    // Well before the drain's 60 s; ended by the signal (128 + its number).
+    CHECK(p.wait_exit(10) == 128 + second);
+    CHECK(held.closed_within(5s));
+    const auto err = p.stderr_text();
+    CHECK(err.find("second signal (" + std::to_string(second) +
+                   ") while draining: stopping now, cutting 1 open connection\n") !=
+          std::string::npos);
+    const auto lines = access_log_lines(p.stdout_text());
+    REQUIRE(lines.size() == 1);
+    CHECK(lines[0]["path"] == "/hold");
+    CHECK(lines[0]["status"] == 0);
+}
+
+}  // namespace
+
+TEST_CASE("a second SIGTERM while draining stops tollgate now, cutting what is in flight",
+          "[lifecycle][signal]") {
+    second_signal_stops_now(SIGTERM, SIGTERM);
+}
+
+TEST_CASE("Ctrl-C twice: a second SIGINT while draining stops tollgate now",
+          "[lifecycle][signal]") {
+    second_signal_stops_now(SIGINT, SIGINT);
+}
+
+TEST_CASE("a SIGHUP while draining is ignored, said so, and the drain goes on",
+          "[lifecycle][signal]") {
+    test_upstream up;
+    auto path = write_temp_file("hup-draining.yaml", config_yaml(up.port(), "  limit: 100\n"));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    client held(p.port());
+    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_for_log("draining (signal 15)"));
+    p.signal(SIGHUP);
+    REQUIRE(p.wait_for_log("reload ignored: draining"));
+    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
+    up.release_held();
+    auto res = held.read();
+    CHECK(res.result_int() == 200);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(p.wait_exit() == 0);
+    CHECK(p.stderr_text().find("configuration reloaded") == std::string::npos);
+}
+
 TEST_CASE("a service manager hears READY=1 once tollgate listens and STOPPING=1 when it drains",
           "[lifecycle]") {
     // systemd's Type=notify protocol: datagrams to the socket NOTIFY_SOCKET names.

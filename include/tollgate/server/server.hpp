@@ -3,6 +3,8 @@
 /// The whole proxy process minus `main`: worker threads with their
 /// listeners, the admin listener, reload and graceful drain.
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,7 +45,26 @@ public:
 
     /// Stops accepting, lets exchanges finish with `Connection: close` for
     /// up to `shutdown.drain_timeout`, then closes what is left and joins.
+    /// Blocks the calling thread meanwhile, flushing stdout (the access log)
+    /// once a second.
     void drain_and_stop();
+
+    /// drain_and_stop() without blocking: starts the drain, then looks every
+    /// 20 ms on `ex` whether a connection is still open; once none is, or
+    /// `shutdown.drain_timeout` has passed, closes what is left, joins the
+    /// workers and calls `done` on `ex`. Does nothing if a drain has started
+    /// already or the server has stopped. Call it, stop_now() and the
+    /// destructor from the one thread that runs `ex`, which must outlive
+    /// the server.
+    void async_drain_and_stop(asio::any_io_executor ex, std::function<void()> done);
+
+    /// Closes every connection still open (a drain's too, as at its deadline)
+    /// and joins the workers, at once. A pending drain's `done` is not called.
+    void stop_now();
+
+    /// Client connections open on all workers (during a drain: those with an
+    /// exchange still in flight, or a tunnel).
+    std::size_t open_connections() const;
 
     /// Counts a reload whose config failed to load (the old one keeps serving).
     void record_reload_failure() { gateway_->metrics.reload_failed(); }
@@ -62,6 +83,10 @@ public:
 
 private:
     admin::response handle_admin(const admin::request& req);
+    /// Looks again after `delay` whether the drain is over.
+    void drain_tick(std::chrono::steady_clock::duration delay);
+    /// Closes what is left, joins the workers; once.
+    void stop_workers();
 
     /// The config the listeners, workers and key table were built from.
     std::shared_ptr<const config> started_with_;
@@ -74,6 +99,10 @@ private:
     std::size_t threads_ = 1;
     bool started_ = false;
     bool stopped_ = false;
+    /// Set while a drain runs (and after), on the executor it was given.
+    std::optional<asio::steady_timer> drain_timer_;
+    std::chrono::steady_clock::time_point drain_deadline_;
+    std::function<void()> drain_done_;
 };
 
 /// Parses `host` + `port` of a listen address into an endpoint.
