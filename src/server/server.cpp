@@ -212,9 +212,17 @@ void server::drain_tick(std::chrono::steady_clock::duration delay) {
         if (ec || stopped_) {
             return;
         }
-        if (open_connections() > 0 && std::chrono::steady_clock::now() < drain_deadline_) {
+        const std::size_t open = open_connections();
+        if (open > 0 && std::chrono::steady_clock::now() < drain_deadline_) {
             drain_tick(std::chrono::milliseconds(20));
             return;
+        }
+        if (open > 0) {
+            // Cut, not finished: say so, or the cut exchanges look like
+            // clients that went away.
+            log_line(log_level::warn, "shutdown.drain_timeout passed: cutting " +
+                                          std::to_string(open) +
+                                          (open == 1 ? " open connection" : " open connections"));
         }
         stop_workers();
         auto done = std::move(drain_done_);

@@ -535,4 +535,6 @@ TEST_CASE("websocket: SIGTERM closes open tunnels after drain_timeout, then exit
     CHECK(elapsed < 4s);
     CHECK(ws_upstream::wait_for(up.stats.ended, 1));
     CHECK(p.wait_exit() == 0);
+    CHECK(p.stderr_text().find("shutdown.drain_timeout passed: cutting 1 open connection\n") !=
+          std::string::npos);
 }
