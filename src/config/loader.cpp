@@ -544,9 +544,9 @@ constexpr std::array<std::string_view, 7> upstream_keys{
 constexpr std::array<std::string_view, 8> client_keys{
     "header_timeout",   "idle_timeout", "body_timeout",   "tunnel_idle_timeout",
     "max_header_bytes", "max_headers",  "max_body_bytes", "max_connections"};
-constexpr std::array<std::string_view, 6> keying_keys{"org_header",      "trusted_org_sources",
-                                                      "trusted_proxies", "token_secret",
-                                                      "ip_paths",        "ipv6_prefix"};
+constexpr std::array<std::string_view, 7> keying_keys{
+    "org_header", "trusted_org_sources", "trusted_proxies",      "token_secret",
+    "ip_paths",   "ipv6_prefix",         "trust_forwarded_proto"};
 constexpr std::array<std::string_view, 8> rate_limit_keys{
     "algorithm", "limit", "window", "burst", "headers", "dry_run", "max_keys", "overrides"};
 constexpr std::array<std::string_view, 4> override_keys{"key", "limit", "window", "burst"};
@@ -1023,6 +1023,7 @@ private:
         in_.get(*k, "token_secret", out.token_secret, secret_text);
         in_.get_list(*k, "ip_paths", out.ip_paths, ip_path, "[/health]", empty_list::from_brackets);
         in_.get(*k, "ipv6_prefix", out.ipv6_prefix, ipv6_prefix_length);
+        in_.get(*k, "trust_forwarded_proto", out.trust_forwarded_proto, boolean);
     }
 
     void read_rate_limit(const mapping& top) {
@@ -2248,6 +2249,7 @@ std::string render_config(const config& cfg) {
     out << YAML::Key << "ip_paths" << YAML::Value;
     emit_list(out, k.ip_paths);
     out << YAML::Key << "ipv6_prefix" << YAML::Value << k.ipv6_prefix;
+    out << YAML::Key << "trust_forwarded_proto" << YAML::Value << k.trust_forwarded_proto;
     out << YAML::EndMap;
 
     const rate_limit_config& rl = cfg.rate_limit;

@@ -146,7 +146,8 @@ key_resolver::key_resolver(const keying_config& config)
     : trusted_org_sources_(config.trusted_org_sources),
       trusted_proxies_(config.trusted_proxies),
       token_secret_(config.token_secret),
-      ipv6_prefix_(config.ipv6_prefix) {
+      ipv6_prefix_(config.ipv6_prefix),
+      trust_forwarded_proto_(config.trust_forwarded_proto) {
     for (const std::string& pattern : config.ip_paths) {
         if (!pattern.empty() && pattern.back() == '*') {
             ip_path_prefixes_.push_back(pattern.substr(0, pattern.size() - 1));
@@ -171,23 +172,23 @@ std::string_view key_resolver::forwarded_proto(const ip_address& peer,
                                                std::optional<std::string_view> sent,
                                                bool tls) const {
     const std::string_view own = tls ? "https" : "http";
-    if (!sent || !is_trusted_proxy(peer)) {
+    if (!trust_forwarded_proto_ || !sent || !is_trusted_proxy(peer)) {
         return own;
     }
-    // Elements of a comma-separated list, spaces and tabs around them
-    // trimmed; an empty element (",", "https,,http") is not a scheme.
-    std::string_view rest = *sent;
-    while (true) {
-        const std::size_t comma = rest.find(',');
-        const std::string_view element = trim_ows(rest.substr(0, comma));
-        if (!iequals(element, "http") && !iequals(element, "https")) {
-            return own;
-        }
-        if (comma == std::string_view::npos) {
-            return *sent;
-        }
-        rest.remove_prefix(comma + 1);
+    // A chain of proxies appends: the last element is what the one next to
+    // tollgate says; what is left of it may be the client's own.
+    std::string_view last = *sent;
+    if (const std::size_t comma = last.rfind(','); comma != std::string_view::npos) {
+        last.remove_prefix(comma + 1);
     }
+    last = trim_ows(last);
+    if (iequals(last, "https")) {
+        return "https";
+    }
+    if (iequals(last, "http")) {
+        return "http";
+    }
+    return own;
 }
 
 bool key_resolver::is_ip_path(std::string_view path) const {

@@ -748,8 +748,11 @@ void session::forward(admin::reason_kind reason) {
     whole_request_ = !send_continue_ && !request_has_body_ && parser_->is_done();
     req_sr_.reset();  // a failed exchange before this one may have left its own
     if (!whole_request_) {
+        // Read before the hop-by-hop fields go, as the whole-request path
+        // reads it: a Connection field naming it changes neither.
+        const std::string_view proto = forwarded_proto();
         proxy::strip_hop_by_hop(req);
-        proxy::add_forwarding_headers(req, peer_ip_, forwarded_proto());
+        proxy::add_forwarding_headers(req, peer_ip_, proto);
         if (!upgrade_.empty()) {
             req.set(http::field::connection, "upgrade");
             req.set(http::field::upgrade, upgrade_);

@@ -45,7 +45,8 @@ TEST_CASE("X-Forwarded-For from the client is extended, not replaced", "[proxy]"
     CHECK(body["headers"]["via"] == "1.0 edge, 1.1 tollgate");
 }
 
-TEST_CASE("X-Forwarded-Proto: a trusted proxy's is kept, a client's is replaced", "[proxy]") {
+TEST_CASE("X-Forwarded-Proto: a trusted proxy's is kept when asked, a client's is replaced",
+          "[proxy]") {
     // A load balancer that ends TLS in front of tollgate says https: a
     // backend that redirects plain HTTP to HTTPS must see it, or it
     // redirects every request. Anyone else cannot claim a scheme.
@@ -66,16 +67,19 @@ TEST_CASE("X-Forwarded-Proto: a trusted proxy's is kept, a client's is replaced"
     };
     auto trusting = test_config(up.port());
     trusting.keying.trusted_proxies = {*cidr::parse("127.0.0.0/8")};
+    running_proxy xff_only(trusting);  // a balancer that may pass the field through
+    trusting.keying.trust_forwarded_proto = true;
     running_proxy behind_balancer(trusting);
     running_proxy open_to_clients(test_config(up.port()));
     // Both ways of forwarding: a request without a body, and one with.
     for (bool with_body : {false, true}) {
         INFO("with a body: " << with_body);
         CHECK(forwarded_proto(behind_balancer.port(), with_body, "https") == "https");
-        CHECK(forwarded_proto(behind_balancer.port(), with_body, "HTTPS, http") == "HTTPS, http");
+        CHECK(forwarded_proto(behind_balancer.port(), with_body, "http, HTTPS") == "https");
         CHECK(forwarded_proto(behind_balancer.port(), with_body, "") == "http");
         CHECK(forwarded_proto(behind_balancer.port(), with_body, "gopher") == "http");
         CHECK(forwarded_proto(open_to_clients.port(), with_body, "https") == "http");
+        CHECK(forwarded_proto(xff_only.port(), with_body, "https") == "http");
     }
 }
 

@@ -151,6 +151,7 @@ void check_same(const config& a, const config& b) {
     CHECK(a.keying.token_secret == b.keying.token_secret);
     CHECK(a.keying.ip_paths == b.keying.ip_paths);
     CHECK(a.keying.ipv6_prefix == b.keying.ipv6_prefix);
+    CHECK(a.keying.trust_forwarded_proto == b.keying.trust_forwarded_proto);
 
     CHECK(a.rate_limit.algorithm == b.rate_limit.algorithm);
     CHECK(a.rate_limit.limit == b.rate_limit.limit);
@@ -254,6 +255,7 @@ TEST_CASE("config: conf/examples all load", "[config][loader]") {
 
     config lb = load("behind-load-balancer.yaml");
     CHECK(lb.keying.trusted_proxies.size() == 2);
+    CHECK(lb.keying.trust_forwarded_proto);
     CHECK(lb.rate_limit.algorithm == algorithm_kind::token_bucket);
 
     config redis = load("redis.yaml");
@@ -307,6 +309,7 @@ TEST_CASE("config: every key is read", "[config][loader]") {
     CHECK(c.keying.token_secret == "s3cret value");
     CHECK(c.keying.ip_paths == std::vector<std::string>{"/ping", "/status/*"});
     CHECK(c.keying.ipv6_prefix == 56);
+    CHECK(c.keying.trust_forwarded_proto);
     CHECK(c.rate_limit.algorithm == algorithm_kind::token_bucket);
     CHECK(c.rate_limit.limit == 1200);
     CHECK(c.rate_limit.window == milliseconds{30000});

@@ -389,10 +389,11 @@ TEST_CASE("client is filled for org and tok keys too", "[keying][ip]") {
     CHECK(resolver.client_address(facts.peer, facts.forwarded_for) == ip("198.51.100.7"));
 }
 
-TEST_CASE("X-Forwarded-Proto is a trusted proxy's to say, else the listener's scheme",
+TEST_CASE("X-Forwarded-Proto is a trusted proxy's to say when asked, else the listener's scheme",
           "[keying][forwarded]") {
     keying_config config;
     config.trusted_proxies = {range("10.0.0.0/8")};
+    config.trust_forwarded_proto = true;
     key_resolver resolver{config};
     const auto proxy = ip("10.1.2.3");
     const auto client = ip("198.51.100.7");
@@ -401,19 +402,25 @@ TEST_CASE("X-Forwarded-Proto is a trusted proxy's to say, else the listener's sc
     // A load balancer that ends TLS says https; tollgate itself heard plain HTTP.
     CHECK(resolver.forwarded_proto(proxy, sent{"https"}, false) == "https");
     CHECK(resolver.forwarded_proto(proxy, sent{"http"}, true) == "http");
-    CHECK(resolver.forwarded_proto(proxy, sent{"HTTPS"}, false) == "HTTPS");
-    CHECK(resolver.forwarded_proto(proxy, sent{" https ,http"}, false) == " https ,http");
+    CHECK(resolver.forwarded_proto(proxy, sent{" HTTPS "}, false) == "https");
+    // A chain appends: only the last element is the trusted proxy's word.
+    CHECK(resolver.forwarded_proto(proxy, sent{"https, http"}, false) == "http");
+    CHECK(resolver.forwarded_proto(proxy, sent{"gopher,https"}, false) == "https");
     // Nothing sent, several fields, or not a scheme: the listener's own.
     CHECK(resolver.forwarded_proto(proxy, std::nullopt, false) == "http");
     CHECK(resolver.forwarded_proto(proxy, std::nullopt, true) == "https");
-    for (std::string_view bad : {"", " ", "ftp", "https,", ",https", "https,,http", "https;x",
-                                 "https\r\nX-Admin: 1", "httpss"}) {
+    for (std::string_view bad :
+         {"", " ", "ftp", "https,", "https;x", "https\r\nX-Admin: 1", "httpss"}) {
         INFO(bad);
         CHECK(resolver.forwarded_proto(proxy, sent{bad}, false) == "http");
     }
     // A client cannot claim a scheme.
     CHECK(resolver.forwarded_proto(client, sent{"https"}, false) == "http");
     CHECK(resolver.forwarded_proto(client, sent{"http"}, true) == "https");
+    // Without the setting a trusted proxy's X-Forwarded-For counts, its
+    // X-Forwarded-Proto does not (a balancer may pass the client's through).
+    config.trust_forwarded_proto = false;
+    CHECK(key_resolver{config}.forwarded_proto(proxy, sent{"https"}, false) == "http");
     key_resolver nobody_trusted{keying_config{}};
     CHECK(nobody_trusted.forwarded_proto(proxy, sent{"https"}, false) == "http");
 }

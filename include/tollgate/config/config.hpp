@@ -68,6 +68,10 @@ struct keying_config {
     /// IPv6 clients are keyed by their first `ipv6_prefix` bits
     /// (`ip:2001:db8:1:2::/64`); 128 keys each address on its own.
     unsigned ipv6_prefix = 128;
+    /// Keep the X-Forwarded-Proto a peer in `trusted_proxies` sends (a load
+    /// balancer that ends TLS and sets it); off: always the scheme the
+    /// request reached tollgate by.
+    bool trust_forwarded_proto = false;
 };
 
 enum class algorithm_kind { gcra, token_bucket, fixed_window, sliding_window };

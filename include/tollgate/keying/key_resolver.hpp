@@ -102,15 +102,15 @@ public:
     /// key type resolve() would choose.
     ip_address client_address(const ip_address& peer, std::string_view forwarded_for) const;
 
-    /// The `X-Forwarded-Proto` to send upstream. From a peer in
-    /// `trusted_proxies` (a load balancer that ends TLS in front of
-    /// tollgate) the value it sent, `sent`, when that is one field whose
-    /// every element is `http` or `https` (any case): the backend must see
-    /// the scheme its client used, or a backend that redirects plain HTTP to
-    /// HTTPS answers every request with a redirect. Otherwise, and from any
-    /// other peer, the scheme the request reached tollgate by (`tls`), so a
-    /// client cannot claim one. `sent` is nullopt when the request has none
-    /// or several such fields.
+    /// The `X-Forwarded-Proto` to send upstream, `http` or `https`: the
+    /// scheme the request reached tollgate by (`tls`), or, with
+    /// `trust_forwarded_proto` and a peer in `trusted_proxies` (a load
+    /// balancer that ends TLS and sets the field), the last element of the
+    /// one field it sent (`sent`; nullopt when there are none or several)
+    /// when that is `http` or `https` in any case. A backend that redirects
+    /// plain HTTP to HTTPS must see its client's scheme, or it redirects
+    /// every request; a client cannot claim one unless the balancer passes
+    /// its field through, which is why it is a setting of its own.
     std::string_view forwarded_proto(const ip_address& peer, std::optional<std::string_view> sent,
                                      bool tls) const;
 
@@ -121,6 +121,7 @@ private:
     std::vector<cidr> trusted_proxies_;
     std::string token_secret_;
     unsigned ipv6_prefix_ = 128;
+    bool trust_forwarded_proto_ = false;
     std::vector<std::string> ip_exact_paths_;
     std::vector<std::string> ip_path_prefixes_;  ///< patterns without their trailing `*`
 };
