@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -150,6 +151,8 @@ int main(int argc, char** argv) {
         }
 
         bool draining = false;
+        int drain_signal = 0;  // the signal that started the drain
+        std::chrono::steady_clock::time_point drain_started{};
         std::function<void()> wait_signal = [&] {
             signals.async_wait([&](error_code ec, int signo) {
                 if (ec) {
@@ -212,6 +215,18 @@ int main(int argc, char** argv) {
                     wait_signal();
                     return;
                 }
+                if (draining && signo != drain_signal &&
+                    std::chrono::steady_clock::now() - drain_started < std::chrono::seconds(1)) {
+                    // Ctrl-C under a process manager reaches tollgate twice:
+                    // SIGINT from the terminal, SIGTERM from the manager.
+                    // One request to stop, not two.
+                    log_line(log_level::info, "signal " + std::to_string(signo) +
+                                                  " right after signal " +
+                                                  std::to_string(drain_signal) +
+                                                  ": taken as the same request to drain");
+                    wait_signal();
+                    return;
+                }
                 if (draining) {
                     // Ctrl-C pressed again, or a supervisor that asks twice:
                     // stop now instead of waiting out the drain.
@@ -227,6 +242,8 @@ int main(int argc, char** argv) {
                     return;
                 }
                 draining = true;
+                drain_signal = signo;
+                drain_started = std::chrono::steady_clock::now();
                 // Readiness flips before the line is printed, so whoever
                 // reads the log sees /readyz already answering 503.
                 srv.gw().start_draining();
@@ -287,7 +304,9 @@ int main(int argc, char** argv) {
         sigaddset(&set, ended_by);
         pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
         ::raise(ended_by);
-        return 128 + ended_by;  // not reached
+        // Reached where the kernel ignores the default action: as PID 1 of a
+        // container (no init), a signal without a handler does nothing.
+        return 128 + ended_by;
     }
     return 0;
 }

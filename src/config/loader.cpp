@@ -1022,7 +1022,10 @@ private:
                      empty_list::from_nothing);
         in_.get(*k, "token_secret", out.token_secret, secret_text);
         in_.get_list(*k, "ip_paths", out.ip_paths, ip_path, "[/health]", empty_list::from_brackets);
-        in_.get(*k, "ipv6_prefix", out.ipv6_prefix, ipv6_prefix_length);
+        if (!in_.get(*k, "ipv6_prefix", out.ipv6_prefix, ipv6_prefix_length) &&
+            k->find("ipv6_prefix") != nullptr) {
+            ipv6_prefix_refused_ = true;  // said once; overrides are not judged by it
+        }
         in_.get(*k, "trust_forwarded_proto", out.trust_forwarded_proto, boolean);
     }
 
@@ -1065,7 +1068,10 @@ private:
                 in_.error(m->find("burst")->value_line(), m->child("burst"), burst_message);
             }
             if (has_key) {
-                if (auto problem = ipv6_key_mismatch(o.key, cfg_.keying.ipv6_prefix)) {
+                auto problem = ipv6_prefix_refused_
+                                   ? std::nullopt
+                                   : ipv6_key_mismatch(o.key, cfg_.keying.ipv6_prefix);
+                if (problem) {
                     in_.error(m->find("key")->value_line(), m->child("key"), *problem);
                     has_key = false;
                 }
@@ -1187,6 +1193,7 @@ private:
 
     yaml_reader& in_;
     config& cfg_;
+    bool ipv6_prefix_refused_ = false;  ///< keying.ipv6_prefix had an error
 };
 
 /// Where each YAML document starts and where its root node is; the rest of

@@ -177,6 +177,12 @@ void server::drain_and_stop() {
         return;
     }
     asio::io_context ioc;
+    // The timer is bound to `ioc`: it must go before `ioc` does, however
+    // this ends.
+    struct drop_timer {
+        std::optional<asio::steady_timer>& timer;
+        ~drop_timer() { timer.reset(); }
+    } drop{drain_timer_};
     async_drain_and_stop(ioc.get_executor(), [] {});
     // The caller's thread waits here, and so would whatever flushes the
     // access log on it: flush it here, or the lines of the exchanges that
@@ -185,7 +191,6 @@ void server::drain_and_stop() {
         ioc.run_for(std::chrono::seconds(1));
         std::fflush(stdout);
     }
-    drain_timer_.reset();  // bound to `ioc`
 }
 
 void server::async_drain_and_stop(asio::any_io_executor ex, std::function<void()> done) {
@@ -202,7 +207,9 @@ void server::async_drain_and_stop(asio::any_io_executor ex, std::function<void()
     drain_timer_.emplace(std::move(ex));
     // A timer rather than a loop: the executor's thread stays free for what
     // else it serves meanwhile (main: a second signal, the access log flush).
-    drain_tick(std::chrono::steady_clock::duration::zero());
+    // The first look after the workers had a turn to close their idle
+    // keep-alive connections, so the deadline's count is of exchanges.
+    drain_tick(std::chrono::milliseconds(20));
 }
 
 void server::drain_tick(std::chrono::steady_clock::duration delay) {

@@ -160,6 +160,7 @@ std::optional<int> tollgate_process::wait_exit(int seconds) {
         pid_t r = ::waitpid(pid_, &status, WNOHANG);
         if (r == pid_) {
             pid_ = -1;
+            killed_by_ = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(10));

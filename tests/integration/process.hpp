@@ -37,6 +37,9 @@ public:
     pid_t pid() const { return pid_; }
     /// Waits up to `seconds` for the process to exit; its exit code, or nullopt.
     std::optional<int> wait_exit(int seconds = 10);
+    /// After wait_exit(): the signal that ended the process, 0 if it exited
+    /// (wait_exit() reports both as 128 + n).
+    int killed_by() const { return killed_by_; }
     /// Waits (up to 10 s) for a stderr line containing `text`.
     bool wait_for_log(const std::string& text);
     std::string stderr_text();
@@ -48,6 +51,7 @@ private:
     /// Waits (up to 10 s) until the main thread waits in its event loop.
     void wait_main_loop();
 
+    int killed_by_ = 0;
     pid_t pid_ = -1;
     std::thread reader_;
     std::thread stdout_reader_;

@@ -323,6 +323,8 @@ void second_signal_stops_now(int first, int second) {
     p.signal(second);
     // Well before the drain's 60 s; ended by the signal (128 + its number).
     CHECK(p.wait_exit(10) == 128 + second);
+    // By the signal itself, not exit(128 + n): systemd tells the two apart.
+    CHECK(p.killed_by() == second);
     CHECK(held.closed_within(5s));
     const auto err = p.stderr_text();
     CHECK(err.find("second signal (" + std::to_string(second) +
@@ -344,6 +346,29 @@ TEST_CASE("a second SIGTERM while draining stops tollgate now, cutting what is i
 TEST_CASE("Ctrl-C twice: a second SIGINT while draining stops tollgate now",
           "[lifecycle][signal]") {
     second_signal_stops_now(SIGINT, SIGINT);
+}
+
+TEST_CASE("Ctrl-C under a process manager (SIGINT, then its SIGTERM) drains once",
+          "[lifecycle][signal]") {
+    // The terminal sends SIGINT to the process group and the manager sends
+    // SIGTERM to its children: one request to stop, not a second one.
+    test_upstream up;
+    auto path = write_temp_file("int-term.yaml", access_log_yaml(up.port()));
+    tollgate_process p({"--config", path});
+    REQUIRE(p.wait_listening());
+    client held(p.port());
+    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+    p.signal(SIGINT);
+    p.signal(SIGTERM);
+    REQUIRE(p.wait_for_log(": taken as the same request to drain"));
+    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
+    up.release_held();
+    auto res = held.read();
+    CHECK(res.result_int() == 200);  // drained, not cut
+    CHECK(p.wait_exit() == 0);
+    CHECK(p.killed_by() == 0);
+    CHECK(p.stderr_text().find("stopping now") == std::string::npos);
 }
 
 TEST_CASE("a SIGHUP while draining is ignored, said so, and the drain goes on",
@@ -1010,6 +1035,13 @@ TEST_CASE("the open-file limit is raised to the hard one, and warned about when 
     };
     const std::string warning =
         "warning: the open-file limit (ulimit -n, LimitNOFILE= under systemd)";
+    rlimit own{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &own) == 0);
+    if (own.rlim_max != RLIM_INFINITY && own.rlim_max < 4096) {
+        // An unprivileged child cannot raise its hard limit past ours.
+        WARN("hard open-file limit " << own.rlim_max << " < 4096: nothing to show here");
+        return;
+    }
 
     // A shell's 256 with room above it: raised, and 4096 is enough here.
     auto path = write_temp_file("nofile.yaml", yaml(1000));

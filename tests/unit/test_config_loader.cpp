@@ -1785,6 +1785,11 @@ TEST_CASE("config: keying.ipv6_prefix and the IPv6 overrides it asks for", "[con
           "network), got \"16\"");
     CHECK(error_of("keying: {ipv6_prefix: 129}\n") ==
           "conf/x.yaml:1: keying.ipv6_prefix: must be at most 128, got \"129\"");
+    // Only the setting's own error: overrides are not judged by a value refused.
+    CHECK(error_of("keying: {ipv6_prefix: 16}\nrate_limit:\n  overrides:\n"
+                   "    - {key: \"ip:2001:db8::/64\", limit: 5}\n") ==
+          "conf/x.yaml:1: keying.ipv6_prefix: must be from 32 to 128 (64: one bucket per /64 "
+          "network), got \"16\"");
 
     // Written as the network a client of it is keyed by, canonical.
     const auto with = [](std::string_view prefix, std::string_view key) {
