@@ -6,6 +6,8 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include <catch2/catch.hpp>
+
 namespace tollgate::test {
 namespace {
 
@@ -374,6 +376,20 @@ response get(std::uint16_t port, std::string_view target,
         req.set(name, value);
     }
     return c.send(std::move(req));
+}
+
+logged_run run_logged(const config& cfg, int count, unsigned status) {
+    logged_run run;
+    const captured_stderr log;
+    {
+        running_proxy gw(cfg);
+        for (int i = 0; i < count; ++i) {
+            CHECK(get(gw.port(), "/echo").result_int() == status);
+        }
+        run.metrics = get(gw.admin_port(), "/metrics").body();
+    }
+    run.log = log.text();
+    return run;
 }
 
 }  // namespace tollgate::test

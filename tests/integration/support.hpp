@@ -175,4 +175,13 @@ private:
     std::streambuf* old_;
 };
 
+/// What a proxy said while it served `count` GETs of /echo, each of them
+/// checked to get `status`: its /metrics after them, and its whole log
+/// (read once the proxy has stopped).
+struct logged_run {
+    std::string metrics;
+    std::string log;
+};
+logged_run run_logged(const config& cfg, int count, unsigned status = 200);
+
 }  // namespace tollgate::test

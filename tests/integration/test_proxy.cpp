@@ -366,19 +366,7 @@ TEST_CASE("a refused server of a group is counted and named in one warning", "[p
     const upstream_server dead = http_server(free_port());
     auto cfg = test_config(up.port());
     cfg.upstream.servers = {dead, http_server(up.port())};
-    std::string metrics;
-    std::string text;
-    {
-        const captured_stderr log;
-        {
-            running_proxy gw(cfg);
-            for (int i = 0; i < 6; ++i) {
-                CHECK(get(gw.port(), "/echo").result_int() == 200);
-            }
-            metrics = get(gw.admin_port(), "/metrics").body();
-        }
-        text = log.text();
-    }
+    const auto [metrics, text] = run_logged(cfg, 6);
     CHECK(up.stats.requests == 6);
     // The first request met the dead server and moved on; it then rested
     // from its turns, so no other request waited for it; none failed.

@@ -499,19 +499,7 @@ TEST_CASE("tls: an https:// server whose handshake fails is skipped for the next
         cfg.upstream.ca_file = certs.ca_file;
         // The bad server first: the group's first turn is its.
         cfg.upstream.servers = {bad, https_server(good.port())};
-        std::string metrics;
-        std::string text;
-        {
-            const captured_stderr log;
-            {
-                running_proxy gw(cfg);
-                for (int i = 0; i < 6; ++i) {
-                    CHECK(get(gw.port(), "/echo").result_int() == 200);
-                }
-                metrics = get(gw.admin_port(), "/metrics").body();
-            }
-            text = log.text();
-        }
+        const auto [metrics, text] = run_logged(cfg, 6);
         CHECK(good.requests == 6);
         CHECK(bad_requests() == 0);
         // The first request met the bad server and moved on; it then rested
