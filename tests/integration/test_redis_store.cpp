@@ -488,6 +488,40 @@ TEST_CASE("Redis closing an idle connection costs no decision: the next request 
     CHECK(err.text().find("connection lost") == std::string::npos);
 }
 
+TEST_CASE("Redis lost with a decision outstanding counts as a lost connection, said once",
+          "[redis][failure]") {
+    // Unlike an idle close, a reply was owed. CLIENT PAUSE WRITE holds the
+    // worker's script in Redis while the test's own connection can still
+    // read INFO; the store's timeout is long enough that it is still owed.
+    redis_server redis;
+    test_upstream up;
+    auto cfg = one_worker_config(up.port(), redis, 100);
+    cfg.store.redis.timeout = std::chrono::milliseconds(5000);
+    std::string log;
+    {
+        const captured_stderr err;
+        {
+            running_proxy gw(cfg);
+            auto& shared = gw.srv().gw().redis;
+            REQUIRE(fresh_get(gw.port()).limit == "100");  // connected, script loaded
+            REQUIRE(redis.command({"CLIENT", "PAUSE", "10000", "WRITE"}).text == "OK");
+            std::thread request([&] { fresh_get(gw.port()); });
+            const auto blocked = [&] {
+                return redis.command({"INFO", "clients"}).text.find("blocked_clients:1") !=
+                       std::string::npos;
+            };
+            const bool held = eventually(blocked, 5s);
+            redis.kill();
+            request.join();
+            REQUIRE(held);
+            CHECK(eventually(
+                [&] { return shared.errors(store::redis_error_kind::connection) == 1; }, 5s));
+        }
+        log = err.text();
+    }
+    CHECK(lines_with(log, "connection lost") == 1);
+}
+
 TEST_CASE("Redis answering READONLY is left and reconnected to, deciding locally meanwhile",
           "[redis][failure]") {
     // A primary demoted to a replica (a failover) refuses every write: not
