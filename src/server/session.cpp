@@ -528,13 +528,9 @@ void session::admit() {
     // is then stripped as hop-by-hop, and the backend would see a request
     // without it (anonymous, or of no org) under a bucket of its own.
     const auto named_in_connection = [&req](std::string_view name) {
-        bool named = false;
-        for (const auto& f : boost::make_iterator_range(req.equal_range(http::field::connection))) {
-            proxy::for_each_token(f.value(), [&](std::string_view option) {
-                named = named || beast::iequals(option, name);
-            });
-        }
-        return named;
+        const auto fields = boost::make_iterator_range(req.equal_range(http::field::connection));
+        return std::any_of(fields.begin(), fields.end(),
+                           [&](const auto& f) { return proxy::list_contains(f.value(), name); });
     };
     if ((auth != req.end() && named_in_connection(auth->name_string())) ||
         (org != req.end() && named_in_connection(org->name_string()))) {
