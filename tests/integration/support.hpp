@@ -8,17 +8,16 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
-#include <iostream>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "../captured_stderr.hpp"
 #include "tollgate/config/config.hpp"
 #include "tollgate/limit/clock.hpp"
 #include "tollgate/net.hpp"
@@ -157,23 +156,6 @@ private:
 /// GET `target` from 127.0.0.1:port on a fresh connection.
 response get(std::uint16_t port, std::string_view target,
              const std::vector<std::pair<std::string, std::string>>& headers = {});
-
-/// What is written to std::cerr (tollgate's log lines) while it lives.
-/// Swapping the stream buffer races the workers' writes: make it before
-/// the proxy starts and read it after the proxy has stopped.
-class captured_stderr {
-public:
-    captured_stderr() : old_(std::cerr.rdbuf(text_.rdbuf())) {}
-    ~captured_stderr() { std::cerr.rdbuf(old_); }
-    captured_stderr(const captured_stderr&) = delete;
-    captured_stderr& operator=(const captured_stderr&) = delete;
-
-    std::string text() const { return text_.str(); }
-
-private:
-    std::ostringstream text_;
-    std::streambuf* old_;
-};
 
 /// What a proxy said while it served `count` GETs of /echo, each of them
 /// checked to get `status`: its /metrics after them, and its whole log

@@ -62,6 +62,24 @@ std::vector<nlohmann::json> access_log_lines(const std::string& out) {
     return lines;
 }
 
+/// Sends `GET /hold` on `held` and waits until `up` holds it.
+void hold_exchange(client& held, test_upstream& up) {
+    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    REQUIRE(up.wait_in_flight(1));
+}
+
+/// `p` is draining: /readyz says so, the exchange `held` waits for, once
+/// `up` lets it go, gets its whole answer with `Connection: close`, and
+/// then the process exits 0.
+void drain_completes(tollgate_process& p, test_upstream& up, client& held) {
+    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
+    up.release_held();
+    auto res = held.read();
+    CHECK(res.result_int() == 200);
+    CHECK_FALSE(res.keep_alive());
+    CHECK(p.wait_exit() == 0);
+}
+
 }  // namespace
 
 TEST_CASE("SIGHUP with a valid file swaps the config", "[lifecycle]") {
@@ -268,16 +286,10 @@ TEST_CASE("SIGTERM during a slow request: it completes, then the process exits 0
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     client slow(p.port());
-    slow.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    REQUIRE(up.wait_in_flight(1));
+    hold_exchange(slow, up);
     p.signal(SIGTERM);
     REQUIRE(p.wait_for_log("draining"));
-    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
-    up.release_held();
-    auto res = slow.read();
-    CHECK(res.result_int() == 200);
-    CHECK_FALSE(res.keep_alive());
-    CHECK(p.wait_exit() == 0);
+    drain_completes(p, up, slow);
 }
 
 TEST_CASE("SIGTERM: access log lines of exchanges that end during the drain reach stdout then",
@@ -315,8 +327,7 @@ void second_signal_stops_now(int first, int second) {
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     client held(p.port());
-    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    REQUIRE(up.wait_in_flight(1));
+    hold_exchange(held, up);
     p.signal(first);
     REQUIRE(p.wait_for_log("draining (signal " + std::to_string(first) + ")"));
     CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
@@ -357,16 +368,11 @@ TEST_CASE("Ctrl-C under a process manager (SIGINT, then its SIGTERM) drains once
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     client held(p.port());
-    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    REQUIRE(up.wait_in_flight(1));
+    hold_exchange(held, up);
     p.signal(SIGINT);
     p.signal(SIGTERM);
     REQUIRE(p.wait_for_log(": taken as the same request to drain"));
-    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
-    up.release_held();
-    auto res = held.read();
-    CHECK(res.result_int() == 200);  // drained, not cut
-    CHECK(p.wait_exit() == 0);
+    drain_completes(p, up, held);  // drained, not cut
     CHECK(p.killed_by() == 0);
     CHECK(p.stderr_text().find("stopping now") == std::string::npos);
 }
@@ -378,18 +384,12 @@ TEST_CASE("a SIGHUP while draining is ignored, said so, and the drain goes on",
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
     client held(p.port());
-    held.write_raw("GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    REQUIRE(up.wait_in_flight(1));
+    hold_exchange(held, up);
     p.signal(SIGTERM);
     REQUIRE(p.wait_for_log("draining (signal 15)"));
     p.signal(SIGHUP);
     REQUIRE(p.wait_for_log("reload ignored: draining"));
-    CHECK(get(p.admin_port(), "/readyz").result_int() == 503);
-    up.release_held();
-    auto res = held.read();
-    CHECK(res.result_int() == 200);
-    CHECK_FALSE(res.keep_alive());
-    CHECK(p.wait_exit() == 0);
+    drain_completes(p, up, held);
     CHECK(p.stderr_text().find("configuration reloaded") == std::string::npos);
 }
 

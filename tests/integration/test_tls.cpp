@@ -326,8 +326,7 @@ TEST_CASE("tls: a reload hands new connections the new certificate, old ones kee
           "[tls][reload]") {
     tls_certs certs;
     test_upstream up;
-    auto cert = certs.write("live-cert.pem", certs.first().cert);
-    auto key = certs.write("live-key.pem", certs.first().key);
+    const auto [cert, key] = certs.write("live", certs.first());
     auto cfg = tls_listener_config(up.port(), cert, key);
     running_proxy gw(cfg);
     auto ctx = client_tls_context(certs.ca_file);
@@ -335,8 +334,7 @@ TEST_CASE("tls: a reload hands new connections the new certificate, old ones kee
     REQUIRE(old.peer_serial() == tls_certs::first_serial);
     REQUIRE(old.send(make_get("/echo")).result_int() == 200);
 
-    certs.write("live-cert.pem", certs.second().cert);
-    certs.write("live-key.pem", certs.second().key);
+    certs.write("live", certs.second());
     gw.srv().reload(std::make_shared<const config>(cfg));
 
     tls_client fresh(gw.tls_port(), ctx);
@@ -418,8 +416,7 @@ TEST_CASE("tls: an https:// upstream that does not verify gives 502", "[tls][ups
     }
     SECTION("signed by ca_file, but for another host name") {
         auto elsewhere = certs.ca().issue("elsewhere", 2001, "DNS:elsewhere.example");
-        https_upstream up(certs.write("elsewhere-cert.pem", elsewhere.cert),
-                          certs.write("elsewhere-key.pem", elsewhere.key));
+        https_upstream up(certs.write("elsewhere", elsewhere));
         auto cfg = https_upstream_config(up.port());
         cfg.upstream.ca_file = certs.ca_file;
         running_proxy gw(cfg);
@@ -462,8 +459,7 @@ TEST_CASE("tls: an https:// upstream that does not verify is named in one warnin
     }
     SECTION("signed by ca_file, but for another host name") {
         auto elsewhere = certs.ca().issue("elsewhere", 2003, "DNS:elsewhere.example");
-        https_upstream up(certs.write("elsewhere-cert.pem", elsewhere.cert),
-                          certs.write("elsewhere-key.pem", elsewhere.key));
+        https_upstream up(certs.write("elsewhere", elsewhere));
         auto cfg = https_upstream_config(up.port());
         cfg.upstream.ca_file = certs.ca_file;
         check_one_warning(log_of(cfg), cfg, "certificate verify failed: hostname mismatch");
@@ -471,16 +467,14 @@ TEST_CASE("tls: an https:// upstream that does not verify is named in one warnin
     SECTION("expired") {
         auto expired = certs.ca().issue("expired", 2004, "DNS:localhost",
                                         validity{-7L * 24 * 3600, -24 * 3600});
-        https_upstream up(certs.write("expired-cert.pem", expired.cert),
-                          certs.write("expired-key.pem", expired.key));
+        https_upstream up(certs.write("expired", expired));
         auto cfg = https_upstream_config(up.port());
         cfg.upstream.ca_file = certs.ca_file;
         check_one_warning(log_of(cfg), cfg, "certificate verify failed: certificate has expired");
     }
     SECTION("addressed by IP, with a certificate for its name only") {
         auto named_only = certs.ca().issue("named only", 2005, "DNS:localhost");
-        https_upstream up(certs.write("named-cert.pem", named_only.cert),
-                          certs.write("named-key.pem", named_only.key));
+        https_upstream up(certs.write("named", named_only));
         auto cfg = https_upstream_config(up.port(), "127.0.0.1");
         cfg.upstream.ca_file = certs.ca_file;
         check_one_warning(log_of(cfg), cfg, "certificate verify failed: IP address mismatch");
@@ -517,8 +511,7 @@ TEST_CASE("tls: an https:// server whose handshake fails is skipped for the next
     };
     SECTION("signed by ca_file, but for another host name") {
         auto elsewhere = certs.ca().issue("elsewhere", 2011, "DNS:elsewhere.example");
-        https_upstream bad(certs.write("elsewhere-cert.pem", elsewhere.cert),
-                           certs.write("elsewhere-key.pem", elsewhere.key));
+        https_upstream bad(certs.write("elsewhere", elsewhere));
         check_failover(https_server(bad.port()), "certificate verify failed: hostname mismatch",
                        [&] { return bad.requests.load(); });
         CHECK(eventually([&] { return bad.failed_handshakes >= 1; }));
@@ -527,8 +520,7 @@ TEST_CASE("tls: an https:// server whose handshake fails is skipped for the next
     SECTION("expired") {
         auto expired = certs.ca().issue("expired", 2012, "DNS:localhost",
                                         validity{-7L * 24 * 3600, -24 * 3600});
-        https_upstream bad(certs.write("expired-cert.pem", expired.cert),
-                           certs.write("expired-key.pem", expired.key));
+        https_upstream bad(certs.write("expired", expired));
         check_failover(https_server(bad.port()),
                        "certificate verify failed: certificate has expired",
                        [&] { return bad.requests.load(); });
@@ -546,8 +538,7 @@ TEST_CASE("tls: when every https:// server of a group fails its handshake, the a
           "[tls][upstream]") {
     tls_certs certs;
     auto elsewhere = certs.ca().issue("elsewhere", 2013, "DNS:elsewhere.example");
-    https_upstream a(certs.write("elsewhere-cert.pem", elsewhere.cert),
-                     certs.write("elsewhere-key.pem", elsewhere.key));
+    https_upstream a(certs.write("elsewhere", elsewhere));
     https_upstream b(certs.cert_file, certs.key_file);
     auto cfg = test_config(a.port());
     cfg.upstream.ca_file = certs.other_ca_file;  // trusts neither
@@ -630,8 +621,7 @@ TEST_CASE("tls: insecure_skip_verify accepts an https:// upstream nobody vouches
     tls_certs certs;
     // Neither trusted (no ca_file, test CA unknown to the system) nor for this name.
     auto elsewhere = certs.ca().issue("elsewhere", 2002, "DNS:elsewhere.example");
-    https_upstream up(certs.write("elsewhere-cert.pem", elsewhere.cert),
-                      certs.write("elsewhere-key.pem", elsewhere.key));
+    https_upstream up(certs.write("elsewhere", elsewhere));
     auto cfg = https_upstream_config(up.port());
     cfg.upstream.insecure_skip_verify = true;
     running_proxy gw(cfg);
@@ -645,8 +635,7 @@ TEST_CASE("tls: SIGHUP reloads cert and key, and the open connection keeps worki
           "[tls][lifecycle]") {
     tls_certs certs;
     test_upstream up;
-    auto cert = certs.write("live-cert.pem", certs.first().cert);
-    auto key = certs.write("live-key.pem", certs.first().key);
+    const auto [cert, key] = certs.write("live", certs.first());
     auto path = write_temp_file("tls-reload.yaml", tls_listener_yaml(cert, key, up.port()));
     tollgate_process p({"--config", path});
     REQUIRE(p.wait_listening());
@@ -660,8 +649,7 @@ TEST_CASE("tls: SIGHUP reloads cert and key, and the open connection keeps worki
     REQUIRE(before.result_int() == 200);
     CHECK(nlohmann::json::parse(before.body())["headers"]["x-forwarded-proto"] == "https");
 
-    certs.write("live-cert.pem", certs.second().cert);
-    certs.write("live-key.pem", certs.second().key);
+    certs.write("live", certs.second());
     p.signal(SIGHUP);
     REQUIRE(p.wait_for_log("configuration reloaded"));
 
@@ -696,8 +684,8 @@ TEST_CASE("tls: --check-config loads cert and key as startup does", "[tls][lifec
     SECTION("an expired certificate is valid, with a warning") {
         auto expired = certs.ca().issue("expired", 3001, "DNS:localhost",
                                         validity{-30L * 24 * 3600, -24 * 3600});
-        auto cert = certs.write("expired-cert.pem", expired.cert);
-        auto p = check(cert, certs.write("expired-key.pem", expired.key));
+        const auto [cert, key] = certs.write("expired", expired);
+        auto p = check(cert, key);
         CHECK(p->wait_exit() == 0);
         CHECK(p->stdout_text().find("configuration is valid") != std::string::npos);
         INFO(p->stderr_text());
@@ -709,8 +697,8 @@ TEST_CASE("tls: --check-config loads cert and key as startup does", "[tls][lifec
     SECTION("a certificate not valid yet is valid, with a warning") {
         auto early =
             certs.ca().issue("early", 3002, "DNS:localhost", validity{24 * 3600, 30L * 24 * 3600});
-        auto cert = certs.write("early-cert.pem", early.cert);
-        auto p = check(cert, certs.write("early-key.pem", early.key));
+        const auto [cert, key] = certs.write("early", early);
+        auto p = check(cert, key);
         CHECK(p->wait_exit() == 0);
         CHECK(p->stdout_text().find("configuration is valid") != std::string::npos);
         INFO(p->stderr_text());
@@ -795,8 +783,7 @@ TEST_CASE(
         certs.ca().issue("early", 3003, "DNS:localhost", validity{24 * 3600, 30L * 24 * 3600});
     auto expired =
         certs.ca().issue("expired", 3004, "DNS:localhost", validity{-30L * 24 * 3600, -24 * 3600});
-    auto cert = certs.write("live-cert.pem", early.cert);
-    auto key = certs.write("live-key.pem", early.key);
+    const auto [cert, key] = certs.write("live", early);
     auto path = write_temp_file("tls-dates.yaml", tls_listener_yaml(cert, key, up.port()));
     tollgate_process p({"--config", path});
     // It starts: an operator may run such a certificate knowingly.
@@ -806,8 +793,7 @@ TEST_CASE(
                                " (notBefore): clients will refuse it until then") !=
           std::string::npos);
 
-    certs.write("live-cert.pem", expired.cert);
-    certs.write("live-key.pem", expired.key);
+    certs.write("live", expired);
     p.signal(SIGHUP);
     CHECK(p.wait_for_log("tls.cert " + cert + ": the certificate expired at " +
                          certificate_date(expired.cert, &X509_get0_notAfter) +

@@ -189,4 +189,8 @@ std::string tls_certs::write(const std::string& name, const std::string& text) c
     return path.string();
 }
 
+pem_files tls_certs::write(const std::string& stem, const pem_identity& id) const {
+    return {write(stem + "-cert.pem", id.cert), write(stem + "-key.pem", id.key)};
+}
+
 }  // namespace tollgate::test

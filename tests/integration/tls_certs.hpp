@@ -66,6 +66,12 @@ long certificate_serial(const X509* cert);
 ///   second_cert_file / ..._key  leaf 2 from the same CA (the "renewed"
 ///                               certificate of the reload test)
 ///   other_ca_file               an unrelated CA that signed neither leaf
+/// The two PEM files of one identity, as tls_certs::write() put them.
+struct pem_files {
+    std::string cert;
+    std::string key;
+};
+
 class tls_certs {
 public:
     static constexpr long first_serial = 1001;
@@ -81,6 +87,8 @@ public:
     const std::filesystem::path& dir() const { return dir_; }
     /// Writes `text` to `name` inside dir() (replacing it) and returns the path.
     std::string write(const std::string& name, const std::string& text) const;
+    /// Writes `id` as `<stem>-cert.pem` and `<stem>-key.pem` inside dir().
+    pem_files write(const std::string& stem, const pem_identity& id) const;
 
     const test_ca& ca() const { return ca_; }
     const pem_identity& first() const { return first_; }

@@ -15,6 +15,7 @@
 
 #include <boost/asio/ssl.hpp>
 
+#include "tls_certs.hpp"
 #include "tollgate/net.hpp"
 
 namespace tollgate::test {
@@ -91,6 +92,7 @@ private:
 class https_upstream {
 public:
     https_upstream(const std::string& cert_file, const std::string& key_file);
+    explicit https_upstream(const pem_files& files) : https_upstream(files.cert, files.key) {}
     ~https_upstream();
     https_upstream(const https_upstream&) = delete;
     https_upstream& operator=(const https_upstream&) = delete;

@@ -6,10 +6,9 @@
 
 #include <chrono>
 #include <cstdio>
-#include <iostream>
 #include <set>
-#include <sstream>
 
+#include "../captured_stderr.hpp"
 #include "heap.hpp"
 #include "tollgate/store/redis_cache.hpp"
 #include "tollgate/store/redis_scripts.hpp"
@@ -18,6 +17,7 @@
 using namespace tollgate;
 using namespace std::chrono_literals;
 using std::chrono::nanoseconds;
+using tollgate::test::captured_stderr;
 using tollgate::test::heap_in_use;
 
 namespace {
@@ -248,34 +248,6 @@ TEST_CASE("the over-limit cache costs at most 256 bytes per tok: key when full",
 #endif
     }
 }
-
-namespace {
-
-/// What tollgate logs on stderr while it lives.
-class captured_stderr {
-public:
-    captured_stderr() : old_(std::cerr.rdbuf(text_.rdbuf())) {}
-    ~captured_stderr() { std::cerr.rdbuf(old_); }
-    captured_stderr(const captured_stderr&) = delete;
-    captured_stderr& operator=(const captured_stderr&) = delete;
-    /// The lines written since the last call.
-    std::vector<std::string> take() {
-        std::vector<std::string> lines;
-        std::string line;
-        while (std::getline(text_, line)) {
-            lines.push_back(line);
-        }
-        text_.str("");
-        text_.clear();
-        return lines;
-    }
-
-private:
-    std::stringstream text_;
-    std::streambuf* old_;
-};
-
-}  // namespace
 
 TEST_CASE("a flapping fallback state logs at most one pair of lines per interval",
           "[redis][shared]") {
