@@ -455,10 +455,8 @@ private:
             if (idle_close) {
                 // With `timeout 300` in redis.conf and quiet traffic this
                 // happens every few minutes per worker: routine, not an error.
-                log_line(log_level::debug, "redis " + settings_.endpoint.host + ":" +
-                                               std::to_string(settings_.endpoint.port) +
-                                               ": closed the idle connection; the next request "
-                                               "reopens it");
+                log_report("closed the idle connection; the next request reopens it",
+                           log_level::debug);
             } else {
                 shared_.error(why);
                 report("connection lost");
@@ -932,9 +930,9 @@ private:
         reported_reply_ = true;
         log_report(what);
     }
-    void log_report(const std::string& what) const {
-        log_line(log_level::warn, "redis " + settings_.endpoint.host + ":" +
-                                      std::to_string(settings_.endpoint.port) + ": " + what);
+    void log_report(const std::string& what, log_level level = log_level::warn) const {
+        log_line(level, "redis " + settings_.endpoint.host + ":" +
+                            std::to_string(settings_.endpoint.port) + ": " + what);
     }
 
     asio::io_context& ioc_;
